@@ -1,0 +1,100 @@
+# svgen: file-based pipeline. Each artifact depends on its inputs, so
+#   make preprocess train-image invert train-motion
+# works exactly as typed. Override VIDEO=, PHOTO=, WORK=, PRESET=, DEVICE=.
+# The first target that needs Python creates .venv (torch==2.13.0 first, then the package).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SVGEN  := $(VENV)/bin/svgen
+STAMP  := $(VENV)/.svgen-installed
+
+WORK   ?= work
+VIDEO  ?=
+PHOTO  ?=
+PRESET ?= tiny
+DEVICE ?= auto
+SEED   ?= 0
+SIZE   ?= 64
+SPACE  ?= w+
+MODEL  ?= gru
+FRAMES ?= 100
+FPS    ?= 25
+# Optional budget knobs (empty = the command's own default)
+IMAGE_KIMG     ?=
+ENCODER_KIMG   ?=
+MOTION_EPOCHS  ?=
+PYTEST_ARGS    ?=
+
+opt = $(if $(2),$(1) $(2))
+
+ALIGNED   := $(WORK)/aligned.zip
+GENERATOR := $(WORK)/image/generator.pt
+ENCODER   := $(WORK)/encoder/encoder.pt
+LATENTS   := $(WORK)/latents.h5
+MOTION    := $(WORK)/motion/motion.pt
+ANIMATION := $(WORK)/animation.mp4
+
+.PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo          run the whole pipeline on the embedded default input (CPU, tiny preset)"
+	@echo "make test          run the test suite"
+	@echo "make preprocess VIDEO=talk.mp4 [WORK=work]   then: train-image train-encoder invert train-motion animate PHOTO=me.jpg"
+	@echo "make bench         run benchmarks/ (JSON figures)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+preprocess: $(ALIGNED)
+$(ALIGNED): $(STAMP) $(VIDEO)
+	@test -n "$(VIDEO)" || { echo "make preprocess needs VIDEO=path/to/video.mp4" >&2; exit 2; }
+	$(SVGEN) preprocess $(VIDEO) --out $@ --size $(SIZE) --seed $(SEED)
+
+train-image: $(GENERATOR)
+$(GENERATOR): $(ALIGNED)
+	$(SVGEN) train-image --data $< --out $(WORK)/image --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
+		$(call opt,--kimg,$(IMAGE_KIMG)) $(if $(wildcard $(WORK)/image/checkpoints/latest.pt),--resume)
+
+train-encoder: $(ENCODER)
+$(ENCODER): $(GENERATOR) $(ALIGNED)
+	$(SVGEN) train-encoder --generator $(GENERATOR) --data $(ALIGNED) --space $(SPACE) --out $(WORK)/encoder \
+		--device $(DEVICE) --seed $(SEED) $(call opt,--kimg,$(ENCODER_KIMG)) \
+		$(if $(wildcard $(WORK)/encoder/checkpoints/latest.pt),--resume)
+
+invert: $(LATENTS)
+$(LATENTS): $(ENCODER) $(GENERATOR) $(ALIGNED)
+	$(SVGEN) invert --generator $(GENERATOR) --encoder $(ENCODER) --data $(ALIGNED) --out $@ \
+		--device $(DEVICE) --seed $(SEED) $(if $(wildcard $@.partial),--resume)
+
+train-motion: $(MOTION)
+$(MOTION): $(LATENTS) $(GENERATOR)
+	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(GENERATOR) --encoder $(ENCODER) \
+		--data $(ALIGNED) --out $(WORK)/motion --device $(DEVICE) --seed $(SEED) \
+		$(call opt,--epochs,$(MOTION_EPOCHS)) $(if $(wildcard $(WORK)/motion/checkpoints/latest.pt),--resume)
+
+animate: $(ANIMATION)
+$(ANIMATION): $(MOTION) $(GENERATOR) $(ENCODER) $(PHOTO)
+	@test -n "$(PHOTO)" || { echo "make animate needs PHOTO=path/to/photo.jpg" >&2; exit 2; }
+	$(SVGEN) animate --identity $(PHOTO) --motion $(MOTION) --generator $(GENERATOR) --encoder $(ENCODER) \
+		--frames $(FRAMES) --fps $(FPS) --seed $(SEED) --device $(DEVICE) --out $@
+
+demo: $(STAMP)
+	$(SVGEN) demo --out $(if $(filter work,$(WORK)),demo,$(WORK)) $(call opt,--video,$(VIDEO)) $(call opt,--photo,$(PHOTO)) \
+		--device $(DEVICE) --seed $(SEED)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Command-line interface (click); no model code lives here."""

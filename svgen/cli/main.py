@@ -1,0 +1,96 @@
+"""The ``svgen`` console script: a click group whose commands live in one module per stage.
+
+Commands are imported lazily so ``svgen --help`` is fast and one stage's heavy imports never slow
+down another's. Errors: :class:`SvgenError` and OS errors print ``svgen: error: <file>: <problem>``
+and exit 1; usage errors exit 2.
+"""
+from __future__ import annotations
+
+import errno
+import importlib
+import sys
+from typing import Optional, Sequence
+
+import click
+
+from svgen.utils.errors import SvgenError
+
+# command name -> "module:attribute"
+COMMANDS: dict[str, str] = {
+    "preprocess": "svgen.cli.preprocess:preprocess",
+    "align-photo": "svgen.cli.preprocess:align_photo",
+    "train-image": "svgen.cli.image_train:train_image",
+    "convert": "svgen.cli.image:convert",
+    "generate-images": "svgen.cli.image:generate_images",
+    "train-encoder": "svgen.cli.inversion:train_encoder",
+    "invert": "svgen.cli.inversion:invert",
+    "reconstruct": "svgen.cli.inversion:reconstruct",
+    "train-motion": "svgen.cli.motion:train_motion",
+    "sample": "svgen.cli.motion:sample",
+    "animate": "svgen.cli.motion:animate",
+    "evaluate": "svgen.cli.evaluate:evaluate",
+    "demo": "svgen.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # stage not installed in this build
+                return None
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="svgen", prog_name="svgen")
+def cli() -> None:
+    """svgen: talking-head videos from a frozen StyleGAN2 and a latent motion model.
+
+    Pipeline: preprocess -> train-image -> train-encoder -> invert -> train-motion -> animate.
+    """
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point: run the CLI and turn failures into one line and an exit status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="svgen",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("svgen: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("svgen: interrupted", err=True)
+        sys.exit(130)
+    except SvgenError as exc:
+        click.echo(f"svgen: error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        click.echo(f"svgen: error: {where}{_one_line(what)}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""svgen.stage1_image_gan"""

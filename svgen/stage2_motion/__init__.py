@@ -1,0 +1,1 @@
+"""svgen.stage2_motion"""
