@@ -30,6 +30,12 @@ def ensure_parent_writable(path: PathLike) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -63,6 +69,7 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts follow the umask
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as exc:

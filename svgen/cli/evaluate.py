@@ -1,0 +1,414 @@
+"""``svgen evaluate``: FVD/FID (StyleGAN-V protocol), ACD, latent FD, loop score, and plots.
+
+Every value goes into one JSON report together with the protocol that produced it (clip counts
+really used, frames, stride, seed, detector file hash, square-root method) and the versions of the
+software, so numbers can be compared and reproduced. Detector files that are not on disk skip
+only the metrics that need them, with a message saying which file and where it comes from.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import numpy as np
+
+from svgen.cli.common import common_options, positive_int
+from svgen.utils.errors import SvgenError
+
+PIXEL_METRICS = ("fvd16", "fvd128", "fvd128_sub8", "fid", "acd")
+LATENT_METRICS = ("latent_fd", "loop")
+ALL_METRICS = PIXEL_METRICS + LATENT_METRICS + ("identity",)
+DEFAULT_WINDOW = 25  # StyleVideoGAN's training window, used when the motion model does not say
+
+
+def _parse_metrics(text: str, have: dict) -> list[str]:
+    """``auto`` = every metric whose inputs were given; otherwise a comma list checked against them."""
+    if text.strip().lower() == "auto":
+        chosen = []
+        if have["motion"]:
+            chosen.append("loop")
+            if have["latents"]:
+                chosen.insert(0, "latent_fd")
+            if have["data"]:
+                chosen += ["fvd16", "fvd128", "fid"]
+            if have["data"] or have["generator"]:
+                chosen.append("acd")
+        if have["animation"]:
+            chosen.append("identity")
+        return chosen
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in ALL_METRICS]
+    if unknown:
+        raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)} (choose from {', '.join(ALL_METRICS)})",
+                                 param_hint="--metrics")
+    need = {"motion": [m for m in names if m != "identity"],
+            "latents": [m for m in names if m == "latent_fd"],
+            "data": [m for m in names if m.startswith("fvd") or m == "fid"],
+            "animation": [m for m in names if m == "identity"],
+            "identity": [m for m in names if m == "identity"]}
+    for what, metrics in need.items():
+        if metrics and not have[what]:
+            raise click.UsageError(f"--metrics {','.join(metrics)} needs --{what}")
+    return list(dict.fromkeys(names))
+
+
+def _training_window(motion: Any) -> tuple[int, str]:
+    for owner, label in ((motion, "motion.window"), (getattr(motion, "cfg", None), "motion.cfg.window"),
+                         (getattr(motion, "config", None), "motion.config.window")):
+        value = getattr(owner, "window", None) if owner is not None else None
+        if isinstance(value, int) and value > 1:
+            return value, label
+    return DEFAULT_WINDOW, f"default {DEFAULT_WINDOW} (the motion model does not record its window)"
+
+
+def _versions() -> dict:
+    import scipy
+    import torch
+
+    import svgen
+
+    out = {"svgen": svgen.__version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform()}
+    try:
+        import dlib
+
+        out["dlib"] = dlib.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, so the report is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _read_video_frames(path: Path, max_frames: Optional[int] = None) -> list[np.ndarray]:
+    import imageio_ffmpeg
+
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(gen)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise SvgenError(f"cannot decode video ({str(exc).splitlines()[0] if str(exc) else exc})", path) from None
+    w, h = meta["size"]
+    frames = []
+    try:
+        for raw in gen:
+            frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
+            if max_frames and len(frames) >= max_frames:
+                break
+    finally:
+        gen.close()
+    if not frames:
+        raise SvgenError("video has no frames", path)
+    return frames
+
+
+def _read_photo(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SvgenError(f"cannot read image ({exc.__class__.__name__})", path) from None
+
+
+def _say(msg: str) -> None:
+    click.echo(f"svgen evaluate: {msg}", err=True)
+
+
+@click.command("evaluate")
+@click.option("--motion", type=click.Path(dir_okay=False, path_type=Path), help="Motion checkpoint (motion.pt).")
+@click.option("--generator", type=click.Path(dir_okay=False, path_type=Path),
+              help="Generator to render with (default: the one recorded in the motion checkpoint).")
+@click.option("--latents", type=click.Path(dir_okay=False, path_type=Path),
+              help="latents.h5 of the real clips (latent_fd).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path),
+              help="aligned.zip of the real clips (FVD, FID).")
+@click.option("--metrics", default="auto", show_default=True,
+              help=f"Comma list from {','.join(ALL_METRICS)}; 'auto' = all whose inputs are given.")
+@click.option("--num-videos", type=int, default=2048, show_default=True, callback=positive_int,
+              help="Generated videos for FVD (StyleGAN-V: 2048); also caps the loop/ACD video counts.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report JSON to write.")
+@click.option("--detector-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with i3d_torchscript.pt / inception-2015-12-05.pt (also $SVGEN_DETECTORS).")
+@click.option("--plot", "plot_run", type=click.Path(exists=False, path_type=Path),
+              help="Run directory whose metrics.jsonl is charted into RUNDIR/plots/*.png.")
+@click.option("--sqrt", "sqrt_method", type=click.Choice(["sqrtm", "svd"]), default="sqrtm", show_default=True,
+              help="Matrix square root of the Fréchet distance (StyleGAN-V: sqrtm, StyleInV: svd).")
+@click.option("--real-sampling", type=click.Choice(["per-video", "windows"]), default="per-video",
+              show_default=True, help="FVD real clips: StyleGAN-V's one per video, or random windows "
+                                      "(for datasets of a few long clips).")
+@click.option("--max-real", type=int, default=2048, show_default=True, callback=positive_int,
+              help="Most real clips for FVD.")
+@click.option("--fid-frames", type=int, default=50000, show_default=True, callback=positive_int,
+              help="Generated frames for FID (from 16-frame videos).")
+@click.option("--fid-max-real", type=int, default=None, callback=positive_int,
+              help="Cap on real frames for FID (default: all frames, as fid50k_full).")
+@click.option("--acd-videos", type=int, default=32, show_default=True, callback=positive_int)
+@click.option("--acd-frames", type=int, default=16, show_default=True, callback=positive_int)
+@click.option("--window", type=int, default=None, callback=positive_int,
+              help="Training window (latent FD window and loop-score minimum lag); default: the model's.")
+@click.option("--loop-frames", type=int, default=None, callback=positive_int,
+              help="Length of the trajectories for the loop score (default max(256, 8 x window)).")
+@click.option("--latent-windows", type=int, default=256, show_default=True, callback=positive_int,
+              help="Real and fake windows for latent_fd.")
+@click.option("--batch", type=int, default=None, callback=positive_int, help="Detector batch (clips or images).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Real-statistics cache (default $SVGEN_CACHE/metrics or ~/.cache/svgen/metrics).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write cached real statistics.")
+@click.option("--animation", type=click.Path(dir_okay=False, path_type=Path),
+              help="An animate result (mp4) to compare with --identity (metric 'identity').")
+@click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), help="The photo it was made from.")
+@common_options
+def evaluate(motion: Optional[Path], generator: Optional[Path], latents: Optional[Path], data: Optional[Path],
+             metrics: str, num_videos: int, out: Optional[Path], detector_dir: Optional[Path],
+             plot_run: Optional[Path], sqrt_method: str, real_sampling: str, max_real: int, fid_frames: int,
+             fid_max_real: Optional[int], acd_videos: int, acd_frames: int, window: Optional[int],
+             loop_frames: Optional[int], latent_windows: int, batch: Optional[int], cache_dir: Optional[Path],
+             no_cache: bool, animation: Optional[Path], identity: Optional[Path], seed: int, device: str) -> None:
+    """Evaluate a motion model (and/or an animation) and write a JSON report with protocols.
+
+    \b
+    svgen evaluate --motion motion.pt --latents latents.h5 --data aligned.zip \\
+        --metrics fvd16,fvd128,fid,acd,latent_fd,loop --num-videos 2048 --out report.json
+    svgen evaluate --plot runs/motion          # PNG charts of metrics.jsonl only
+    """
+    opts = dict(locals())  # every option, handed to _run_metrics
+    have = {"motion": motion is not None, "latents": latents is not None, "data": data is not None,
+            "generator": generator is not None, "animation": animation is not None,
+            "identity": identity is not None}
+    chosen = _parse_metrics(metrics, have) if (motion or animation or metrics.strip().lower() != "auto") else []
+    if chosen and out is None:
+        raise click.UsageError("--out report.json is required when metrics are computed")
+    if not chosen and plot_run is None:
+        raise click.UsageError("nothing to do: give --motion (with --latents/--data), --animation, or --plot")
+    if animation is not None and identity is None and "identity" in chosen:
+        raise click.UsageError("--animation needs --identity PHOTO")
+
+    from svgen.utils.io import ensure_parent_writable, require_file, write_json
+
+    if out is not None:
+        ensure_parent_writable(out)
+    for p, what in ((motion, "motion checkpoint"), (generator, "generator"), (latents, "latent store"),
+                    (data, "dataset"), (animation, "animation"), (identity, "identity photo")):
+        if p is not None:
+            require_file(p, what)
+
+    report: dict = {"format": "svgen-eval", "version": 1,
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()},
+                    "seed": seed, "inputs": {}, "values": {}, "metrics": {}, "skipped": {},
+                    "versions": _versions()}
+    if chosen:
+        _run_metrics(report, chosen, opts)
+    if plot_run is not None:
+        from svgen.metrics.plots import plot_run_metrics
+
+        paths = plot_run_metrics(plot_run)
+        report["plots"] = [str(p) for p in paths]
+        _say(f"wrote {len(paths)} charts to {paths[0].parent}")
+    if out is not None:
+        write_json(out, _clean(report))
+        for name, value in report["values"].items():
+            shown = f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else value
+            click.echo(f"{name}: {shown}")
+        click.echo(f"report: {out}")
+
+
+def _resolve_detectors(report: dict, pixel: list[str], detector_dir: Optional[Path], dev: Any) -> dict:
+    """Load the detectors the chosen metrics need; a missing file skips only its metrics (with a message)."""
+    from svgen.metrics.detectors import I3D, INCEPTION, DetectorMissing, load_detector
+
+    needed = []
+    if any(m.startswith("fvd") for m in pixel):
+        needed.append(I3D)
+    if "fid" in pixel:
+        needed.append(INCEPTION)
+    loaded = {}
+    for spec in needed:
+        try:
+            loaded[spec.name] = load_detector(spec, detector_dir, device=dev)
+        except DetectorMissing as exc:
+            _say(f"warning: {exc}")
+            for m in pixel:
+                if m in spec.metrics:
+                    report["skipped"][m] = str(exc)
+    return loaded
+
+
+def _video_source(report: dict, motion_model: Any, generator: Optional[Path], dev: Any) -> Any:
+    """The generator that renders the motion model's latents (checked against the motion checkpoint)."""
+    import svgen
+    from svgen.metrics.render import MotionVideoSource
+    from svgen.utils.io import file_sha256
+
+    gen_path = generator or getattr(motion_model, "generator_path", None)
+    if not gen_path:
+        raise click.UsageError("pixel metrics need --generator (the motion checkpoint does not record one)")
+    gen_path = Path(gen_path)
+    if not gen_path.is_file():
+        raise SvgenError("generator recorded in the motion checkpoint does not exist (pass --generator)", gen_path)
+    gen_sha = file_sha256(gen_path)
+    want = getattr(motion_model, "generator_sha256", None)
+    if want and want != gen_sha:
+        raise SvgenError(f"motion model was trained against another generator ({want[:12]} vs {gen_sha[:12]})",
+                         gen_path)
+    G = svgen.load_generator(gen_path, device=dev)
+    report["inputs"]["generator"] = {"path": str(gen_path), "sha256": gen_sha,
+                                     "resolution": int(getattr(G, "img_resolution", 0))}
+    return MotionVideoSource(motion_model, G, device=dev)
+
+
+def _run_metrics(report: dict, chosen: list[str], opt: dict) -> None:
+    """Compute the chosen metrics into ``report`` (inputs, values, protocols, skipped)."""
+    from svgen.utils.device import select_device
+    from svgen.utils.io import file_sha256
+
+    dev = select_device(opt["device"])
+    report["device"] = str(dev)
+    seed = int(opt["seed"])
+    motion_model = None
+    if opt["motion"] is not None and any(m != "identity" for m in chosen):
+        import svgen
+
+        motion_model = svgen.load_motion(opt["motion"], device=dev)
+        report["inputs"]["motion"] = {"path": str(opt["motion"]), "sha256": file_sha256(opt["motion"]),
+                                      "model": getattr(motion_model, "model_name", None)}
+    window, window_source = (opt["window"], "--window") if opt["window"] else (
+        _training_window(motion_model) if motion_model is not None else (DEFAULT_WINDOW, "default"))
+
+    # -- latent metrics --------------------------------------------------------------------------
+    if "latent_fd" in chosen:
+        from svgen.inversion.latent_store import LatentStore
+        from svgen.metrics.latent_fd import LatentFD, real_windows_from_store
+
+        with LatentStore(opt["latents"]) as store:
+            report["inputs"]["latents"] = {"path": str(opt["latents"]), "space": store.space,
+                                           "generator_sha256": store.generator_sha256}
+            if (store.num_ws, store.w_dim) != (motion_model.num_ws, motion_model.w_dim):
+                raise SvgenError(f"latent store has {store.num_ws}x{store.w_dim} codes, the motion model "
+                                 f"{motion_model.num_ws}x{motion_model.w_dim}", opt["latents"])
+            try:
+                real = real_windows_from_store(store, window, opt["latent_windows"], seed=seed, as_wplus=True)
+            except ValueError as exc:
+                raise SvgenError(str(exc), opt["latents"]) from None
+            available = len(store.windows(window))
+        metric = LatentFD(real)
+        fake = motion_model.sample(opt["latent_windows"], window, seed=seed)
+        value = metric(fake)
+        report["values"]["latent_fd"] = value
+        report["metrics"]["latent_fd"] = {"value": value, "protocol": {
+            **metric.protocol(), "num_fake_windows": int(opt["latent_windows"]), "fake_windows": "t=0 .. window-1",
+            "real_windows_available": available, "real_windows_drawn_with_replacement":
+                opt["latent_windows"] > available, "window_source": window_source, "seed": seed}}
+    if "loop" in chosen:
+        from svgen.metrics.looping import loop_score, motion_magnitude
+        from svgen.metrics.render import batch_seed
+
+        frames = opt["loop_frames"] or max(256, 8 * window)
+        num = min(opt["num_videos"], 64)
+        loops, speeds = [], []
+        for b, start in enumerate(range(0, num, 8)):  # bounded memory: 8 long trajectories at a time
+            trajs = motion_model.sample(min(8, num - start), frames, seed=batch_seed(seed, b))
+            loops += [loop_score(tr, min_lag=window) for tr in trajs]
+            speeds += [motion_magnitude(tr) for tr in trajs]
+        loops_arr = np.array(loops)
+        stats = {"loop_score": float(np.nanmean(loops_arr)) if np.isfinite(loops_arr).any() else float("nan"),
+                 "loop_score_max": float(np.nanmax(loops_arr)) if np.isfinite(loops_arr).any() else float("nan"),
+                 "motion_magnitude": float(np.mean(speeds)),
+                 "motion_magnitude_min": float(np.min(speeds))}
+        report["values"]["loop_score"] = stats["loop_score"]
+        report["values"]["motion_magnitude"] = stats["motion_magnitude"]
+        report["metrics"]["loop"] = {"value": stats["loop_score"], **stats, "protocol": {
+            "num_trajectories": num, "frames": frames, "min_lag": window, "window_source": window_source,
+            "seed": seed, "seeding": "batches of 8, motion.sample(seed=SeedSequence([seed, b]))",
+            "definition": "max over lags >= min_lag of 1 - D(lag) / max_{l<=lag} D(l), D = RMS latent "
+                          "distance at a lag; motion_magnitude = mean |w[t+1]-w[t]| (flattened W+)"}}
+
+    # -- pixel metrics ---------------------------------------------------------------------------
+    pixel = [m for m in chosen if m in PIXEL_METRICS]
+    detectors = _resolve_detectors(report, pixel, opt["detector_dir"], dev)
+    pixel = [m for m in pixel if m == "acd" or (m == "fid" and "inception" in detectors)
+             or (m.startswith("fvd") and "i3d" in detectors)]
+    if pixel:
+        source = _video_source(report, motion_model, opt["generator"], dev)
+    fvds = [m for m in pixel if m.startswith("fvd")]
+    if fvds or "fid" in pixel:
+        from svgen.metrics.frechet import StatsCache
+        from svgen.preprocessing.dataset import AlignedDataset
+
+        dataset = AlignedDataset(opt["data"])
+        dataset_id = file_sha256(opt["data"])
+        report["inputs"]["data"] = {"path": str(opt["data"]), "sha256": dataset_id,
+                                    "resolution": dataset.resolution, "clips": len(dataset.clips),
+                                    "frames": len(dataset)}
+        cache = None if opt["no_cache"] else StatsCache(opt["cache_dir"])
+    for m in fvds:
+        from svgen.metrics.fvd import PROTOCOLS, compute_fvd
+
+        try:
+            res = compute_fvd(PROTOCOLS[m], dataset, dataset_id, source, detectors["i3d"],
+                              num_fake=opt["num_videos"], max_real=opt["max_real"], seed=seed,
+                              real_sampling=opt["real_sampling"], method=opt["sqrt_method"], cache=cache,
+                              batch=opt["batch"])
+        except ValueError as exc:  # no clip long enough for this protocol
+            _say(f"warning: {m} skipped: {exc}")
+            report["skipped"][m] = str(exc)
+            continue
+        if "warning" in res["protocol"]:
+            _say(f"warning: {m}: {res['protocol']['warning']}")
+        report["values"][m] = res["value"]
+        report["metrics"][m] = res
+    if "fid" in pixel:
+        from svgen.metrics.fid import compute_fid
+
+        res = compute_fid(dataset, dataset_id, source, detectors["inception"], num_fake_frames=opt["fid_frames"],
+                          max_real=opt["fid_max_real"], seed=seed, method=opt["sqrt_method"], cache=cache,
+                          batch=opt["batch"] or 64)
+        report["values"]["fid"] = res["value"]
+        report["metrics"]["fid"] = res
+    if "acd" in pixel:
+        from svgen.metrics.acd import FaceEmbedder, acd
+        from svgen.metrics.render import batch_seed
+
+        n = min(opt["num_videos"], opt["acd_videos"])
+        frames = list(range(opt["acd_frames"]))
+
+        def videos():
+            for b in range(n):
+                vid = source.videos(1, frames, seed=batch_seed(seed, b))[0]     # [T, 3, H, W] uint8
+                yield list(vid.permute(0, 2, 3, 1).numpy())
+
+        res = acd(videos(), FaceEmbedder())
+        res["protocol"] = {"num_videos": n, "frames": opt["acd_frames"], "fake_clips_start": "t=0", "seed": seed,
+                           "fake_source": source.describe()}
+        report["values"]["acd"] = res["value"]
+        report["metrics"]["acd"] = res
+    if "identity" in chosen:
+        from svgen.metrics.acd import identity_distance
+
+        frames = _read_video_frames(opt["animation"])
+        res = identity_distance(frames, _read_photo(opt["identity"]), photo_name=str(opt["identity"]))
+        report["inputs"]["animation"] = {"path": str(opt["animation"]), "sha256": file_sha256(opt["animation"]),
+                                         "frames": len(frames)}
+        report["inputs"]["identity"] = {"path": str(opt["identity"]), "sha256": file_sha256(opt["identity"])}
+        report["values"]["identity_distance"] = res["value"]
+        report["values"]["animation_acd"] = res["acd"]
+        report["metrics"]["identity"] = res
