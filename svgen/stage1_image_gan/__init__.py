@@ -1,1 +1,8 @@
-"""svgen.stage1_image_gan"""
+"""svgen.stage1_image_gan: StyleGAN2 in PyTorch (networks, presets, checkpoints, training).
+
+- ``presets``: ``GeneratorConfig``, ``DiscriminatorConfig``, ``TrainPreset``, ``get_preset(name, res)``.
+- ``layers`` / ``networks``: ``Generator(cfg)`` (``.mapping``, ``.synthesis``) and ``Discriminator(cfg)``.
+- ``checkpoints``: ``make_generator_checkpoint``, ``save_generator``, ``build_networks``,
+  ``load_generator`` (svgen ``.pt``, NVIDIA ``.pkl``, rosinality ``.pt``).
+- ``importers``: the restricted NVIDIA unpickler and the rosinality key mapping.
+"""
