@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +94,24 @@ class AlignedDatasetWriter:
             "detected": bool(detected),
         })
 
+    def add_encoded_frame(self, clip: str, png: bytes, source_frame: int = -1,
+                          quad: Optional[Sequence[Sequence[float]]] = None, detected: bool = True) -> None:
+        """Append one frame already encoded with :func:`encode_png` (lets callers encode in threads)."""
+        info = self.clips[clip]
+        if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+            raise ValueError("expected PNG bytes")
+        w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        if (w, h) != (self.resolution, self.resolution):
+            raise ValueError(f"frame must be {self.resolution}x{self.resolution}, got {w}x{h}")
+        index = info.num_frames
+        self._zip.writestr(f"{clip}/{index:06d}.png", png)
+        info.frames.append({
+            "index": index,
+            "source_frame": int(source_frame),
+            "quad": None if quad is None else [[float(x), float(y)] for x, y in np.asarray(quad)],
+            "detected": bool(detected),
+        })
+
     def metadata(self) -> dict:
         clips = {}
         for name, c in self.clips.items():
@@ -123,6 +143,32 @@ class AlignedDatasetWriter:
             self._zip.close()
         finally:
             self._stack.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """RGB uint8 [H, W, 3] -> PNG bytes for ``add_encoded_frame``.
+
+    A plain PNG with the "Up" filter on every row and zlib level 1: about twice as fast as PIL's
+    encoder (which tries every filter per row) for files ~2% larger; zlib releases the GIL, so
+    several threads can encode at once.
+    """
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected RGB [H, W, 3], got {img.shape}")
+    h, w = img.shape[:2]
+    rows = img.reshape(h, w * 3)
+    raw = np.empty((h, w * 3 + 1), np.uint8)
+    raw[:, 0] = 2                      # filter type 2 (Up): byte minus the byte above, mod 256
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
 
 
 class AlignedDataset:

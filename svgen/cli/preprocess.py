@@ -1,0 +1,149 @@
+"""``svgen preprocess`` (videos -> aligned.zip) and ``svgen align-photo`` (one FFHQ-aligned photo)."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional
+
+import click
+
+from svgen.cli.common import common_options, positive_int
+
+
+@contextlib.contextmanager
+def _echo_warnings() -> Iterator[None]:
+    """Show library warnings as ``svgen: warning: ...`` lines on stderr, as they happen."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"svgen: warning: {' '.join(str(message).split())}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
+
+
+def _parse_box(ctx: click.Context, param: click.Parameter, value: Optional[str]):
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise click.BadParameter(f"expected X,Y,W,H with positive W and H, got {value!r}")
+    return parts
+
+
+def _positive_float(ctx: click.Context, param: click.Parameter, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be positive, got {value}")
+    return value
+
+
+def _torch_device(device: str) -> str:
+    from svgen.utils.device import select_device
+
+    return str(select_device(device))
+
+
+@click.command("preprocess")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output dataset (aligned.zip).")
+@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+              help="Crop resolution in pixels.")
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
+              show_default=True, help="Face landmarks backend; 'none' = generic centre crop / --box.")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
+              help="dlib face detector (cnn = mmod, slower, finds harder faces).")
+@click.option("--smooth", type=float, default=3.0, show_default=True, metavar="FRAMES",
+              help="Temporal low-pass strength: Gaussian sigma in frames for the crop's centre, "
+                   "rotation and scale; 0 disables.")
+@click.option("--max-frames", type=int, default=None, callback=positive_int,
+              help="Use at most N frames of each video.")
+@click.option("--fps", type=float, default=None, callback=_positive_float,
+              help="Resample videos to this frame rate (default: keep the source rate).")
+@click.option("--detect-every", type=int, default=5, show_default=True, callback=positive_int,
+              help="Re-detect the face around its tracked position every K frames.")
+@click.option("--max-gap", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="Gaps without a face up to this long are interpolated; longer gaps split the clip.")
+@click.option("--min-length", type=float, default=0.3, show_default=True, metavar="SECONDS",
+              help="Drop face segments shorter than this.")
+@click.option("--box", default=None, callback=_parse_box, metavar="X,Y,W,H",
+              help="With --landmarks none: crop this fixed box instead of the centre square.")
+@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the summary as JSON.")
+@common_options
+def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, detect_every, max_gap,
+               min_length, box, summary_json, seed, device) -> None:
+    """Turn talking-head VIDEOs into a stabilised, FFHQ-aligned frame dataset (aligned.zip).
+
+    Faces are tracked, cropped from the eye corners (StyleVideoGAN) and low-passed over time;
+    short face gaps are interpolated, long ones split the clip. Prints a summary per video.
+    """
+    from svgen.preprocessing.pipeline import format_summary, preprocess_videos
+    from svgen.utils.io import write_json
+
+    if smooth < 0:
+        raise click.BadParameter(f"must be >= 0, got {smooth}", param_hint="--smooth")
+    if box is not None and landmarks != "none":
+        raise click.UsageError("--box only applies with --landmarks none")
+    dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
+    with _echo_warnings():
+        summary = preprocess_videos(list(videos), out, size=size, landmarks=landmarks, smooth=smooth,
+                                    max_frames=max_frames, fps=fps, detector=detector,
+                                    detect_every=detect_every, max_gap=max_gap, min_length=min_length,
+                                    box=box, device=dev)
+    click.echo(format_summary(summary))
+    if summary_json is not None:
+        write_json(summary_json, summary)
+
+
+@click.command("align-photo")
+@click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output image (.png or .jpg).")
+@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+              help="Output resolution in pixels.")
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
+              show_default=True, help="Face landmarks backend; 'none' = centre crop.")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
+              help="dlib face detector.")
+@click.option("--strict", is_flag=True, help="Fail unless exactly one face is found.")
+@click.option("--quad-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the crop quad and landmarks (source pixels) as JSON.")
+@common_options
+def align_photo(photo, out, size, landmarks, detector, strict, quad_json, seed, device) -> None:
+    """Crop PHOTO the way FFHQ was cropped (eyes + mouth), for inversion and `animate`."""
+    from PIL import Image
+
+    from svgen.preprocessing.pipeline import align_photo_info
+    from svgen.utils.io import atomic_path, ensure_parent_writable, write_json
+
+    suffix = out.suffix.lower()
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
+    if suffix not in formats:
+        raise click.BadParameter(f"unsupported image extension {out.suffix!r} (use .png or .jpg)",
+                                 param_hint="--out")
+    ensure_parent_writable(out)  # fail before the work
+    dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
+    with _echo_warnings():
+        res = align_photo_info(photo, size, landmarks=landmarks, strict=strict, detector=detector, device=dev)
+    with atomic_path(out) as tmp:
+        save_kwargs = {"quality": 95} if formats[suffix] == "JPEG" else {}
+        Image.fromarray(res.image).save(tmp, format=formats[suffix], **save_kwargs)
+    if quad_json is not None:
+        write_json(quad_json, {"source": str(photo), "size": size, "quad": res.quad.tolist(),
+                               "landmarks": None if res.landmarks is None else res.landmarks.tolist(),
+                               "num_faces": res.num_faces})
+    click.echo(f"{photo} -> {out} ({size}x{size}, {res.num_faces} face(s) found)"
+               if landmarks != "none" else f"{photo} -> {out} ({size}x{size}, centre crop)")
+
+
+__all__ = ["preprocess", "align_photo"]

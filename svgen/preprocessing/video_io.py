@@ -1,0 +1,433 @@
+"""Video decoding and encoding through the ffmpeg binary that ships with ``imageio-ffmpeg``.
+
+Decoding streams raw RGB frames from an ffmpeg subprocess through a pipe, so memory does not depend
+on the video's length; a small reader thread keeps a few frames in flight so that ffmpeg decodes
+while the caller works. Frames come out display-oriented (ffmpeg applies rotation metadata).
+Encoding writes H.264 / yuv420p mp4 to a temporary name that is renamed into place on success.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from svgen.utils.errors import PathLike, SvgenError
+from svgen.utils.io import atomic_path, require_file
+
+__all__ = ["VideoInfo", "probe", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
+           "ffmpeg_exe"]
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg (or ``$IMAGEIO_FFMPEG_EXE``)."""
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:  # no binary for this platform
+        raise SvgenError(f"ffmpeg is not available ({exc})") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` reads from a file's header.
+
+    ``width``/``height`` are the display size of the decoded frames (after rotation).
+    """
+
+    fps: float
+    num_frames: int            # video packets in the file (= frames for complete files)
+    width: int
+    height: int
+    rotation: int = 0          # degrees from the display matrix / rotate tag, in [0, 360)
+    duration: float = 0.0      # seconds
+    codec: str = ""
+    coded_width: int = 0       # size as stored, before rotation
+    coded_height: int = 0
+
+
+_ERROR_HINTS = (
+    ("moov atom not found", "not a complete mp4 (moov atom not found: truncated, or not a video)"),
+    ("Invalid data found when processing input", "not a readable video (ffmpeg: invalid data)"),
+    ("Permission denied", "permission denied"),
+    ("No such file or directory", "file does not exist"),
+)
+
+
+def _ffmpeg_problem(stderr: str, default: str) -> str:
+    for needle, message in _ERROR_HINTS:
+        if needle in stderr:
+            return message
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return f"{default} (ffmpeg: {lines[-1]})" if lines else default
+
+
+def _parse_duration(text: str) -> float:
+    m = re.search(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    if not m:
+        return 0.0
+    h, mi, s = m.groups()
+    return int(h) * 3600 + int(mi) * 60 + float(s)
+
+
+def _parse_fps(line: str) -> float:
+    for unit in ("fps", "tbr"):
+        m = re.search(r"([\d.]+)(k?) " + unit, line)
+        if m:
+            value = float(m.group(1)) * (1000.0 if m.group(2) else 1.0)
+            if value > 0:
+                return value
+    return 0.0
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Read fps, frame count, display size and rotation of a video.
+
+    One ffmpeg call that reads the header and then counts the video packets by stream copy (no
+    decoding, ~0.1 s even for long HD videos), so ``num_frames`` is exact for complete files.
+    A file whose data stops early ("partial file") is reported as truncated.
+    """
+    p = require_file(path, "video")
+    if p.stat().st_size == 0:
+        raise SvgenError("video file is empty", p)
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p), "-map", "0:v:0",
+                           "-c", "copy", "-f", "null", "-"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    text = proc.stderr.decode("utf-8", errors="replace").replace("\r", "\n")
+    if "Input #0" not in text:
+        raise SvgenError(_ffmpeg_problem(text, "not a readable video"), p)
+    m = re.search(r"Input #0, (.+?), from ", text)
+    demuxer = m.group(1) if m else ""
+    if demuxer == "image2" or demuxer.endswith("_pipe"):
+        raise SvgenError("is a still image, not a video", p)
+    lines = text.splitlines()
+    video_idx = next((i for i, ln in enumerate(lines)
+                      if re.search(r"Stream #0:\d+.*: Video:", ln)
+                      and "attached pic" not in ln), None)
+    if video_idx is None:
+        raise SvgenError("file has no video stream (is it an image or audio file?)", p)
+    line = lines[video_idx]
+    m = re.search(r"Video: (\w+)", line)
+    codec = m.group(1) if m else ""
+    m = re.search(r", (\d{2,5})x(\d{2,5})[ ,]", line)
+    if not m:
+        raise SvgenError("cannot read the video's frame size", p)
+    cw, ch = int(m.group(1)), int(m.group(2))
+    fps = _parse_fps(line)
+    if fps <= 0:
+        raise SvgenError("cannot read the video's frame rate", p)
+    # Rotation: the stream's following indented lines (side data / metadata) until the next stream.
+    rotation = 0.0
+    for ln in lines[video_idx + 1:]:
+        if re.search(r"Stream #\d+:\d+", ln):
+            break
+        m = re.search(r"rotation of (-?[\d.]+) degrees", ln) or re.search(r"rotate\s*:\s*(-?[\d.]+)", ln)
+        if m:
+            rotation = float(m.group(1))
+            break
+    rot = int(round(rotation)) % 360
+    width, height = (ch, cw) if rot in (90, 270) else (cw, ch)
+    duration = _parse_duration(text)
+    if "partial file" in text:
+        raise SvgenError("video is truncated (its data ends before the frames its header lists)", p)
+    counts = re.findall(r"frame=\s*(\d+)", text)
+    if counts:
+        num_frames = int(counts[-1])
+    else:  # no packet count (odd container): estimate from the duration
+        num_frames = int(np.floor(duration * fps + 1e-6)) if duration > 0 else 0
+    return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, rotation=rot,
+                     duration=duration, codec=codec, coded_width=cw, coded_height=ch)
+
+
+class _FFmpegReader:
+    """Raw RGB frames from an ffmpeg subprocess; optional reader thread with a bounded queue."""
+
+    def __init__(self, path: Path, info: VideoInfo, prefetch: int = 4):
+        self.path = path
+        self.info = info
+        self.frame_bytes = info.width * info.height * 3
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
+               "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        self._stderr = _TailBuffer()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        with contextlib.suppress(Exception):  # let ffmpeg run ahead by up to 1 MiB (Linux only)
+            import fcntl
+
+            fcntl.fcntl(self.proc.stdout.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+        self._err_thread = threading.Thread(target=self._stderr.drain, args=(self.proc.stderr,),
+                                            daemon=True)
+        self._err_thread.start()
+        self._queue: Optional[queue.Queue] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if prefetch > 0:
+            self._queue = queue.Queue(maxsize=prefetch)
+            self._thread = threading.Thread(target=self._pump, daemon=True)
+            self._thread.start()
+
+    def _read_one(self) -> Optional[np.ndarray]:
+        buf = bytearray(self.frame_bytes)
+        view = memoryview(buf)
+        got = 0
+        while got < self.frame_bytes:
+            n = self.proc.stdout.readinto(view[got:])
+            if not n:
+                return None  # end of stream (a partial last frame is dropped)
+            got += n
+        return np.frombuffer(buf, np.uint8).reshape(self.info.height, self.info.width, 3)
+
+    def _pump(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self._read_one()
+                self._put(frame)
+                if frame is None:
+                    return
+        except BaseException as exc:  # surfaced in the consumer
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            if self._queue is None:
+                frame = self._read_one()
+            else:
+                frame = self._queue.get()
+                if isinstance(frame, BaseException):
+                    raise frame
+            if frame is None:
+                return
+            yield frame
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for ffmpeg; return (exit status, tail of its stderr)."""
+        rc = self.proc.wait()
+        self._err_thread.join(timeout=5)
+        return rc, self._stderr.text()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.proc.stdout.close()
+        self._err_thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.proc.stderr.close()
+
+
+class _TailBuffer:
+    """Keeps the last few KiB of a stream (ffmpeg's stderr) without blocking the process."""
+
+    def __init__(self, limit: int = 8192):
+        self.limit = limit
+        self.data = b""
+
+    def drain(self, stream) -> None:
+        with contextlib.suppress(Exception):
+            for chunk in iter(lambda: stream.read(4096), b""):
+                self.data = (self.data + chunk)[-self.limit:]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames: Optional[int] = None,
+                        info: Optional[VideoInfo] = None, prefetch: int = 4,
+                        check_truncated: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(source_frame_index, rgb uint8 [H, W, 3])`` in display orientation.
+
+    ``fps`` resamples the timeline by picking the nearest source frame for each output time
+    (frames repeat when upsampling), assuming a constant source frame rate. ``max_frames`` caps the
+    number of yielded frames. A stream that ends well before its header's duration raises
+    :class:`SvgenError` (truncated file) when ``check_truncated``. Frames are read-only views:
+    copy before modifying.
+    """
+    p = Path(path)
+    info = info or probe(p)
+    if fps is not None and fps <= 0:
+        raise ValueError("fps must be positive")
+    step = None if fps is None else info.fps / float(fps)
+    reader = _FFmpegReader(p, info, prefetch=prefetch)
+    decoded = 0
+    emitted = 0
+    try:
+        next_out = 0  # next output index (when resampling)
+        for src_idx, frame in enumerate(reader):
+            decoded += 1
+            if step is None:
+                yield src_idx, frame
+                emitted += 1
+                if max_frames is not None and emitted >= max_frames:
+                    return
+                continue
+            # emit every output frame whose nearest source frame is src_idx
+            while int(np.floor(next_out * step + 0.5)) == src_idx:
+                yield src_idx, frame
+                emitted += 1
+                next_out += 1
+                if max_frames is not None and emitted >= max_frames:
+                    return
+            if int(np.floor(next_out * step + 0.5)) < src_idx:  # rounding guard
+                next_out += 1
+        rc, err = reader.finish()
+        if decoded == 0:
+            raise SvgenError(_ffmpeg_problem(err, "no frame could be decoded (empty or corrupt video)"), p)
+        if check_truncated:
+            # ffmpeg says "partial file" when data is missing; a shortfall against the header's
+            # duration only counts with decoder errors (an audio track may outlast the video)
+            short = info.num_frames > 0 and decoded < info.num_frames - max(3, int(0.05 * info.num_frames))
+            if "partial file" in err or (short and err.strip()):
+                raise SvgenError(f"video is truncated or corrupt: decoded {decoded} of about "
+                                 f"{info.num_frames} frames", p)
+    finally:
+        reader.close()
+
+
+def iter_frames(path: PathLike, fps: Optional[float] = None,
+                max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Stream a video's frames as RGB uint8 [H, W, 3] without holding the video in memory."""
+    for _, frame in iter_frames_indexed(path, fps=fps, max_frames=max_frames):
+        yield frame
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to an H.264 / yuv420p mp4 (plays everywhere).
+
+    Context manager: the file appears under ``path`` only when the block succeeds (``close``);
+    on an exception (``abort``) nothing is left behind. Odd frame sizes are padded by one
+    replicated pixel row/column, because yuv420p needs even dimensions. All frames must have the
+    size of the first one.
+    """
+
+    def __init__(self, path: PathLike, fps: float, crf: int = 18, preset: str = "medium"):
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.crf = int(crf)
+        self.preset = preset
+        self.num_frames = 0
+        self._size: Optional[tuple[int, int]] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._stderr = _TailBuffer()
+        self._err_thread: Optional[threading.Thread] = None
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".mp4"))
+        self._closed = False
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc_type, exc, tb)
+
+    def _start(self, h: int, w: int) -> None:
+        self._size = (h, w)
+        eh, ew = h + (h % 2), w + (w % 2)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", f"{self.fps:.6g}",
+               "-i", "-", "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
+        self._err_thread = threading.Thread(target=self._stderr.drain, args=(self._proc.stderr,),
+                                            daemon=True)
+        self._err_thread.start()
+
+    def write(self, frame) -> None:
+        """Append one frame: uint8 [H, W, 3] (RGB) or [H, W] / [H, W, 1] (grey)."""
+        if self._closed:
+            raise RuntimeError("VideoWriter is closed")
+        arr = np.asarray(frame)
+        if arr.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {arr.dtype}")
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise ValueError(f"frames must be [H, W, 3], got shape {tuple(arr.shape)}")
+        if arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
+        elif arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        h, w = arr.shape[:2]
+        if self._size is None:
+            if h < 2 or w < 2:
+                raise ValueError(f"frame too small for H.264: {w}x{h}")
+            self._start(h, w)
+        elif (h, w) != self._size:
+            raise ValueError(f"frame size {w}x{h} differs from the first frame "
+                             f"{self._size[1]}x{self._size[0]}")
+        if h % 2 or w % 2:
+            arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(arr).tobytes())
+        except (BrokenPipeError, OSError):
+            rc = self._proc.wait()
+            self._err_thread.join(timeout=5)
+            raise SvgenError(_ffmpeg_problem(self._stderr.text(), f"ffmpeg stopped (exit {rc})"),
+                             self.path) from None
+        self.num_frames += 1
+
+    def close(self) -> None:
+        """Finish encoding and move the file into place."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._proc is None:
+                raise SvgenError("no frames were written; video not created", self.path)
+            self._proc.stdin.close()
+            rc = self._proc.wait()
+            self._err_thread.join(timeout=5)
+            if rc != 0:
+                raise SvgenError(_ffmpeg_problem(self._stderr.text(), f"ffmpeg failed (exit {rc})"),
+                                 self.path)
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack.close()  # fsync + rename
+
+    def abort(self, exc_type=None, exc=None, tb=None) -> None:
+        """Stop ffmpeg and delete the partial file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+            with contextlib.suppress(Exception):
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        self._stack.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
+
+
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:
+    """Write an iterable of RGB uint8 frames as H.264 mp4 (atomically); returns the frame count."""
+    with VideoWriter(path, fps, crf=crf) as writer:
+        for frame in frames:
+            writer.write(frame)
+        return writer.num_frames
