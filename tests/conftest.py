@@ -91,3 +91,54 @@ def real_frames_zip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def real_frames_zip32(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same frames at 32 px, for the fastest tests."""
     return build_real_frames_zip(shared, tmp_path_factory.mktemp("realzip32") / "aligned.zip", size=32)
+
+
+# -- stage 1: an untrained tiny generator (owner: stage-1 networks) ------------------------------
+def build_random_generator(path: Path, resolution: int = 32, seed: int = 0) -> Path:
+    """Save an untrained ``tiny`` preset G/G_ema/D (fixed seed) as an svgen ``generator.pt``.
+
+    ``w_avg`` is set to the mean of mapped random z, as a trained network would have it, so
+    truncation behaves normally. Plumbing only: its images are not faces.
+    """
+    import copy
+
+    from svgen.stage1_image_gan.checkpoints import save_generator
+    from svgen.stage1_image_gan.importers import estimate_w_avg
+    from svgen.stage1_image_gan.networks import Discriminator, Generator
+    from svgen.stage1_image_gan.presets import get_preset
+
+    preset = get_preset("tiny", resolution)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        G = Generator(preset.G)
+        D = Discriminator(preset.D)
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(estimate_w_avg(G, num=1024, seed=seed))
+    G_ema = copy.deepcopy(G)
+    return save_generator(path, preset, G, G_ema, D, meta={"note": "untrained (test fixture)"})
+
+
+@pytest.fixture(scope="session")
+def random_generator_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny 32 px svgen ``generator.pt`` (session-wide, read-only)."""
+    return build_random_generator(tmp_path_factory.mktemp("randomG") / "generator.pt")
+
+
+# -- stage 1: a briefly trained tiny generator (owner: stage-1 training) -------------------------
+# The tiny preset trained on ``real_frames_zip32`` for a fixed, short budget with the real training
+# loop (ADA, lazy regularisation, EMA). Its run folder (checkpoints, samples, log.jsonl and the SWD
+# curve in metrics.jsonl) sits next to the returned generator.pt.
+TINY_GENERATOR_KIMG = 1.0
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_path(real_frames_zip32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``generator.pt`` of the tiny preset (32 px) trained for TINY_GENERATOR_KIMG kimg (read-only)."""
+    from svgen.stage1_image_gan.presets import get_preset
+    from svgen.stage1_image_gan.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tinyG") / "run"
+    cfg = TrainConfig(data=str(real_frames_zip32), out=str(out), preset=get_preset("tiny", 32),
+                      kimg=TINY_GENERATOR_KIMG, snap_kimg=TINY_GENERATOR_KIMG, seed=0,
+                      swd_images=120, grid_size=16, device="cpu")
+    return train(cfg)
