@@ -23,17 +23,24 @@ FPS    ?= 25
 # Optional budget knobs (empty = the command's own default)
 IMAGE_KIMG     ?=
 ENCODER_KIMG   ?=
+ENCODER_W_KIMG ?=
 MOTION_EPOCHS  ?=
+STYLEINV_STEPS ?=
 PYTEST_ARGS    ?=
+DEMO           ?= demo
 
 opt = $(if $(2),$(1) $(2))
 
 ALIGNED   := $(WORK)/aligned.zip
 GENERATOR := $(WORK)/image/generator.pt
 ENCODER   := $(WORK)/encoder/encoder.pt
+W_ENCODER := $(WORK)/encoder_w/encoder.pt
 LATENTS   := $(WORK)/latents.h5
-MOTION    := $(WORK)/motion/motion.pt
-ANIMATION := $(WORK)/animation.mp4
+# MODEL=gru (default) or MODEL=styleinv; StyleInV starts from a W encoder
+MOTION    := $(WORK)/motion_$(MODEL)/motion.pt
+MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
+MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
+ANIMATION := $(WORK)/animation$(if $(filter styleinv,$(MODEL)),_styleinv).mp4
 
 .PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help
 .DEFAULT_GOAL := help
@@ -69,26 +76,39 @@ $(ENCODER): $(GENERATOR) $(ALIGNED)
 		--device $(DEVICE) --seed $(SEED) $(call opt,--kimg,$(ENCODER_KIMG)) \
 		$(if $(wildcard $(WORK)/encoder/checkpoints/latest.pt),--resume)
 
+$(W_ENCODER): $(GENERATOR) $(ALIGNED)
+	$(SVGEN) train-encoder --generator $(GENERATOR) --data $(ALIGNED) --space w --out $(WORK)/encoder_w \
+		--device $(DEVICE) --seed $(SEED) $(call opt,--kimg,$(ENCODER_W_KIMG)) \
+		$(if $(wildcard $(WORK)/encoder_w/checkpoints/latest.pt),--resume)
+
 invert: $(LATENTS)
 $(LATENTS): $(ENCODER) $(GENERATOR) $(ALIGNED)
 	$(SVGEN) invert --generator $(GENERATOR) --encoder $(ENCODER) --data $(ALIGNED) --out $@ \
 		--device $(DEVICE) --seed $(SEED) $(if $(wildcard $@.partial),--resume)
 
 train-motion: $(MOTION)
-$(MOTION): $(LATENTS) $(GENERATOR)
-	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(GENERATOR) --encoder $(ENCODER) \
-		--data $(ALIGNED) --out $(WORK)/motion --device $(DEVICE) --seed $(SEED) \
-		$(call opt,--epochs,$(MOTION_EPOCHS)) $(if $(wildcard $(WORK)/motion/checkpoints/latest.pt),--resume)
+$(MOTION): $(LATENTS) $(GENERATOR) $(MOTION_ENCODER)
+	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(GENERATOR) --encoder $(MOTION_ENCODER) \
+		--data $(ALIGNED) --out $(WORK)/motion_$(MODEL) --device $(DEVICE) --seed $(SEED) $(MOTION_LENGTH) \
+		$(if $(wildcard $(WORK)/motion_$(MODEL)/checkpoints/latest.pt),--resume)
 
 animate: $(ANIMATION)
-$(ANIMATION): $(MOTION) $(GENERATOR) $(ENCODER) $(PHOTO)
+$(ANIMATION): $(MOTION) $(GENERATOR) $(MOTION_ENCODER) $(PHOTO)
 	@test -n "$(PHOTO)" || { echo "make animate needs PHOTO=path/to/photo.jpg" >&2; exit 2; }
-	$(SVGEN) animate --identity $(PHOTO) --motion $(MOTION) --generator $(GENERATOR) --encoder $(ENCODER) \
+	$(SVGEN) animate --identity $(PHOTO) --motion $(MOTION) --generator $(GENERATOR) --encoder $(MOTION_ENCODER) \
 		--frames $(FRAMES) --fps $(FPS) --seed $(SEED) --device $(DEVICE) --out $@
 
+# The demo: embedded input (or VIDEO=/PHOTO=), then the user's own targets with the demo budget
+# (printed by `svgen demo --print-make-vars` from svgen.demo.runner.DemoConfig), then the page.
 demo: $(STAMP)
-	$(SVGEN) demo --out $(if $(filter work,$(WORK)),demo,$(WORK)) $(call opt,--video,$(VIDEO)) $(call opt,--photo,$(PHOTO)) \
-		--device $(DEVICE) --seed $(SEED)
+	$(SVGEN) demo --stage input --out $(DEMO) $(call opt,--video,$(VIDEO)) $(call opt,--photo,$(PHOTO)) --seed $(SEED)
+	$(MAKE) --no-print-directory preprocess train-image train-encoder invert train-motion animate \
+		WORK=$(DEMO) VIDEO=$(DEMO)/input/video.mp4 PHOTO=$(DEMO)/input/identity.png MODEL=gru \
+		$$($(SVGEN) demo --print-make-vars)
+	$(MAKE) --no-print-directory train-motion animate \
+		WORK=$(DEMO) VIDEO=$(DEMO)/input/video.mp4 PHOTO=$(DEMO)/input/identity.png MODEL=styleinv \
+		$$($(SVGEN) demo --print-make-vars)
+	$(SVGEN) demo --stage report --out $(DEMO) --device $(DEVICE) --seed $(SEED)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
