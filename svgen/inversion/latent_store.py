@@ -161,20 +161,32 @@ class LatentStore:
         if fmt != FORMAT or "clips" not in self.f:
             self.f.close()
             raise SvgenError(f"not an svgen latent store (format {fmt!r})", self.path)
-        self.space = str(a["space"])
-        self.num_ws = int(a["num_ws"])
-        self.w_dim = int(a["w_dim"])
+        try:
+            self.space = str(a["space"])
+            self.num_ws = int(a["num_ws"])
+            self.w_dim = int(a["w_dim"])
+        except KeyError as exc:
+            self.f.close()
+            raise SvgenError(f"latent store is missing the attribute {exc}", self.path) from None
+        if int(a.get("version", VERSION)) > VERSION:
+            self.f.close()
+            raise SvgenError(f"latent store version {a.get('version')} is newer than this svgen "
+                             f"understands ({VERSION})", self.path)
         self.generator_sha256 = str(a.get("generator_sha256", ""))
         self.encoder_sha256 = str(a.get("encoder_sha256", ""))
         self.resolution = int(a.get("resolution", 0))
         self.clips = list(self.f["clips"].keys())
         if not self.clips:
+            self.f.close()
             raise SvgenError("latent store has no clips", self.path)
-        if not allow_partial:
-            for name in self.clips:
-                g = self.f["clips"][name]
-                if int(g.attrs["frames_done"]) < int(g.attrs["num_frames"]):
-                    raise SvgenError(f"clip {name!r} is incomplete (resume the inversion)", self.path)
+        for name in self.clips:
+            g = self.f["clips"][name]
+            if "w" not in g or "num_frames" not in g.attrs or "frames_done" not in g.attrs:
+                self.f.close()
+                raise SvgenError(f"clip {name!r} is damaged (missing latents or attributes)", self.path)
+            if not allow_partial and int(g.attrs["frames_done"]) < int(g.attrs["num_frames"]):
+                self.f.close()
+                raise SvgenError(f"clip {name!r} is incomplete (resume the inversion)", self.path)
 
     def __enter__(self) -> "LatentStore":
         return self

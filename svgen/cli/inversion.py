@@ -1,0 +1,132 @@
+"""``svgen train-encoder``, ``svgen invert`` and ``svgen reconstruct`` (no model code here)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from svgen.cli.common import common_options, positive_int
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _weights_option(name: str, what: str):
+    return click.option(name, type=_FILE, default=None,
+                        help=f"{what} weight file (optional; the loss is off without it).")
+
+
+@click.command("train-encoder")
+@click.option("--generator", required=True, type=_FILE, help="Frozen generator (generator.pt).")
+@click.option("--data", required=True, type=_FILE, help="Aligned real frames (aligned.zip).")
+@click.option("--space", type=click.Choice(["w+", "w"]), default="w+", show_default=True,
+              help="Latent space: pSp GradualStyleEncoder into W+, or one vector in W.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder; the result is OUT/encoder.pt.")
+@click.option("--preset", type=click.Choice(["auto", "tiny", "ir_se50"]), default="auto",
+              show_default=True, help="Backbone: tiny (CPU) or the 50-layer IR-SE; auto picks "
+              "tiny for generators of 64 px or less.")
+@click.option("--kimg", type=float, default=None, help="Training length in thousands of images.")
+@click.option("--steps", type=int, default=None, callback=positive_int,
+              help="Training length in optimizer steps (instead of --kimg).")
+@click.option("--batch", type=int, default=None, callback=positive_int, help="Images per step.")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (preset default).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
+@_weights_option("--lpips-weights", "LPIPS (lpips package state dict, alex or vgg)")
+@_weights_option("--id-weights", "ArcFace IR-SE50 (model_ir_se50.pth) for the identity")
+@click.option("--backbone-weights", type=_FILE, default=None,
+              help="Initialise the IR-SE body from ArcFace weights (model_ir_se50.pth; ir_se50 only).")
+@common_options
+def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: str,
+                  kimg: Optional[float], steps: Optional[int], batch: Optional[int],
+                  lr: Optional[float], resume: bool, lpips_weights: Optional[Path],
+                  id_weights: Optional[Path], backbone_weights: Optional[Path], seed: int,
+                  device: str) -> None:
+    """Train an inversion encoder against a frozen generator (writes OUT/encoder.pt)."""
+    from svgen.inversion.train import train_encoder as run
+    from svgen.utils.device import select_device
+
+    if kimg is not None and steps is not None:
+        raise click.UsageError("give either --kimg or --steps, not both")
+    if kimg is not None and kimg <= 0:
+        raise click.BadParameter(f"must be positive, got {kimg}", param_hint="--kimg")
+    path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
+               batch=batch, lr=lr, resume=resume, lpips_weights=lpips_weights,
+               id_weights=id_weights, backbone_weights=backbone_weights, seed=seed,
+               device=select_device(device))
+    click.echo(f"wrote {path}")
+
+
+@click.command("invert")
+@click.option("--generator", required=True, type=_FILE, help="Generator the encoder was trained for.")
+@click.option("--encoder", required=True, type=_FILE, help="Trained encoder (encoder.pt).")
+@click.option("--data", required=True, type=_FILE, help="Aligned frames (aligned.zip).")
+@click.option("--out", required=True, type=_FILE, help="Latent store to write (latents.h5).")
+@click.option("--refine-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Optimisation steps per chunk after the encoder (0 = encoder only).")
+@click.option("--temporal-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the neighbour-smoothness term during refinement.")
+@click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
+              help="Frames per chunk (also the refinement batch).")
+@click.option("--resume", is_flag=True, help="Continue OUT.partial after a crash or kill.")
+@_weights_option("--lpips-weights", "LPIPS for refinement")
+@_weights_option("--id-weights", "ArcFace IR-SE50 for refinement")
+@common_options
+def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: int,
+           temporal_weight: float, batch: int, resume: bool, lpips_weights: Optional[Path],
+           id_weights: Optional[Path], seed: int, device: str) -> None:
+    """Invert every frame of an aligned dataset into an HDF5 latent store."""
+    from svgen.inversion.api import invert_dataset
+    from svgen.inversion.encoders import load_encoder
+    from svgen.inversion.losses import ReconstructionLoss
+    from svgen.stage1_image_gan.checkpoints import load_generator
+    from svgen.utils.device import select_device
+    from svgen.utils.errors import SvgenError
+    from svgen.utils.io import file_sha256, require_file
+    from svgen.utils.seed import seed_everything
+
+    seed_everything(seed)
+    dev = select_device(device)
+    require_file(generator, "generator")
+    require_file(encoder, "encoder")
+    require_file(data, "dataset")
+    g_sha = file_sha256(generator)
+    e_sha = file_sha256(encoder)
+    E = load_encoder(encoder, dev)
+    if E.generator_sha256 and E.generator_sha256 != g_sha:
+        raise SvgenError(f"encoder was trained against another generator "
+                         f"({E.generator_sha256[:12]}, given {g_sha[:12]}: {generator})", encoder)
+    G = load_generator(generator, device=dev)
+    loss = None
+    if refine_steps and (lpips_weights or id_weights):
+        loss = ReconstructionLoss(lpips_weights=lpips_weights, id_weights=id_weights, device=dev)
+    attrs = {"generator_path": str(generator.resolve()), "encoder_path": str(encoder.resolve()),
+             "data_path": str(data.resolve())}
+    path = invert_dataset(G, E, data, out, generator_sha256=g_sha, encoder_sha256=e_sha,
+                          refine_steps=refine_steps, temporal_weight=temporal_weight, batch=batch,
+                          resume=resume, seed=seed, loss=loss, extra_attrs=attrs)
+    click.echo(f"wrote {path}")
+
+
+@click.command("reconstruct")
+@click.option("--latents", required=True, type=_FILE, help="Latent store (latents.h5).")
+@click.option("--clip", default=None, help="Clip to render (default: the first clip).")
+@click.option("--out", required=True, type=_FILE, help="Video to write (recon.mp4).")
+@click.option("--generator", type=_FILE, default=None,
+              help="Generator (default: the one recorded in the store, checked by sha256).")
+@click.option("--data", type=_FILE, default=None,
+              help="Aligned frames shown on the left (default: the dataset recorded in the store).")
+@click.option("--fps", type=float, default=None, help="Frame rate (default: the clip's).")
+@click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
+              help="Frames rendered at once.")
+@common_options
+def reconstruct(latents: Path, clip: Optional[str], out: Path, generator: Optional[Path],
+                data: Optional[Path], fps: Optional[float], batch: int, seed: int,
+                device: str) -> None:
+    """Render stored latents of one clip, side by side with the original frames."""
+    from svgen.inversion.reconstruct import reconstruct_clip
+    from svgen.utils.device import select_device
+
+    path = reconstruct_clip(latents, out, clip=clip, generator=generator, data=data, fps=fps,
+                            batch=batch, device=select_device(device))
+    click.echo(f"wrote {path}")

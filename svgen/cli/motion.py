@@ -1,0 +1,138 @@
+"""``svgen train-motion``, ``svgen sample`` and ``svgen animate`` (stage 2)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from svgen.cli.common import common_options
+from svgen.utils.errors import SvgenError
+
+
+@click.command("train-motion")
+@click.option("--latents", required=True, type=click.Path(dir_okay=False), help="latents.h5 from `svgen invert`.")
+@click.option("--model", type=click.Choice(["gru", "styleinv"]), default="gru", show_default=True,
+              help="StyleVideoGAN GRU or StyleInV.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; gets DIR/motion.pt.")
+@click.option("--epochs", type=int, default=None, help="Epochs (one pass over all windows). GRU default: 350.")
+@click.option("--steps", type=int, default=None, help="Stop after this many optimisation steps.")
+@click.option("--batch", type=int, default=None, help="Windows per batch. GRU default: 32.")
+@click.option("--window", type=int, default=None, help="Frames per training window t. GRU default: 25.")
+@click.option("--generator", type=click.Path(dir_okay=False), default=None,
+              help="The frozen generator (checked against the store; recorded for animate; previews).")
+@click.option("--encoder", type=click.Path(dir_okay=False), default=None, help="Encoder recorded for animate.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="aligned.zip (StyleInV image mode; unused by the GRU).")
+@click.option("--disc", type=click.Choice(["latent", "image"]), default=None,
+              help="StyleInV discriminator domain (default latent).")
+@click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
+@click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
+@click.option("--lambda-gap", type=float, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
+@click.option("--snapshot-every", type=int, default=None, help="GRU: epochs between checkpoints and metrics (default 10).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
+@common_options
+def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
+                 batch: Optional[int], window: Optional[int], generator: Optional[str], encoder: Optional[str],
+                 data: Optional[str], disc: Optional[str], preview_every: Optional[int], stride: Optional[int],
+                 lambda_gap: Optional[float], snapshot_every: Optional[int], resume: bool, seed: int,
+                 device: str) -> None:
+    """Train a motion model on latent trajectories (no frames are rendered during training)."""
+    for name, value in (("--epochs", epochs), ("--steps", steps), ("--batch", batch), ("--window", window),
+                        ("--stride", stride), ("--snapshot-every", snapshot_every)):
+        if value is not None and value <= 0:
+            raise SvgenError(f"{name} must be a positive integer, got {value}")
+    if preview_every is not None and preview_every < 0:
+        raise SvgenError(f"--preview-every must be >= 0, got {preview_every}")
+    if model == "styleinv":
+        from svgen.stage2_motion.styleinv_train import run_from_cli
+
+        path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
+                            generator=generator, encoder=encoder, data=data, disc=disc,
+                            preview_every=preview_every, resume=resume, seed=seed, device=device)
+        click.echo(f"wrote {path}" if path else f"done: {out}")
+        return
+
+    if disc == "image":
+        raise SvgenError("--disc image is a StyleInV option; the GRU critic works on latents only")
+    from svgen.stage2_motion.gru import GRUMotionConfig
+    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+
+    cfg = GRUTrainConfig(latents=latents, out=out, model=GRUMotionConfig(), generator=generator,
+                         encoder=encoder, seed=seed, device=device)
+    if window is not None:
+        cfg.model.window = window
+    for name, value in (("epochs", epochs), ("steps", steps), ("batch", batch), ("stride", stride),
+                        ("preview_every", preview_every), ("lambda_gap", lambda_gap),
+                        ("snapshot_every", snapshot_every)):
+        if value is not None:
+            setattr(cfg, name, value)
+    path = train_gru(cfg, resume=resume)
+    click.echo(f"wrote {path}")
+
+
+@click.command("sample")
+@click.option("--motion", required=True, type=click.Path(dir_okay=False), help="motion.pt")
+@click.option("--num", type=int, default=4, show_default=True, help="Number of trajectories.")
+@click.option("--frames", type=int, default=250, show_default=True, help="Frames per trajectory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--generator", type=click.Path(dir_okay=False), default=None,
+              help="Render each trajectory to an mp4 with this generator.")
+@click.option("--fps", type=float, default=None, help="Frame rate of the mp4s (default: the training fps).")
+@click.option("--batch", type=int, default=8, show_default=True, help="Frames rendered at once.")
+@common_options
+def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
+           batch: int, seed: int, device: str) -> None:
+    """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
+    from svgen.stage2_motion.animate import sample_to_dir
+
+    summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
+                            batch=batch, device=device)
+    click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
+               + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
+
+
+@click.command("animate")
+@click.option("--identity", required=True, type=click.Path(dir_okay=False), help="Photo of the new face.")
+@click.option("--motion", type=click.Path(dir_okay=False), default=None, help="motion.pt (not needed with --driving).")
+@click.option("--generator", type=click.Path(dir_okay=False), default=None,
+              help="Frozen generator (default: the one recorded in the motion checkpoint).")
+@click.option("--encoder", type=click.Path(dir_okay=False), default=None,
+              help="Encoder (default: the one recorded in the motion checkpoint).")
+@click.option("--frames", type=int, default=None, help="Frames to write (default 250, or the driving video's length).")
+@click.option("--fps", type=float, default=None, help="Frame rate (default 25, or the driving video's).")
+@click.option("--driving", type=click.Path(dir_okay=False), default=None,
+              help="Transfer the motion of this real video instead of sampling motion.")
+@click.option("--grid", type=int, default=1, show_default=True, help="Write K seeds side by side.")
+@click.option("--refine-steps", type=int, default=0, show_default=True,
+              help="Optimisation steps refining the photo's inversion.")
+@click.option("--offset", type=click.Choice(["pca", "naive", "none"]), default="pca", show_default=True,
+              help="Offset trick: PCA projection (paper), naive first-frame shift, or none.")
+@click.option("--offset-components", type=int, default=None, help="PCA components used (default all, 32).")
+@click.option("--offset-layers", default=None, help="W+ layers shifted, e.g. '0-7' (default all).")
+@click.option("--offset-strength", type=float, default=1.0, show_default=True, help="Scale of the offset.")
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
+              show_default=True, help="Photo alignment backend.")
+@click.option("--batch", type=int, default=8, show_default=True, help="Frames rendered at once.")
+@click.option("--slowmo", type=float, default=1.0, show_default=True,
+              help="StyleInV: play the sampled motion this many times slower (no retraining).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .mp4 (plus .npy and .json).")
+@common_options
+def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
+            frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
+            offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
+            landmarks: str, batch: int, slowmo: float, out: str, seed: int, device: str) -> None:
+    """Animate a photo with sampled (or driving-video) motion and write an mp4."""
+    from svgen.stage2_motion.animate import AnimateSettings, animate as run_animate
+
+    st = AnimateSettings(identity=identity, out=out, motion=motion, generator=generator, encoder=encoder,
+                         frames=frames, fps=fps, seed=seed, driving=driving, grid=grid,
+                         refine_steps=refine_steps, offset=offset, offset_components=offset_components,
+                         offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
+                         batch=batch, device=device, slowmo=slowmo)
+    try:
+        summary = run_animate(st)
+    except ValueError as exc:    # e.g. a malformed --offset-layers
+        raise SvgenError(str(exc)) from None
+    res = summary["resolved"]
+    click.echo(f"wrote {summary['outputs']['video']} ({res['frames']} frames at {res['fps']:g} fps)")
+

@@ -1,0 +1,338 @@
+"""Training the inversion encoder against a frozen generator (``svgen train-encoder``).
+
+Each step mixes two kinds of images (pSp-style training, plus the latent supervision that only a
+known generator allows):
+
+- generated: z -> w (style-mixed for W+) -> x = G(w); the true latent is known, so the loss is the
+  image loss plus ``latent`` * ||E(x) - w||^2;
+- real aligned frames (random horizontal flips): the image loss only.
+
+Image loss = pixel L2 + MS-SSIM (+ LPIPS and the ArcFace identity loss when weight files are given),
+computed between x and G(E(x)) with the generator frozen (``noise_mode="const"``). Adam, an EMA copy
+of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/latest.pt`` replaced
+atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
+random stream. The result is ``<out>/encoder.pt``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from svgen.inversion.backbone import arcface_to_backbone_state
+from svgen.inversion.encoders import (EncoderConfig, build_encoder, encoder_checkpoint,
+                                      encoder_config_from_dict, make_encoder_config)
+from svgen.inversion.losses import ReconstructionLoss, _load_weight_file, latent_l2
+from svgen.utils.config import config_from_dict, config_to_dict
+from svgen.utils.errors import PathLike, SvgenError
+from svgen.utils.io import file_sha256, torch_save_atomic
+from svgen.utils.rundir import RunDir
+from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
+
+# kimg (thousands of training images) by encoder preset when neither --kimg nor --steps is given
+DEFAULT_KIMG = {"tiny": 16.0, "ir_se50": 2400.0}
+DEFAULT_LR = {"tiny": 2e-3, "ir_se50": 1e-4}
+DEFAULT_BATCH = {"tiny": 16, "ir_se50": 8}
+
+
+@dataclass
+class TrainEncoderConfig:
+    """Hyper-parameters of an encoder training run (saved in config.json and every checkpoint)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    batch: int = 16                # images per step, generated + real
+    real_fraction: float = 0.5     # share of real frames in a batch (0 when the data is absent)
+    total_steps: int = 1000
+    lr: float = 1e-3
+    betas: tuple = (0.9, 0.999)
+    l2: float = 1.0                # pixel L2 weight
+    msssim: float = 0.5            # (1 - MS-SSIM) weight
+    latent: float = 1.0            # latent L2 on generated pairs
+    lpips: float = 0.8             # used only with --lpips-weights
+    id: float = 0.1                # used only with --id-weights
+    style_mixing: float = 0.5      # probability of a mixed W+ target (W+ encoders only)
+    xflip: bool = True             # random horizontal flips of real frames
+    ema_kimg: float = 1.0          # EMA half-life in thousands of images
+    ema_rampup: float = 0.05       # half-life <= rampup * images seen
+    log_every: int = 20
+    checkpoint_every: int = 200
+    snapshot_every: int = 1000
+    seed: int = 0
+
+
+def _real_targets(frames: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> float [N, 3, R, R] in [-1, 1] at the generator's resolution."""
+    x = frames.float() / 127.5 - 1.0
+    if x.shape[-1] != resolution:
+        x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear",
+                                            align_corners=False, antialias=True)
+    return x
+
+
+class EncoderTrainer:
+    """One training run: networks, optimiser, EMA, data sampling and the step function."""
+
+    def __init__(self, G: nn.Module, cfg: TrainEncoderConfig, dataset: Any, device: torch.device,
+                 loss: ReconstructionLoss, w_avg: torch.Tensor):
+        self.G, self.cfg, self.dataset, self.device, self.loss = G, cfg, dataset, device, loss
+        self.E = build_encoder(cfg.encoder, w_avg).to(device).train()
+        self.E_ema = copy.deepcopy(self.E).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # data + latent sampling stream
+        self.step = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "rng": get_rng_state(),
+                "sampler_rng": self.gen.get_state(), "step": self.step,
+                "kimg": self.step * self.cfg.batch / 1000}
+
+    def load_state(self, ckpt: dict) -> None:
+        self.E.load_state_dict(ckpt["E"])
+        self.E_ema.load_state_dict(ckpt.get("E_ema", ckpt["E"]))
+        self.opt.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        self.gen.set_state(ckpt["sampler_rng"])
+        self.step = int(ckpt["step"])
+
+    # -- batches -----------------------------------------------------------------------------
+    def sample_generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n generated images with their true latents ([n, 3, R, R], [n, num_ws, w_dim])."""
+        G, cfg = self.G, self.cfg
+        z = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+        with torch.no_grad():
+            ws = G.mapping(z, None)
+            if cfg.encoder.space == "w+" and cfg.style_mixing > 0 and G.num_ws > 1:
+                mix = torch.rand(n, generator=self.gen) < cfg.style_mixing
+                cut = torch.randint(1, G.num_ws, (n,), generator=self.gen)
+                z2 = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+                ws2 = G.mapping(z2, None)
+                layer = torch.arange(G.num_ws).view(1, -1)
+                use2 = (mix.view(-1, 1) & (layer >= cut.view(-1, 1))).to(self.device)
+                ws = torch.where(use2.unsqueeze(-1), ws2, ws)
+            img = G.synthesis(ws, noise_mode="const")
+        return img.clamp(-1, 1), ws
+
+    def sample_real(self, n: int) -> torch.Tensor:
+        idx = torch.randint(len(self.dataset), (n,), generator=self.gen).tolist()
+        flips = (torch.rand(n, generator=self.gen) < 0.5).tolist() if self.cfg.xflip else [False] * n
+        frames = []
+        for i, f in zip(idx, flips):
+            a = self.dataset[i]
+            frames.append(a[:, ::-1] if f else a)
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(frames))).permute(0, 3, 1, 2)
+        return _real_targets(x.to(self.device), self.G.img_resolution)
+
+    # -- step --------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg, G = self.cfg, self.G
+        n_real = int(round(cfg.batch * cfg.real_fraction)) if self.dataset is not None else 0
+        n_gen = cfg.batch - n_real
+        parts = []
+        x_gen = ws_true = None
+        if n_gen:
+            x_gen, ws_true = self.sample_generated(n_gen)
+            parts.append(x_gen)
+        if n_real:
+            parts.append(self.sample_real(n_real))
+        x = torch.cat(parts, 0)                               # [B, 3, R, R]
+        ws_hat = self.E(x)                                    # [B, num_ws, w_dim]
+        x_hat = G.synthesis(ws_hat, noise_mode="const")       # [B, 3, R, R]
+        img_loss, logs = self.loss(x_hat, x)
+        total = img_loss.mean()
+        if n_gen and cfg.latent > 0:
+            lat = latent_l2(ws_hat[:n_gen], ws_true).mean()
+            total = total + cfg.latent * lat
+            logs["latent"] = float(lat.detach())
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        self.update_ema()
+        logs["loss"] = float(total.detach())
+        return logs
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        cfg = self.cfg
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup > 0:
+            ema_nimg = min(ema_nimg, self.step * cfg.batch * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.E_ema.parameters(), self.E.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.E_ema.buffers(), self.E.buffers()):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path, real: Optional[torch.Tensor]) -> None:
+        """PNG grid: top row inputs (fixed real frames, else fixed generated images), bottom row
+        the EMA encoder's reconstructions. Uses its own RNG, so resuming is unaffected."""
+        from PIL import Image
+
+        n = 8
+        if real is not None:
+            x = real[:n]
+        else:
+            z = torch.randn(n, self.G.z_dim, generator=torch.Generator().manual_seed(123))
+            x = self.G.synthesis(self.G.mapping(z.to(self.device), None), noise_mode="const")
+        x_hat = self.G.synthesis(self.E_ema(x), noise_mode="const")
+        rows = torch.cat([x, x_hat.clamp(-1, 1)], 0)
+        grid = rows.view(2, len(x), 3, x.shape[-2], x.shape[-1]).permute(0, 3, 1, 4, 2)
+        grid = grid.reshape(2 * x.shape[-2], len(x) * x.shape[-1], 3)
+        img = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        from svgen.utils.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
+
+
+def _fixed_real(dataset: Any, resolution: int, device: torch.device, n: int = 8) -> Optional[torch.Tensor]:
+    if dataset is None:
+        return None
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int)
+    x = torch.from_numpy(np.stack([dataset[int(i)] for i in idx])).permute(0, 3, 1, 2)
+    return _real_targets(x.to(device), resolution)
+
+
+def _init_backbone(E: nn.Module, path: PathLike) -> None:
+    """Initialise the IR-SE body from ArcFace weights (pSp starts from model_ir_se50.pth)."""
+    from svgen.inversion.losses import ID_EXPECTED
+
+    state = _load_weight_file(path, "backbone", ID_EXPECTED)
+    mapped = arcface_to_backbone_state(state, E.backbone.cfg)
+    mapped = {k: v for k, v in mapped.items() if k.startswith(("input_layer.", "stages."))}
+    own = E.backbone.state_dict()
+    bad = [k for k, v in mapped.items() if k not in own or own[k].shape != v.shape]
+    if not mapped or bad:
+        raise SvgenError(f"backbone weights do not fit the {E.cfg.preset} encoder "
+                         f"({len(bad)} mismatched tensors); expected {ID_EXPECTED}", path)
+    E.backbone.load_state_dict(mapped, strict=False)
+
+
+def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] = None, *,
+                  space: str = "w+", preset: str = "auto", steps: Optional[int] = None,
+                  kimg: Optional[float] = None, batch: Optional[int] = None,
+                  lr: Optional[float] = None, resume: bool = False,
+                  lpips_weights: Optional[PathLike] = None, id_weights: Optional[PathLike] = None,
+                  backbone_weights: Optional[PathLike] = None, seed: int = 0,
+                  device: torch.device | str = "cpu", show_progress: bool = True,
+                  overrides: Optional[dict] = None,
+                  stop_after: Optional[int] = None,
+                  on_step: Optional[Callable[[int, dict], None]] = None) -> Path:
+    """Train (or resume) an encoder; writes ``<out>/encoder.pt`` and returns its path.
+
+    ``overrides`` sets any other :class:`TrainEncoderConfig` (or :class:`EncoderConfig`) field. ``stop_after`` ends the call
+    after that many steps (checkpoint written, no ``encoder.pt``), which tests use for resume.
+    """
+    from svgen.stage1_image_gan.checkpoints import load_generator
+    from svgen.utils.progress import progress
+
+    device = torch.device(device)
+    gen_path = Path(generator)
+    if not gen_path.is_file():
+        raise SvgenError("generator does not exist", gen_path)
+    G = load_generator(gen_path, device=device)
+    G.eval().requires_grad_(False)
+    g_sha = file_sha256(gen_path)
+    dataset = None
+    if data is not None:
+        from svgen.preprocessing.dataset import AlignedDataset
+
+        dataset = AlignedDataset(data)
+    # optional perceptual nets first: a wrong path fails before anything is written
+    loss = ReconstructionLoss(lpips_weights=lpips_weights, id_weights=id_weights, device=device)
+    if backbone_weights and not Path(backbone_weights).is_file():
+        from svgen.inversion.losses import ID_EXPECTED
+
+        raise SvgenError(f"backbone weights not found; expected {ID_EXPECTED}", backbone_weights)
+    run = RunDir(out)
+
+    if resume:
+        ckpt = run.load_latest(map_location=device)
+        if ckpt.get("format") != "svgen-encoder":
+            raise SvgenError("not an encoder training checkpoint", run.latest)
+        if ckpt.get("generator_sha256") and ckpt["generator_sha256"] != g_sha:
+            raise SvgenError("cannot resume: the checkpoint was trained against another generator "
+                             f"({ckpt['generator_sha256'][:12]} vs {g_sha[:12]})", run.latest)
+        cfg = config_from_dict(TrainEncoderConfig, ckpt["train_config"])
+        cfg.encoder = encoder_config_from_dict(ckpt["config"])
+        cfg.betas = tuple(cfg.betas)
+        if steps is not None or kimg is not None:  # extend (or shorten) the run
+            cfg.total_steps = steps if steps is not None else math.ceil(kimg * 1000 / cfg.batch)
+    else:
+        if preset == "auto":
+            preset = "tiny" if G.img_resolution <= 64 else "ir_se50"
+        enc_cfg = make_encoder_config(space, preset, G.num_ws, G.w_dim, G.img_resolution)
+        b = int(batch or DEFAULT_BATCH[preset])
+        total = steps if steps is not None else math.ceil((kimg if kimg is not None
+                                                           else DEFAULT_KIMG[preset]) * 1000 / b)
+        cfg = TrainEncoderConfig(encoder=enc_cfg, batch=b, total_steps=int(total),
+                                 lr=float(lr if lr is not None else DEFAULT_LR[preset]), seed=int(seed))
+        for k, v in (overrides or {}).items():  # TrainEncoderConfig or EncoderConfig fields
+            if k != "encoder" and hasattr(cfg, k):
+                setattr(cfg, k, v)
+            elif k not in ("space", "preset", "backbone") and hasattr(cfg.encoder, k):
+                setattr(cfg.encoder, k, v)
+            else:
+                raise SvgenError(f"unknown training option {k!r}")
+        if dataset is None:
+            cfg.real_fraction = 0.0
+    if cfg.total_steps <= 0:
+        raise SvgenError(f"nothing to train: {cfg.total_steps} steps")
+    if dataset is None and cfg.real_fraction > 0:
+        raise SvgenError("this run was trained with real frames; pass --data to resume it")
+
+    seed_everything(cfg.seed)
+    loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)
+    trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float())
+    if resume:
+        trainer.load_state(ckpt)
+        del ckpt
+    else:
+        if backbone_weights:
+            _init_backbone(trainer.E, backbone_weights)
+            trainer.E_ema.load_state_dict(trainer.E.state_dict())
+        run.save_config({"train": config_to_dict(cfg), "generator": str(gen_path),
+                         "generator_sha256": g_sha, "data": None if data is None else str(data)})
+    meta = {"generator": str(gen_path), "data": None if data is None else str(data),
+            "lpips_weights": None if not lpips_weights else str(lpips_weights),
+            "id_weights": None if not id_weights else str(id_weights)}
+    fixed = _fixed_real(dataset, G.img_resolution, device)
+
+    def checkpoint(snapshot: bool) -> None:
+        ck = encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, meta,
+                                train_config=config_to_dict(cfg), **trainer.state())
+        run.save_checkpoint(ck, f"encoder-{trainer.step:07d}.pt" if snapshot else None)
+
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, trainer.step + stop_after)
+    bar = progress(total=cfg.total_steps, initial=trainer.step, unit="step", desc="train-encoder",
+                   **({} if show_progress else {"disable": True}))
+    t0, s0 = time.time(), trainer.step
+    while trainer.step < end:
+        logs = trainer.train_step()
+        bar.update(1)
+        if on_step is not None:
+            on_step(trainer.step, logs)
+        if trainer.step % cfg.log_every == 0 or trainer.step == end:
+            sec = (time.time() - t0) / max(1, trainer.step - s0)
+            run.log.log(step=trainer.step, kimg=trainer.step * cfg.batch / 1000, sec_per_step=sec, **logs)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        if trainer.step % cfg.checkpoint_every == 0 or trainer.step == end:
+            checkpoint(trainer.step % cfg.snapshot_every == 0)
+            trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
+    bar.close()
+    if trainer.step < cfg.total_steps:
+        return run.latest
+    final = Path(out) / "encoder.pt"
+    done_meta = dict(meta, steps=trainer.step, kimg=trainer.step * cfg.batch / 1000)
+    torch_save_atomic(encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, done_meta,
+                                         train_config=config_to_dict(cfg)), final)
+    return final

@@ -1,0 +1,305 @@
+"""``svgen animate`` and ``svgen sample``: motion models -> W+ trajectories -> rendered mp4.
+
+animate: align the identity photo -> invert it (encoder, optional refinement) -> motion
+(``model.animate_latents``: sampled motion + offset trick, or a driving video's inverted trajectory
+with the same offset trick) -> render in batches through the frozen generator -> mp4, and next to
+it ``<out>.npy`` (the latents) and ``<out>.json`` (every setting and what was done).
+
+Everything that can fail because of the input (missing or unreadable files, no face, a motion
+checkpoint trained against another generator, frames <= 0) is checked before the first frame is
+written; the mp4 is written to a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from svgen.utils.errors import PathLike, SvgenError
+from svgen.utils.io import atomic_write, ensure_parent_writable, file_sha256, require_file, write_json
+
+
+# -- rendering ------------------------------------------------------------------------------------
+def load_checked_generator(path: PathLike, expected_sha256: str = "", device: Any = "cpu",
+                           what: Optional[PathLike] = None) -> Any:
+    """Load the frozen StyleGAN2, refusing one other than ``expected_sha256`` (when known)."""
+    from svgen.stage1_image_gan.checkpoints import load_generator
+
+    require_file(path, "generator")
+    if expected_sha256:
+        sha = file_sha256(path)
+        if sha != expected_sha256:
+            raise SvgenError(f"motion checkpoint was trained against another generator "
+                             f"(it records {expected_sha256[:12]}, {path} is {sha[:12]})", what or path)
+    return load_generator(path, device=device)
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    x = (img.float().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def render_frames(G: Any, ws: Any, batch: int = 8) -> Iterator[np.ndarray]:
+    """Render trajectories ws [K, T, num_ws, w_dim] frame by frame, the K side by side:
+    yields uint8 [H, K * W, 3] for t = 0 .. T-1, rendering ``batch`` frames at a time."""
+    device = next(iter(G.parameters())).device
+    ws = torch.as_tensor(np.asarray(ws) if not torch.is_tensor(ws) else ws, dtype=torch.float32)
+    if ws.dim() == 3:
+        ws = ws[None]
+    k, t = ws.shape[:2]
+    per = max(1, int(batch) // k) if k <= batch else 1
+    for a in range(0, t, per):
+        chunk = ws[:, a:a + per].to(device)                     # [K, n, num_ws, w_dim]
+        n = chunk.shape[1]
+        img = G.synthesis(chunk.reshape(k * n, *chunk.shape[2:]), noise_mode="const")
+        frames = _to_uint8(img).reshape(k, n, *img.shape[2:], 3)   # [K, n, H, W, 3]
+        for j in range(n):
+            yield np.concatenate(list(frames[:, j]), axis=1)
+
+
+def write_rendered_video(G: Any, ws: Any, out: PathLike, fps: float, batch: int = 8) -> int:
+    """Render ws [K, T, num_ws, w_dim] side by side into an mp4 (atomic); returns the frame count."""
+    from svgen.preprocessing.video_io import VideoWriter
+
+    with VideoWriter(out, fps) as writer:
+        for frame in render_frames(G, ws, batch=batch):
+            writer.write(frame)
+        return writer.num_frames
+
+
+# -- settings -------------------------------------------------------------------------------------
+@dataclass
+class AnimateSettings:
+    """Every setting of one ``svgen animate`` call (written to ``<out>.json``)."""
+
+    identity: str = ""
+    out: str = ""
+    motion: Optional[str] = None
+    generator: Optional[str] = None
+    encoder: Optional[str] = None
+    frames: Optional[int] = None       # default 250, or the driving video's length
+    fps: Optional[float] = None        # default 25, or the driving video's frame rate
+    seed: int = 0
+    driving: Optional[str] = None
+    grid: int = 1
+    refine_steps: int = 0
+    offset: str = "pca"                # pca | naive | none
+    offset_components: Optional[int] = None
+    offset_layers: Optional[str] = None
+    offset_strength: float = 1.0
+    landmarks: str = "dlib"
+    batch: int = 8
+    device: str = "auto"
+    slowmo: float = 1.0                # slow motion (StyleInV samples t directly; the GRU resamples in time)
+
+
+def _validate(st: AnimateSettings) -> None:
+    from svgen.stage2_motion.offset import MODES
+
+    if st.frames is not None and int(st.frames) <= 0:
+        raise SvgenError(f"--frames must be a positive number of frames, got {st.frames}")
+    if st.fps is not None and not float(st.fps) > 0:
+        raise SvgenError(f"--fps must be positive, got {st.fps}")
+    if not float(st.slowmo) > 0:
+        raise SvgenError(f"--slowmo must be positive, got {st.slowmo}")
+    if int(st.grid) < 1:
+        raise SvgenError(f"--grid must be at least 1, got {st.grid}")
+    if st.refine_steps < 0:
+        raise SvgenError(f"--refine-steps must be >= 0, got {st.refine_steps}")
+    if st.offset not in MODES:
+        raise SvgenError(f"--offset must be one of {', '.join(MODES)}, got {st.offset!r}")
+    if st.driving and st.grid > 1:
+        raise SvgenError("--grid shows several sampled motions; it cannot be combined with --driving")
+    if not st.driving and not st.motion:
+        raise SvgenError("--motion is required (or give --driving to transfer a real video's motion)")
+    if not str(st.out).lower().endswith(".mp4"):
+        raise SvgenError("output must be an .mp4 file", st.out)
+    require_file(st.identity, "identity photo")
+    if st.driving:
+        require_file(st.driving, "driving video")
+    ensure_parent_writable(st.out)
+
+
+def sidecar_paths(out: PathLike) -> tuple[Path, Path]:
+    """(latents .npy, settings .json) next to the mp4."""
+    out = Path(out)
+    return out.with_suffix(".npy"), out.with_suffix(".json")
+
+
+# -- driving video ------------------------------------------------------------------------------
+def driving_trajectory(path: PathLike, G: Any, E: Any, size: int, landmarks: str, refine_steps: int,
+                       max_frames: Optional[int]) -> tuple[np.ndarray, float]:
+    """Preprocess and invert a driving video: (W+ trajectory [T, num_ws, w_dim], its fps)."""
+    from svgen.inversion.api import invert_images
+    from svgen.preprocessing.dataset import AlignedDataset
+    from svgen.preprocessing.pipeline import preprocess_videos
+
+    with tempfile.TemporaryDirectory(prefix="svgen-driving-") as tmp:
+        aligned = Path(tmp) / "aligned.zip"
+        preprocess_videos([path], aligned, size=size, landmarks=landmarks, max_frames=max_frames,
+                          show_progress=False)
+        ds = AlignedDataset(aligned)
+        try:
+            clips = list(ds.clips)
+            if not clips:
+                raise SvgenError("no face found in the driving video", path)
+            # the longest continuous face segment drives the motion
+            clip = max(clips, key=lambda c: ds.clips[c].num_frames)
+            frames = ds.read_clip(clip)
+            fps = float(ds.clips[clip].fps)
+        finally:
+            ds.close()
+    traj = invert_images(G, E, frames, refine_steps=refine_steps, temporal_weight=0.0)
+    return traj, fps
+
+
+# -- animate --------------------------------------------------------------------------------------
+def animate(st: AnimateSettings) -> dict:
+    """Run ``svgen animate`` end to end; returns the summary also written to ``<out>.json``."""
+    from svgen.inversion.api import invert_images
+    from svgen.inversion.encoders import load_encoder
+    from svgen.preprocessing.pipeline import align_photo
+    from svgen.stage2_motion import load_motion
+    from svgen.stage2_motion.offset import apply_offset, fit_pca, parse_layers
+    from svgen.utils.device import select_device
+
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    _validate(st)
+    device = select_device(st.device)
+
+    # models (defaults for generator and encoder come from the motion checkpoint)
+    model = load_motion(st.motion, device=device) if st.motion else None
+    gen_path = st.generator or (model.generator_path if model else None)
+    enc_path = st.encoder or (model.encoder_path if model else None)
+    if not gen_path:
+        raise SvgenError("no generator: pass --generator (the motion checkpoint records none)", st.motion)
+    if not enc_path:
+        raise SvgenError("no encoder: pass --encoder (the motion checkpoint records none)", st.motion)
+    G = load_checked_generator(gen_path, model.generator_sha256 if model else "", device, what=st.motion)
+    if model is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
+        model.attach_generator(G)
+    require_file(enc_path, "encoder")
+    E = load_encoder(enc_path, device=device)
+    if model is not None and (model.num_ws, model.w_dim) != (G.num_ws, G.w_dim):
+        raise SvgenError(f"motion model makes {model.num_ws}x{model.w_dim} latents but the generator "
+                         f"takes {G.num_ws}x{G.w_dim}", st.motion)
+    layers = parse_layers(st.offset_layers, G.num_ws) if st.offset_layers else None
+    timing["load"] = time.perf_counter() - t0
+
+    # identity: align + invert
+    t = time.perf_counter()
+    photo = align_photo(st.identity, size=G.img_resolution, landmarks=st.landmarks)
+    w_id = invert_images(G, E, photo[None], refine_steps=st.refine_steps, seed=st.seed)[0]   # [num_ws, w_dim]
+    timing["align_invert"] = time.perf_counter() - t
+
+    # motion
+    t = time.perf_counter()
+    details: list[dict] = []
+    if st.driving:
+        traj, drive_fps = driving_trajectory(st.driving, G, E, G.img_resolution, st.landmarks,
+                                             st.refine_steps, st.frames)
+        frames = int(st.frames or len(traj))
+        if frames > len(traj):
+            raise SvgenError(f"the driving video has {len(traj)} usable frames, fewer than --frames {frames}",
+                             st.driving)
+        traj = traj[:frames]
+        fps = float(st.fps or drive_fps)
+        # the driving actor's own PCA spans its motion states (the offset trick's subspace)
+        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32)
+        out_traj, off = apply_offset(traj, w_id, basis, mode=st.offset, components=st.offset_components,
+                                     layers=layers, strength=st.offset_strength)
+        latents = out_traj[None]
+        details.append({"source": "driving", "driving_frames": int(len(traj)), "driving_fps": drive_fps,
+                        "pca_components": basis.k, "offset": off})
+    else:
+        frames = int(st.frames or 250)
+        fps = float(st.fps or 25.0)
+        seqs = []
+        for k in range(st.grid):
+            info: dict = {}
+            seqs.append(model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=st.offset,
+                                              components=st.offset_components, layers=layers,
+                                              strength=st.offset_strength, info=info, slowmo=st.slowmo))
+            details.append({"source": "sampled", "seed": st.seed + k, **_plain(info)})
+        latents = np.stack(seqs).astype(np.float32)              # [K, frames, num_ws, w_dim]
+    timing["motion"] = time.perf_counter() - t
+
+    # render + encode (atomic), then the sidecars
+    t = time.perf_counter()
+    n = write_rendered_video(G, latents, st.out, fps=fps, batch=st.batch)
+    timing["render_encode"] = time.perf_counter() - t
+    npy_path, json_path = sidecar_paths(st.out)
+    with atomic_write(npy_path) as fh:
+        np.save(fh, latents)
+    timing["total"] = time.perf_counter() - t0
+    summary = {
+        "settings": dataclasses.asdict(st),
+        "resolved": {"frames": frames, "fps": fps, "generator": str(Path(gen_path).resolve()),
+                     "encoder": str(Path(enc_path).resolve()),
+                     "generator_sha256": model.generator_sha256 if model and model.generator_sha256 else
+                     file_sha256(gen_path),
+                     "motion_model": model.model_name if model else None,
+                     "device": str(device)},
+        "outputs": {"video": str(Path(st.out).resolve()), "latents": str(npy_path.resolve()),
+                    "latents_shape": list(latents.shape), "frames_written": n},
+        "identity_latent_norm": float(np.linalg.norm(w_id)),
+        "motion": details,
+        "timing_s": {k: round(v, 4) for k, v in timing.items()},
+    }
+    write_json(json_path, summary)
+    return summary
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-friendly copy (numpy scalars -> Python)."""
+    return json.loads(json.dumps(obj, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
+
+
+# -- sample ---------------------------------------------------------------------------------------
+def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int = 0,
+                  generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
+                  device: Any = "auto") -> dict:
+    """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
+    [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``."""
+    from svgen.stage2_motion import load_motion
+    from svgen.utils.device import select_device
+
+    if int(num) <= 0:
+        raise SvgenError(f"--num must be positive, got {num}")
+    if int(frames) <= 0:
+        raise SvgenError(f"--frames must be a positive number of frames, got {frames}")
+    dev = select_device(device)
+    model = load_motion(motion, device=dev)
+    out = Path(out)
+    ensure_parent_writable(out / "latents.npy")
+    G = load_checked_generator(generator, model.generator_sha256, dev, what=motion) if generator else None
+    if G is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
+        model.attach_generator(G)
+    ws = model.sample(int(num), int(frames), seed=int(seed))
+    ws_np = ws.detach().cpu().numpy().astype(np.float32)
+    with atomic_write(out / "latents.npy") as fh:
+        np.save(fh, ws_np)
+    fps = float(fps or getattr(model, "train_fps", 25.0) or 25.0)
+    videos = []
+    if G is not None:
+        for k in range(int(num)):
+            p = out / f"sample_{k:03d}.mp4"
+            write_rendered_video(G, ws_np[k:k + 1], p, fps=fps, batch=batch)
+            videos.append(str(p))
+    summary = {"motion": str(Path(motion).resolve()), "model": model.model_name, "num": int(num),
+               "frames": int(frames), "seed": int(seed), "fps": fps,
+               "generator": None if generator is None else str(Path(generator).resolve()),
+               "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
+               "videos": videos}
+    write_json(out / "sample.json", summary)
+    return summary

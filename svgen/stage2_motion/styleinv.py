@@ -1,0 +1,648 @@
+"""StyleInV (Wang et al. 2023, §3): a motion generator that modulates a GAN inversion encoder.
+
+For a first-frame code w0 (W space) and a time stamp t (in frames, may be fractional):
+
+    x0  = G(w0)                                   frozen StyleGAN2, the first frame
+    u   = MotionMapping(c0, z_1 .. z_L)           FFA: anchor 0 is a learned constant c0
+    v_t = APE(u, t)                               acyclic positional encoding (first-frame aware)
+    s_t = Fuse(w0 ⊕ v_t)                          temporal style, two FC layers (lr x 0.01)
+    w_t = w0 + E(x0, s_t)                         IR-SE encoder with an AdaIN block after each stage
+
+Frames are independent given (w0, z), so any frame time can be sampled directly: long videos, other
+frame rates and slow motion need no retraining. Because the motion convolutions are causal and the
+first anchor is a constant, ``v_0`` is the same for every video and extending a video never changes
+its earlier frames (FFA-APE, §3.3).
+
+Architecture and constants follow the public code as summarised in
+``shared/reference/styleinv_stylegan_v.md`` §1. :class:`StyleInVMotion` is the inference wrapper that
+``svgen.stage2_motion.load_motion`` returns for ``"model": "styleinv"`` checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svgen.utils.config import config_from_dict
+from svgen.utils.errors import PathLike, SvgenError
+
+MODEL_NAME = "styleinv"
+# Anchors of motion noise are drawn in blocks of this many, so the noise of the first anchors is the
+# same whatever the video length (extending a video never changes earlier frames).
+NOISE_BLOCK = 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EncoderConfig:
+    """The IR-SE backbone of the inversion stage plus StyleInV's AdaIN blocks and W head."""
+
+    # svgen.inversion.backbone.BackboneConfig fields
+    in_channels: int = 3
+    stem_channels: int = 64
+    channels: tuple = (64, 128, 256, 512)
+    units: tuple = (3, 4, 14, 3)
+    se_reduction: int = 16
+    resolution: int = 256          # input size the backbone was trained at (x0 is resized to it)
+    adain: bool = True             # False = the plain inversion encoder (ablation)
+    # "frozen": BatchNorm layers use the running statistics of the W encoder (train = eval);
+    # "train": batch statistics while training (used when the encoder starts from random weights).
+    bn_mode: str = "frozen"
+
+
+@dataclass
+class StyleInVConfig:
+    """Every shape and constant of a StyleInV network (saved in each checkpoint)."""
+
+    w_dim: int = 512
+    num_ws: int = 14
+    img_resolution: int = 256
+    z_motion_dim: int = 512         # motion noise z_m and tokens u
+    motion_z_distance: int = 16     # δ: frames between anchor points
+    motion_kernel_size: int = 11    # causal conv1d kernel
+    motion_lr_multiplier: float = 0.01
+    time_enc_dim: int = 256         # number of APE frequencies; v_t has 2x this many dims
+    min_period_len: float = 16.0    # P_min (frames)
+    max_period_len: float = 128.0   # P_max (frames)
+    nframes: int = 128              # training window (frames); t is normalised by nframes-1 there
+    fuse_layers: int = 2
+    fuse_lr_multiplier: float = 0.01
+    input_residual: bool = True     # w_t = w0 + E(...) (else w_avg + E(...), plain pSp)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    @property
+    def v_dim(self) -> int:
+        return 2 * self.time_enc_dim
+
+    @property
+    def style_dim(self) -> int:
+        return self.w_dim
+
+
+def styleinv_config_for(w_dim: int, num_ws: int, img_resolution: int,
+                        encoder: Optional[EncoderConfig] = None, **overrides: Any) -> StyleInVConfig:
+    """A StyleInV config sized for a generator: paper constants at w_dim 512, narrower below."""
+    small = w_dim < 512
+    cfg = StyleInVConfig(
+        w_dim=w_dim, num_ws=num_ws, img_resolution=img_resolution,
+        z_motion_dim=w_dim if small else 512,
+        time_enc_dim=max(8, w_dim // 2) if small else 256,
+        encoder=encoder or EncoderConfig(resolution=img_resolution),
+    )
+    for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise TypeError(f"unknown StyleInV option {k!r}")
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Equalized-learning-rate layers (StyleGAN convention: weights stored at unit scale)
+# ---------------------------------------------------------------------------------------------
+def _act(x: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "lrelu":
+        return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
+    if activation == "linear":
+        return x
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+class EqualLinear(nn.Module):
+    """``y = act(x W^T g + b g_b)`` with ``g = lr_mul / sqrt(fan_in)`` (equalized learning rate)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bias_init: float = 0.0,
+                 lr_multiplier: float = 1.0, activation: str = "linear"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_multiplier)) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = None if self.bias is None else self.bias * self.bias_gain
+        return _act(F.linear(x, self.weight * self.weight_gain, b), self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, act={self.activation}"
+
+
+class EqualConv1d(nn.Module):
+    """Equalized-lr conv1d with same padding; ``mask_right`` zeroes the taps that look ahead.
+
+    With kernel k and padding k//2, output i sees inputs i-k//2 .. i+k//2. Masking taps at
+    positions >= (k+1)//2 keeps only i-k//2 .. i: a causal layer that preserves the length.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 lr_multiplier: float = 1.0, activation: str = "linear", mask_right: bool = False):
+        super().__init__()
+        self.activation = activation
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) / lr_multiplier)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_channels * kernel_size)
+        self.bias_gain = lr_multiplier
+        mask = torch.ones(kernel_size)
+        if mask_right:
+            mask[(kernel_size + 1) // 2:] = 0.0
+        self.register_buffer("tap_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C_in, L] -> [B, C_out, L]
+        w = self.weight * (self.weight_gain * self.tap_mask)
+        b = None if self.bias is None else self.bias * self.bias_gain
+        return _act(F.conv1d(x, w, b, padding=self.padding), self.activation)
+
+
+# ---------------------------------------------------------------------------------------------
+# FFA-APE: first-frame-aware acyclic positional encoding (§3.3)
+# ---------------------------------------------------------------------------------------------
+def num_anchors_for(t_max: float, delta: int) -> int:
+    """Anchors needed to interpolate any t in [0, t_max]: the left one floor(t/δ) and the next."""
+    return int(math.floor(max(0.0, float(t_max)) / delta)) + 2
+
+
+def sample_motion_noise(num: int, num_anchors: int, dim: int,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Motion noise z_m ~ N(0, I) [num, num_anchors, dim], drawn in fixed blocks of anchors so the
+    first anchors are identical for any ``num_anchors`` (same generator state)."""
+    blocks = []
+    for _ in range(max(1, math.ceil(num_anchors / NOISE_BLOCK))):
+        blocks.append(torch.randn(num, NOISE_BLOCK, dim, generator=generator))
+    return torch.cat(blocks, dim=1)[:, :num_anchors]
+
+
+class MotionMapping(nn.Module):
+    """Anchor noise -> motion tokens u. Anchor 0 is the learned constant c0 (shared by all videos);
+    two causal same-padding conv1d layers (kernel 11, lr x 0.01), so u_0 depends only on c0."""
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        d, k, lr = cfg.z_motion_dim, cfg.motion_kernel_size, cfg.motion_lr_multiplier
+        self.c0 = nn.Parameter(torch.randn(d))
+        self.conv1 = EqualConv1d(d, d, k, lr_multiplier=lr, activation="lrelu", mask_right=True)
+        self.conv2 = EqualConv1d(d, d, k, lr_multiplier=lr, activation="lrelu", mask_right=True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: [B, L, Z] (z[:, 0] is ignored: anchor 0 is c0) -> u: [B, L, Z]
+        c0 = self.c0.to(z.dtype).expand(z.shape[0], 1, -1)
+        z = torch.cat([c0, z[:, 1:]], dim=1)
+        u = self.conv2(self.conv1(z.transpose(1, 2)))
+        return u.transpose(1, 2)
+
+
+class AcyclicPositionalEncoding(nn.Module):
+    """v_t = ψ(t) − lerp(ψ(t_l), ψ(t_r)) + lerp(A u_l, A u_r) (StyleGAN-V's aligned time encoder).
+
+    ψ(τ) = [sin, cos](ω ⊙ (tanh(W_p u_l) + 1) τ + (W_φ u_l) ⊙ P_max/P): fixed log-spaced base
+    frequencies ω = 2π/P, learned per-segment period scales and phases, all read from the *left*
+    anchor. At an anchor v equals A(u_anchor), so v is continuous across segments; at t = 0 it is
+    A(u_0), a learned constant. Affines have no bias ("to prevent motion mode collapse").
+    """
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        self.delta = int(cfg.motion_z_distance)
+        k = cfg.time_enc_dim
+        periods = 2.0 ** torch.linspace(math.log2(cfg.min_period_len), math.log2(cfg.max_period_len), k)
+        periods = periods.flip(0)  # long periods first: frequencies run from low to high
+        self.register_buffer("omega", 2.0 * math.pi / periods)
+        self.register_buffer("phase_scale", cfg.max_period_len / periods)
+        z = cfg.z_motion_dim
+        self.period_fc = EqualLinear(z, k, bias=False)   # W_p
+        self.phase_fc = EqualLinear(z, k, bias=False)    # W_φ
+        self.aligner = EqualLinear(z, 2 * k, bias=False)  # A
+
+    def psi(self, tau: torch.Tensor, period: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        # tau: [B, T]; period/phase: [B, T, K] -> [B, T, 2K]
+        arg = self.omega * period * tau[..., None] + phase * self.phase_scale
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+    def forward(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # u: [B, L, Z] tokens; t: [B, T] frame times (>= 0, may be fractional) -> v: [B, T, 2K]
+        if (t < 0).any():
+            raise ValueError("time stamps must be non-negative")
+        left = torch.floor(t / self.delta).long()                       # [B, T]
+        if int(left.max()) + 1 >= u.shape[1]:
+            raise ValueError(f"t up to {float(t.max()):.1f} needs {int(left.max()) + 2} anchors, "
+                             f"got {u.shape[1]}")
+        t_l = left.to(t.dtype) * self.delta
+        t_r = t_l + self.delta
+        alpha = ((t - t_l) / self.delta)[..., None]                     # [B, T, 1]
+        idx = left[..., None].expand(-1, -1, u.shape[2])
+        u_l = torch.gather(u, 1, idx)                                   # [B, T, Z]
+        u_r = torch.gather(u, 1, idx + 1)
+        period = torch.tanh(self.period_fc(u_l)) + 1.0                  # (0, 2)
+        phase = self.phase_fc(u_l)
+        psi_t = self.psi(t, period, phase)
+        psi_lerp = (1 - alpha) * self.psi(t_l, period, phase) + alpha * self.psi(t_r, period, phase)
+        aligned = (1 - alpha) * self.aligner(u_l) + alpha * self.aligner(u_r)
+        return psi_t - psi_lerp + aligned
+
+
+class FFAAPE(nn.Module):
+    """Motion noise + time stamps -> motion codes v_t (MotionMapping then the APE)."""
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MotionMapping(cfg)
+        self.time_encoder = AcyclicPositionalEncoding(cfg)
+
+    def num_anchors(self, t_max: float) -> int:
+        return num_anchors_for(t_max, self.cfg.motion_z_distance)
+
+    def forward(self, z_m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # z_m: [B, L, Z]; t: [B, T] -> v: [B, T, V]
+        return self.time_encoder(self.mapping(z_m), t)
+
+
+class MappingFuse(nn.Module):
+    """Temporal style s_t = FC(FC(w0 ⊕ v_t)) (lrelu, lr multiplier 0.01, StyleGAN-mapping style)."""
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        dims = [cfg.w_dim + cfg.v_dim] + [cfg.style_dim] * cfg.fuse_layers
+        self.layers = nn.ModuleList(
+            EqualLinear(a, b, lr_multiplier=cfg.fuse_lr_multiplier, activation="lrelu")
+            for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, w0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # w0: [B, W]; v: [B, T, V] -> s: [B, T, S]
+        x = torch.cat([w0[:, None, :].expand(-1, v.shape[1], -1), v], dim=-1)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal-style modulated inversion encoder (§3.2)
+# ---------------------------------------------------------------------------------------------
+class AdaIN(nn.Module):
+    """AdaIN(x, s) = (1 + γ) InstanceNorm(x) + β with [γ, β] = FC(s)."""
+
+    def __init__(self, style_dim: int, channels: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.fc = EqualLinear(style_dim, 2 * channels)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        # x: [N, C, H, W]; s: [N, S]
+        gamma, beta = self.fc(s)[:, :, None, None].chunk(2, dim=1)
+        return (1 + gamma) * self.norm(x) + beta
+
+
+class AdainResBlk(nn.Module):
+    """out = (x + conv2(lrelu(AdaIN2(conv1(lrelu(AdaIN1(x, s))), s)))) / √2 (plain 3x3 convs)."""
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.norm1 = AdaIN(style_dim, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.norm2 = AdaIN(style_dim, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.leaky_relu(self.norm1(x, s), 0.2))
+        h = self.conv2(F.leaky_relu(self.norm2(h, s), 0.2))
+        return (x + h) / math.sqrt(2.0)
+
+
+def _backbone_config(enc: EncoderConfig):
+    from svgen.inversion.backbone import BackboneConfig
+
+    return BackboneConfig(in_channels=enc.in_channels, stem_channels=enc.stem_channels,
+                          channels=tuple(enc.channels), units=tuple(enc.units),
+                          se_reduction=enc.se_reduction)
+
+
+class ModulatedEncoder(nn.Module):
+    """IR-SE backbone with one :class:`AdainResBlk` after the last unit of each stage, then
+    AdaptiveAvgPool -> FC -> a W-space vector.
+
+    The input stem and the first stage do not depend on the style, so they run once per image and
+    their features are shared by every time stamp of that image.
+    """
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        from svgen.inversion.backbone import IRSEBackbone
+
+        self.enc_cfg = cfg.encoder
+        self.backbone = IRSEBackbone(_backbone_config(cfg.encoder))
+        chans = tuple(cfg.encoder.channels)
+        self.adain = nn.ModuleList(AdainResBlk(c, cfg.style_dim) for c in chans) if cfg.encoder.adain else None
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = EqualLinear(chans[-1], cfg.w_dim)
+
+    def train(self, mode: bool = True) -> "ModulatedEncoder":
+        super().train(mode)
+        if self.enc_cfg.bn_mode == "frozen":  # keep the W encoder's BN statistics
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def forward(self, x0: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        # x0: [B, 3, R, R] in [-1, 1]; s: [B, T, S] -> Δ: [B, T, W]
+        B, T = s.shape[:2]
+        r = self.enc_cfg.resolution
+        if x0.shape[-1] != r:
+            x0 = F.interpolate(x0, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
+        s = s.reshape(B * T, -1)
+        h = self.backbone.input_layer(x0)
+        for i, stage in enumerate(self.backbone.stages):
+            h = stage(h)
+            if i == 0:  # style-free so far: share across time stamps
+                h = h.repeat_interleave(T, dim=0)                      # [B*T, C1, R/2, R/2]
+            if self.adain is not None:
+                h = self.adain[i](h, s)
+        delta = self.head(self.pool(h).flatten(1))                     # [B*T, W]
+        return delta.reshape(B, T, -1)
+
+
+class StyleInV(nn.Module):
+    """The trainable motion generator SI: (x0, w0, z_m, t) -> w_t (W space) [B, T, w_dim]."""
+
+    def __init__(self, cfg: StyleInVConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ffa_ape = FFAAPE(cfg)
+        self.fuse = MappingFuse(cfg)
+        self.encoder = ModulatedEncoder(cfg)
+        # used only when input_residual is False (plain pSp: E(x) + w_avg)
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+
+    def motion_codes(self, z_m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.ffa_ape(z_m, t)
+
+    def forward(self, x0: torch.Tensor, w0: torch.Tensor, z_m: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        # x0: [B, 3, R, R] = G(w0); w0: [B, W]; z_m: [B, L, Z]; t: [B, T] frames -> w_t: [B, T, W]
+        v = self.ffa_ape(z_m, t)                 # [B, T, V]
+        s = self.fuse(w0, v)                     # [B, T, S]
+        delta = self.encoder(x0, s)              # [B, T, W]
+        base = w0 if self.cfg.input_residual else self.w_avg.expand_as(w0)
+        return base[:, None, :] + delta
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder initialisation from a trained W encoder (svgen.inversion)
+# ---------------------------------------------------------------------------------------------
+def encoder_config_from_file(path: PathLike) -> tuple[EncoderConfig, dict, Optional[tuple], dict]:
+    """Load an inversion encoder file; returns (EncoderConfig, backbone state, head|None, meta).
+
+    ``head`` is the W encoder's linear head ``(weight [W, C], bias [W])`` in plain-linear units when
+    the file is a W-space encoder whose head can be recognised; W+ encoders give only the backbone.
+    """
+    from svgen.inversion.encoders import load_encoder
+
+    E = load_encoder(path, device="cpu")
+    backbone = getattr(E, "backbone", None)
+    if backbone is None or not hasattr(backbone, "stages"):
+        raise SvgenError("encoder has no IR-SE backbone to initialise StyleInV from", path)
+    bcfg = backbone.cfg
+    enc = EncoderConfig(in_channels=bcfg.in_channels, stem_channels=bcfg.stem_channels,
+                        channels=tuple(bcfg.channels), units=tuple(bcfg.units),
+                        se_reduction=bcfg.se_reduction, resolution=int(getattr(E, "resolution", 256)),
+                        bn_mode="frozen")
+    head = _find_w_head(E, int(getattr(E, "w_dim", 0)), int(bcfg.channels[-1]))
+    meta = {"space": getattr(E, "space", "?"), "num_ws": int(getattr(E, "num_ws", 0)),
+            "w_dim": int(getattr(E, "w_dim", 0))}
+    return enc, backbone.state_dict(), head, meta
+
+
+def _find_w_head(E: nn.Module, w_dim: int, in_ch: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The effective (weight [W, C], bias [W]) of a W encoder's equalized-linear ``head``.
+
+    The inversion stage's W encoder computes ``head(pool(c4)) + w_avg``; StyleInV keeps the head
+    (its output is the residual added to w0) and drops ``w_avg``.
+    """
+    head = getattr(E, "head", None)
+    if getattr(E, "space", None) != "w" or head is None or not hasattr(head, "weight"):
+        return None
+    weight = head.weight.detach()
+    if tuple(weight.shape) != (w_dim, in_ch):
+        return None
+    w_gain = float(getattr(head, "scale", getattr(head, "weight_gain", 1.0)))
+    b_gain = float(getattr(head, "lr_mul", getattr(head, "bias_gain", 1.0)))
+    bias = getattr(head, "bias", None)
+    bias = torch.zeros(w_dim) if bias is None else bias.detach() * b_gain
+    return (weight * w_gain).clone(), bias.clone()
+
+
+def init_encoder_from(si: StyleInV, backbone_state: dict, head: Optional[tuple]) -> dict:
+    """Copy a W encoder's backbone (and head) into SI's modulated encoder; AdaIN blocks stay random.
+
+    Returns a summary {"backbone_tensors": n, "head": bool}.
+    """
+    si.encoder.backbone.load_state_dict(backbone_state, strict=True)
+    used_head = False
+    if head is not None:
+        w, b = head
+        lin = si.encoder.head
+        with torch.no_grad():
+            lin.weight.copy_(w / lin.weight_gain)
+            lin.bias.copy_(b / lin.bias_gain)
+        used_head = True
+    return {"backbone_tensors": len(backbone_state), "head": used_head}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint helpers and the inference wrapper
+# ---------------------------------------------------------------------------------------------
+def config_from_checkpoint(ckpt: dict) -> StyleInVConfig:
+    model_cfg = ckpt.get("config", {}).get("model", ckpt.get("config", {}))
+    cfg = config_from_dict(StyleInVConfig, model_cfg)
+    if isinstance(cfg.encoder, dict):
+        cfg.encoder = config_from_dict(EncoderConfig, cfg.encoder)
+    cfg.encoder.channels = tuple(cfg.encoder.channels)
+    cfg.encoder.units = tuple(cfg.encoder.units)
+    return cfg
+
+
+def _resolve_path(recorded: Optional[str], ckpt_path: Optional[PathLike]) -> Optional[str]:
+    """A recorded path as given if it exists, else relative to the checkpoint's folder."""
+    if not recorded:
+        return None
+    if os.path.exists(recorded) or ckpt_path is None:
+        return recorded
+    alt = Path(ckpt_path).resolve().parent / Path(recorded).name
+    return str(alt) if alt.exists() else recorded
+
+
+def frame_times(frames: int, fps: Optional[float], train_fps: float, slowmo: float = 1.0,
+                time_offset: float = 0.0) -> np.ndarray:
+    """Time stamps (training-frame units) of ``frames`` output frames at ``fps``.
+
+    One output frame advances ``train_fps / fps / slowmo`` training frames, so ``--fps 60`` samples
+    the same motion more densely and ``slowmo 4`` plays it four times slower.
+    """
+    if frames <= 0:
+        raise SvgenError(f"number of frames must be positive, got {frames}")
+    fps = train_fps if fps is None else float(fps)
+    if fps <= 0 or slowmo <= 0:
+        raise SvgenError(f"fps and slow-motion factor must be positive (fps {fps}, slowmo {slowmo})")
+    if time_offset < 0:
+        raise SvgenError(f"time offset must be >= 0, got {time_offset}")
+    step = train_fps / fps / slowmo
+    return (float(time_offset) + np.arange(frames, dtype=np.float64) * step).astype(np.float32)
+
+
+class StyleInVMotion:
+    """A trained StyleInV model for sampling and animation (``load_motion`` returns this).
+
+    The frozen generator is needed to render x0 = G(w0); it is loaded on first use from
+    ``generator_path`` (recorded at training time) and checked against ``generator_sha256``, or
+    attached with :meth:`attach_generator`.
+    """
+
+    model_name = MODEL_NAME
+
+    def __init__(self, si: StyleInV, *, generator_sha256: str = "", generator_path: Optional[str] = None,
+                 encoder_path: Optional[str] = None, train_fps: float = 25.0, noise_mode: str = "const",
+                 device: str | torch.device = "cpu", meta: Optional[dict] = None):
+        self.si = si.eval().requires_grad_(False).to(device)
+        self.cfg = si.cfg
+        self.device = torch.device(device)
+        self.generator_sha256 = generator_sha256
+        self.generator_path = generator_path
+        self.encoder_path = encoder_path
+        self.train_fps = float(train_fps)
+        self.noise_mode = noise_mode
+        self.meta = dict(meta or {})
+        self.num_ws = int(self.cfg.num_ws)
+        self.w_dim = int(self.cfg.w_dim)
+        self._G = None
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, path: Optional[PathLike] = None,
+                        device: str | torch.device = "cpu") -> "StyleInVMotion":
+        """Build from a ``svgen-motion`` checkpoint dict with ``"model": "styleinv"`` (EMA weights)."""
+        if ckpt.get("model") != MODEL_NAME:
+            raise SvgenError(f"not a StyleInV motion checkpoint (model {ckpt.get('model')!r})", path)
+        try:
+            cfg = config_from_checkpoint(ckpt)
+            si = StyleInV(cfg)
+            si.load_state_dict(ckpt.get("ema") or ckpt["SI"])
+        except (KeyError, RuntimeError, TypeError) as exc:
+            msg = str(exc).splitlines()[0][:200]
+            raise SvgenError(f"StyleInV checkpoint does not match its config ({msg})", path) from None
+        return cls(si, generator_sha256=ckpt.get("generator_sha256", ""),
+                   generator_path=_resolve_path(ckpt.get("generator_path"), path),
+                   encoder_path=_resolve_path(ckpt.get("encoder_path"), path),
+                   train_fps=float(ckpt.get("train_fps", 25.0)),
+                   noise_mode=ckpt.get("noise_mode", "const"), device=device,
+                   meta=ckpt.get("meta", {}))
+
+    def attach_generator(self, G: nn.Module, check: bool = True) -> None:
+        """Use an already loaded generator (its shape must match the model's)."""
+        if check and (int(G.w_dim) != self.w_dim or int(G.num_ws) != self.num_ws):
+            raise SvgenError(f"generator (w_dim {G.w_dim}, num_ws {G.num_ws}) does not match the motion "
+                             f"model (w_dim {self.w_dim}, num_ws {self.num_ws})", self.generator_path)
+        self._G = G.eval().requires_grad_(False).to(self.device)
+
+    @property
+    def G(self) -> nn.Module:
+        if self._G is None:
+            if not self.generator_path:
+                raise SvgenError("StyleInV needs its generator to render the first frame; none is "
+                                 "recorded in the motion checkpoint (pass --generator)")
+            from svgen.stage1_image_gan.checkpoints import load_generator
+            from svgen.utils.io import file_sha256, require_file
+
+            require_file(self.generator_path, "generator")
+            if self.generator_sha256 and file_sha256(self.generator_path) != self.generator_sha256:
+                raise SvgenError("this generator is not the one the StyleInV model was trained with "
+                                 f"(expected sha256 {self.generator_sha256[:12]})", self.generator_path)
+            self.attach_generator(load_generator(self.generator_path, device=self.device))
+        return self._G
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _w0_batch(self, w0: Any, num: int) -> torch.Tensor:
+        w0 = torch.as_tensor(np.asarray(w0) if not torch.is_tensor(w0) else w0, dtype=torch.float32)
+        if w0.ndim == 3:          # [N, num_ws, w_dim] W+ -> mean over layers
+            w0 = w0.mean(dim=1)
+        if w0.ndim == 1:
+            w0 = w0[None]
+        if w0.shape[-1] != self.w_dim:
+            raise SvgenError(f"w0 has {w0.shape[-1]} dims, the motion model expects {self.w_dim}")
+        if w0.shape[0] == 1 and num > 1:
+            w0 = w0.expand(num, -1)
+        if w0.shape[0] != num:
+            raise SvgenError(f"got {w0.shape[0]} first-frame codes for {num} videos")
+        return w0.to(self.device)
+
+    @torch.no_grad()
+    def sample_w(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
+                 w0: Any = None, slowmo: float = 1.0, time_offset: float = 0.0,
+                 truncation_psi: float = 1.0, chunk: int = 64, max_batch_frames: int = 512) -> torch.Tensor:
+        """W-space trajectories [num, frames, w_dim] (frame 0 at t = time_offset).
+
+        Frames are encoded in chunks of ``chunk`` time stamps, several videos at once (at most
+        ``max_batch_frames`` encoder passes per call); results do not depend on the chunking.
+        """
+        if num <= 0:
+            raise SvgenError(f"number of videos must be positive, got {num}")
+        t = torch.from_numpy(frame_times(frames, fps, self.train_fps, slowmo, time_offset))
+        gen = torch.Generator().manual_seed(int(seed))
+        G = self.G
+        if w0 is None:  # new content codes from the mapping network (StyleInV's generation)
+            z = torch.randn(num, int(G.z_dim), generator=gen).to(self.device)
+            w0 = G.mapping(z, truncation_psi=truncation_psi)[:, 0]
+        w0 = self._w0_batch(w0, num)
+        z_m = sample_motion_noise(num, self.si.ffa_ape.num_anchors(float(t.max())),
+                                  self.cfg.z_motion_dim, gen).to(self.device)
+        out = torch.empty(num, frames, self.w_dim)
+        chunk = max(1, min(int(chunk), frames))
+        per_batch = max(1, max_batch_frames // chunk)      # videos encoded together
+        for i in range(0, num, per_batch):
+            j = min(num, i + per_batch)
+            x0 = G.synthesis(w0[i:j, None, :].expand(-1, self.num_ws, -1), noise_mode=self.noise_mode)
+            for a in range(0, frames, chunk):
+                tt = t[a:a + chunk][None].expand(j - i, -1).to(self.device)
+                out[i:j, a:a + chunk] = self.si(x0, w0[i:j], z_m[i:j], tt).float().cpu()
+        return out
+
+    def sample(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
+               w0: Any = None, **kw: Any) -> torch.Tensor:
+        """Latent videos [num, frames, num_ws, w_dim] (W codes broadcast to every layer)."""
+        w = self.sample_w(num, frames, seed=seed, fps=fps, w0=w0, **kw)
+        return w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
+
+    def animate_latents(self, w_identity: Any, frames: int, fps: float, seed: int = 0,
+                        **kw: Any) -> np.ndarray:
+        """Motion for one identity: w0 = its W code (mean over layers of a W+ inversion; exact for
+        a W encoder) and t sampled at ``fps``. Returns float32 [frames, num_ws, w_dim]."""
+        w = torch.as_tensor(np.asarray(w_identity, dtype=np.float32))
+        if w.ndim == 2:
+            if tuple(w.shape) != (self.num_ws, self.w_dim):
+                raise SvgenError(f"identity latent has shape {tuple(w.shape)}, expected "
+                                 f"[{self.num_ws}, {self.w_dim}]")
+            w = w.mean(dim=0)
+        if w.ndim != 1 or w.shape[0] != self.w_dim:
+            raise SvgenError(f"identity latent has shape {tuple(w.shape)}, expected [{self.w_dim}]")
+        info = kw.get("info")
+        kw = {k: v for k, v in kw.items() if k in ("slowmo", "time_offset", "chunk", "max_batch_frames")}
+        out = self.sample(1, frames, seed=seed, fps=fps, w0=w[None], **kw)[0]
+        if isinstance(info, dict):  # recorded in animate's settings JSON
+            slowmo = float(kw.get("slowmo", 1.0))
+            info.update({"model": MODEL_NAME, "train_fps": self.train_fps, "slowmo": slowmo,
+                         "training_frames_per_output_frame": self.train_fps / float(fps or self.train_fps) / slowmo,
+                         "w0": "mean over layers of the identity latent", "offset": "not used (w0 is the identity)"})
+        return out.numpy().astype(np.float32)

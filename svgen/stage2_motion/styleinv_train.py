@@ -1,0 +1,578 @@
+"""Training loop of StyleInV (``svgen train-motion --model styleinv``), StyleInV §3.4 / public code §2.
+
+Reads top to bottom: config -> real data (W codes of ``latents.h5``; frames of ``aligned.zip`` in
+image mode) -> frozen generator, SI (initialised from a trained W encoder), D, Adam, EMA -> per step
+
+  SI: w_t = SI(x0 = G(w0), w0, z_m, t) at t = [0, t1, t2, t3] (FFA-ST);
+      λ_adv softplus(−D([first frame, frames t1..t3], Δt))   first frame = w0 / x0 itself
+      + λ_recon ‖frame(t=0) − first frame‖²                  latent-level (latent) / pixels (image)
+      + λ_w mean_t ‖w_t − w0‖₂                               latent regulariser
+  D:  softplus(D(fake)) + softplus(−D(real)) + lazy R1 (γ/2 ‖∇D‖², every 16 steps)
+
+-> snapshots (``latest.pt`` + numbered, latent FD of EMA samples in ``metrics.jsonl``, a PNG preview)
+-> ``<out>/motion.pt``. Adam (0, 0.99), lr 1e-4 for SI and 2e-3 for D (D's lr and betas rescaled for
+the lazy R1), EMA of SI with a half-life of ``ema_kimg`` thousand clips.
+
+First frames w0: ``w0_source="real"`` (default) uses the W codes of real first frames, as the
+animation does with an inverted photo; ``"mapping"`` samples w0 = mapping(z) as in the paper.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from svgen.stage2_motion.styleinv import (
+    MODEL_NAME,
+    EncoderConfig,
+    StyleInV,
+    StyleInVConfig,
+    StyleInVMotion,
+    config_from_checkpoint,
+    encoder_config_from_file,
+    init_encoder_from,
+    sample_motion_noise,
+    styleinv_config_for,
+)
+from svgen.stage2_motion.styleinv_data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
+from svgen.stage2_motion.styleinv_disc import (
+    DiscConfig,
+    build_discriminator,
+    d_loss,
+    nonsaturating_g_loss,
+    r1_penalty,
+)
+from svgen.utils.config import config_from_dict, config_to_dict
+from svgen.utils.device import select_device
+from svgen.utils.errors import SvgenError
+from svgen.utils.io import file_sha256, require_file, torch_save_atomic
+from svgen.utils.progress import progress
+from svgen.utils.rundir import RunDir
+from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
+
+FORMAT = "svgen-motion"
+VERSION = 1
+
+
+@dataclass
+class StyleInVTrainConfig:
+    """Everything a StyleInV run depends on (``config.json`` and every checkpoint)."""
+
+    latents: str = ""
+    out: str = ""
+    generator: str = ""
+    encoder: Optional[str] = None
+    data: Optional[str] = None         # aligned.zip (image mode)
+    disc: str = "latent"               # "latent" | "image"
+    steps: int = 20000
+    batch: int = 16
+    lr_si: float = 1e-4
+    lr_d: float = 2e-3
+    betas: tuple = (0.0, 0.99)
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    lambda_adv: float = 1.0
+    lambda_recon: float = 10.0
+    lambda_w_reg: float = 0.05
+    ema_kimg: float = 20.0             # EMA half-life in thousands of clips
+    ema_rampup: Optional[float] = 0.05  # half-life <= rampup * clips seen (None = off)
+    w0_source: str = "real"            # "real" | "mapping"
+    truncation_psi: float = 1.0        # for w0_source "mapping"
+    noise_mode: str = "const"          # generator noise when rendering
+    ada: bool = True                   # image mode: adaptive augmentation (bgc, target 0.6)
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    sampling: SparseSamplingConfig = field(default_factory=SparseSamplingConfig)
+    model: Optional[StyleInVConfig] = None
+    d: Optional[DiscConfig] = None
+    snapshot_every: int = 1000         # steps between checkpoints + metrics
+    keep_every: int = 5000             # steps between numbered snapshots (0 = never)
+    preview_every: int = 0             # steps between PNG previews (0 = at snapshots)
+    log_every: int = 20
+    eval_window: int = 16              # frames per window for the latent FD
+    eval_windows: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _abs(path: Optional[str]) -> Optional[str]:
+    return None if not path else str(Path(path).resolve())
+
+
+def _largest_divisor_le(n: int, k: int) -> int:
+    return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
+
+
+def ema_beta(batch: int, clips_seen: int, ema_kimg: float, rampup: Optional[float]) -> float:
+    """EMA momentum for a half-life of ema_kimg thousand clips (ramped up early in training)."""
+    ema_nimg = ema_kimg * 1000.0
+    if rampup is not None:
+        ema_nimg = min(ema_nimg, clips_seen * rampup)
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def augment_clips(pipe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ADA for clips [B, F, 3, H, W]: one set of random parameters per clip, shared by its frames."""
+    B, Fr, C, H, W = x.shape
+    G_inv = pipe.sample_geometry(B, H, W, x.device)
+    if not torch.equal(G_inv, torch.eye(3, device=x.device).expand_as(G_inv)):
+        x = pipe.apply_geometry(x.reshape(B, Fr * C, H, W), G_inv).reshape(B, Fr, C, H, W)
+    Cm = pipe.sample_color(B, x.device)
+    if not torch.equal(Cm, torch.eye(4, device=x.device).expand_as(Cm)):
+        x = pipe.apply_color(x.reshape(B * Fr, C, H, W), Cm.repeat_interleave(Fr, 0)).reshape(B, Fr, C, H, W)
+    return x
+
+
+# -- trainer --------------------------------------------------------------------------------------
+class StyleInVTrainer:
+    """Holds the run state; :meth:`train` runs to ``cfg.steps`` and writes ``<out>/motion.pt``."""
+
+    def __init__(self, cfg: StyleInVTrainConfig, resume: bool = False):
+        if cfg.disc not in ("latent", "image"):
+            raise SvgenError(f"unknown discriminator mode {cfg.disc!r} (use latent or image)")
+        if cfg.w0_source not in ("real", "mapping"):
+            raise SvgenError(f"unknown w0 source {cfg.w0_source!r} (use real or mapping)")
+        if cfg.steps < 1 or cfg.batch < 1:
+            raise SvgenError(f"steps and batch must be positive (steps {cfg.steps}, batch {cfg.batch})")
+        if not cfg.latents:
+            raise SvgenError("StyleInV training needs --latents (a latents.h5 from svgen invert)")
+        if not cfg.generator:
+            raise SvgenError("StyleInV training needs --generator (it renders the first frame x0 = G(w0))")
+        if cfg.disc == "image" and not cfg.data and not resume:
+            raise SvgenError("--disc image needs --data aligned.zip (real frames for the discriminator)")
+        self.device = select_device(cfg.device)
+        self.latents = LatentClips(cfg.latents)
+        self.run = RunDir(cfg.out)
+        state = self.run.load_latest(map_location="cpu") if resume else None
+        encoder_given = bool(cfg.encoder)
+        if state is not None:
+            cfg = self._merge_resume_config(cfg, state)
+        self.cfg = cfg
+        self._load_generator()
+        # a resumed run no longer needs the encoder it was initialised from (unless named again)
+        self._check_encoder(required=state is None or encoder_given)
+        self.train_fps = self.latents.train_fps
+        seed_everything(cfg.seed)
+
+        # data
+        self.lat_sampler = SparseClipSampler(self.latents.lengths, cfg.sampling, self.latents.names, cfg.latents)
+        self.frames = None
+        if cfg.disc == "image":
+            if not cfg.data:
+                raise SvgenError("--disc image needs --data aligned.zip (real frames for the discriminator)")
+            require_file(cfg.data, "dataset")
+            self.frames = FrameClips(cfg.data, self.G.img_resolution)
+            self.real_sampler = SparseClipSampler(self.frames.lengths, cfg.sampling, self.frames.names, cfg.data)
+        else:
+            self.real_sampler = self.lat_sampler
+
+        # networks
+        enc_init = None
+        if cfg.model is None:
+            if cfg.encoder:
+                enc_cfg, bb_state, head, meta = encoder_config_from_file(cfg.encoder)
+                enc_init = (bb_state, head, meta)
+            else:   # no trained encoder: the published layout at random init, BN in training mode
+                enc_cfg = EncoderConfig(resolution=min(256, int(self.G.img_resolution)), bn_mode="train")
+                if int(self.G.w_dim) < 512:
+                    enc_cfg = _tiny_encoder_config(enc_cfg.resolution)
+            cfg.model = styleinv_config_for(int(self.G.w_dim), int(self.G.num_ws), int(self.G.img_resolution),
+                                            encoder=enc_cfg, nframes=cfg.sampling.nframes,
+                                            max_period_len=float(cfg.sampling.nframes))
+        if cfg.d is None:
+            cfg.d = self._default_disc_config()
+        cfg.d.mbstd_group_size = _largest_divisor_le(cfg.batch, 4)
+        self.si = StyleInV(cfg.model).to(self.device)
+        self.D = build_discriminator(cfg.d).to(self.device)
+        self.init_summary = {}
+        if state is None:
+            if enc_init is not None:
+                self.init_summary = init_encoder_from(self.si, enc_init[0], enc_init[1])
+                self.init_summary["encoder_space"] = enc_init[2]["space"]
+            self.si.w_avg.copy_(self.G.mapping.w_avg.detach().to(self.device).reshape(-1))
+            if cfg.disc == "latent":
+                self._set_disc_stats()
+        self.si_ema = copy.deepcopy(self.si).eval().requires_grad_(False)
+        mb = cfg.r1_interval / (cfg.r1_interval + 1) if cfg.r1_interval > 0 else 1.0
+        b1, b2 = cfg.betas
+        self.opt_si = torch.optim.Adam(self.si.parameters(), lr=cfg.lr_si, betas=(b1, b2), eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * mb, betas=(b1 ** mb, b2 ** mb), eps=1e-8)
+        self.augment, self.ada = None, None
+        if cfg.ada and cfg.disc == "image":
+            from svgen.stage1_image_gan.augment import AdaptiveP, AugmentPipe
+
+            self.augment = AugmentPipe().to(self.device)
+            self.ada = AdaptiveP(self.augment, cfg.batch, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
+        self.step = 0
+        if state is not None:
+            self._load_state(state)
+        self._fd = None
+
+    # -- setup --------------------------------------------------------------------------------
+    def _merge_resume_config(self, cfg: StyleInVTrainConfig, state: dict) -> StyleInVTrainConfig:
+        if state.get("format") != FORMAT or state.get("model") != MODEL_NAME:
+            raise SvgenError("--resume: checkpoint is not a StyleInV motion checkpoint", self.run.latest)
+        old = config_from_dict(StyleInVTrainConfig, state["config"]["train"])
+        old.model = config_from_checkpoint(state)
+        old.d = config_from_dict(DiscConfig, state["config"]["d"])
+        old.sampling = config_from_dict(SparseSamplingConfig, state["config"]["train"]["sampling"])
+        ref = state.get("latents_ref", {})
+        if ref.get("clips") != self.latents.names or ref.get("num_frames") != sum(self.latents.lengths):
+            raise SvgenError(f"--resume: the run was trained on other latents ({ref.get('path')})", cfg.latents)
+        for name in ("steps", "snapshot_every", "keep_every", "preview_every", "log_every", "latents", "out",
+                     "device"):
+            setattr(old, name, getattr(cfg, name))
+        old.generator = cfg.generator or old.generator
+        old.data = cfg.data or old.data
+        old.encoder = cfg.encoder or old.encoder
+        return old
+
+    def _load_generator(self) -> None:
+        from svgen.stage1_image_gan.checkpoints import load_generator
+
+        cfg = self.cfg
+        require_file(cfg.generator, "generator")
+        self.generator_sha256 = file_sha256(cfg.generator)
+        if self.latents.generator_sha256 and self.latents.generator_sha256 != self.generator_sha256:
+            raise SvgenError(f"latents were made with another generator (store "
+                             f"{self.latents.generator_sha256[:12]}, generator {self.generator_sha256[:12]})",
+                             cfg.latents)
+        self.G = load_generator(cfg.generator, device=self.device).eval().requires_grad_(False)
+        if int(self.G.w_dim) != self.latents.w_dim or int(self.G.num_ws) != self.latents.num_ws:
+            raise SvgenError(f"latents (num_ws {self.latents.num_ws}, w_dim {self.latents.w_dim}) do not fit the "
+                             f"generator (num_ws {self.G.num_ws}, w_dim {self.G.w_dim})", cfg.latents)
+
+    def _check_encoder(self, required: bool = True) -> None:
+        cfg = self.cfg
+        self.encoder_sha256 = ""
+        if not cfg.encoder or (not required and not Path(cfg.encoder).is_file()):
+            return
+        require_file(cfg.encoder, "encoder")
+        self.encoder_sha256 = file_sha256(cfg.encoder)
+        from svgen.utils.rundir import load_checkpoint
+
+        ck = load_checkpoint(cfg.encoder, expect_format="svgen-encoder")
+        gsha = ck.get("generator_sha256", "")
+        if gsha and gsha != self.generator_sha256:
+            raise SvgenError(f"encoder was trained against another generator (encoder {gsha[:12]}, "
+                             f"generator {self.generator_sha256[:12]})", cfg.encoder)
+
+    def _default_disc_config(self) -> DiscConfig:
+        cfg, mc = self.cfg, self.cfg.model
+        small = mc.w_dim < 512
+        d = DiscConfig(mode=cfg.disc, num_frames=cfg.sampling.frames_per_clip,
+                       max_gap=int(cfg.sampling.nframes), w_dim=mc.w_dim,
+                       gap_embed_dim=64 if small else 256, cmap_dim=mc.w_dim if small else 512,
+                       hidden=2 * mc.w_dim if small else 512, img_resolution=int(self.G.img_resolution),
+                       num_fourier=max(1, int(math.log2(max(2, cfg.sampling.nframes)))))
+        gcfg = getattr(self.G, "cfg", None)
+        if cfg.disc == "image" and gcfg is not None:
+            d.channel_base = int(getattr(gcfg, "channel_base", d.channel_base))
+            d.channel_max = int(getattr(gcfg, "channel_max", d.channel_max))
+        return d
+
+    def _set_disc_stats(self) -> None:
+        codes = torch.from_numpy(self.latents.all_codes()).float()
+        clips, starts, t = self.real_sampler.sample_real(min(2048, 64 * self.cfg.batch))
+        w = self.latents.gather(clips, starts, t)
+        self.D.set_stats(codes.to(self.device), (w[:, 1:] - w[:, :1]).reshape(-1, w.shape[-1]).to(self.device))
+
+    def _load_state(self, st: dict) -> None:
+        self.si.load_state_dict(st["SI"])
+        self.si_ema.load_state_dict(st["ema"])
+        self.D.load_state_dict(st["D"])
+        self.opt_si.load_state_dict(st["opt_SI"])
+        self.opt_d.load_state_dict(st["opt_D"])
+        if self.ada is not None and "ada" in st:
+            self.ada.load_state_dict(st["ada"])
+        self.step = int(st["step"])
+        set_rng_state(st["rng"])
+
+    def latents_ref(self) -> dict:
+        return {"path": _abs(self.cfg.latents), "clips": list(self.latents.names),
+                "num_frames": int(sum(self.latents.lengths)), "space": self.latents.space,
+                "num_ws": int(self.latents.num_ws), "w_dim": int(self.latents.w_dim), "fps": self.train_fps,
+                "generator_sha256": self.latents.generator_sha256, "encoder_sha256": self.latents.encoder_sha256}
+
+    def checkpoint(self, full: bool = True) -> dict:
+        """The motion.pt dict; ``full`` adds optimizer, RNG and step for ``--resume``."""
+        cfg = self.cfg
+        train = config_to_dict(cfg)
+        train.pop("model", None)
+        train.pop("d", None)
+        ckpt = {"format": FORMAT, "version": VERSION, "model": MODEL_NAME,
+                "config": {"model": config_to_dict(cfg.model), "d": config_to_dict(cfg.d), "train": train},
+                "SI": self.si.state_dict(), "ema": self.si_ema.state_dict(), "D": self.D.state_dict(),
+                "latents_ref": self.latents_ref(), "generator_sha256": self.generator_sha256,
+                "generator_path": _abs(cfg.generator), "encoder_path": _abs(cfg.encoder),
+                "encoder_sha256": self.encoder_sha256, "train_fps": self.train_fps,
+                "noise_mode": cfg.noise_mode, "meta": {"step": self.step, "init": self.init_summary}}
+        if full:
+            ckpt.update({"opt_SI": self.opt_si.state_dict(), "opt_D": self.opt_d.state_dict(),
+                         "rng": get_rng_state(), "step": self.step})
+            if self.ada is not None:
+                ckpt["ada"] = self.ada.state_dict()
+        return ckpt
+
+    # -- data of one step ---------------------------------------------------------------------
+    def render(self, w: torch.Tensor) -> torch.Tensor:
+        """W codes [N, w_dim] -> images [N, 3, R, R] through the frozen generator."""
+        ws = w[:, None, :].expand(-1, self.cfg.model.num_ws, -1)
+        return self.G.synthesis(ws, noise_mode=self.cfg.noise_mode)
+
+    def first_frames(self, batch: int, w_real: Optional[torch.Tensor]) -> torch.Tensor:
+        """w0 [B, w_dim]: real first frames (of this batch's real clips in latent mode) or mapping(z)."""
+        cfg = self.cfg
+        if cfg.w0_source == "mapping":
+            z = torch.randn(batch, int(self.G.z_dim)).to(self.device)
+            with torch.no_grad():
+                return self.G.mapping(z, truncation_psi=cfg.truncation_psi)[:, 0]
+        if w_real is not None:
+            return w_real[:, 0]
+        clips, starts = self.lat_sampler.sample_first_frames(batch)
+        return self.latents.first_frames(clips, starts).to(self.device)
+
+    def real_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real clips: W codes [B, 4, w_dim] or frames [B, 4, 3, R, R], and their times [B, 4]."""
+        clips, starts, t = self.real_sampler.sample_real(batch)
+        src = self.latents if self.cfg.disc == "latent" else self.frames
+        return src.gather(clips, starts, t).to(self.device), t.to(self.device)
+
+    def generate(self, si: StyleInV, x0: torch.Tensor, w0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        L = si.ffa_ape.num_anchors(max(float(t.max()), self.cfg.sampling.nframes - 1))
+        z_m = sample_motion_noise(t.shape[0], L, self.cfg.model.z_motion_dim).to(self.device)
+        return si(x0, w0, z_m, t)
+
+    # -- one optimisation step ----------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg, si, D = self.cfg, self.si, self.D
+        B = cfg.batch
+        latent = cfg.disc == "latent"
+        real, t_real = self.real_batch(B)
+        w0 = self.first_frames(B, real if (latent and cfg.w0_source == "real") else None)
+        with torch.no_grad():
+            x0 = self.render(w0)                                           # [B, 3, R, R]
+        t_fake = self.real_sampler.sample_fake_times(B).to(self.device)    # [B, 4]
+
+        # SI: adversarial + first-frame reconstruction + latent regulariser
+        D.requires_grad_(False)
+        w_fake = self.generate(si, x0, w0, t_fake)                         # [B, 4, W]
+        if latent:
+            clip_fake = torch.cat([w0[:, None], w_fake[:, 1:]], dim=1)
+            recon = (w_fake[:, 0] - w0).square().mean()
+        else:
+            imgs = self.render(w_fake.reshape(-1, w_fake.shape[-1])).reshape(B, -1, *x0.shape[1:])
+            clip_fake = torch.cat([x0[:, None], imgs[:, 1:]], dim=1)       # [B, 4, 3, R, R]
+            recon = (imgs[:, 0] - x0).square().mean()
+        d_in = augment_clips(self.augment, clip_fake) if self.augment is not None else clip_fake
+        adv = nonsaturating_g_loss(D(d_in, t_fake))
+        w_reg = (w_fake - w0[:, None]).norm(dim=-1).mean()
+        loss_si = cfg.lambda_adv * adv + cfg.lambda_recon * recon + cfg.lambda_w_reg * w_reg
+        self.opt_si.zero_grad(set_to_none=True)
+        loss_si.backward()
+        for p in si.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        self.opt_si.step()
+
+        # D: logistic loss, lazy R1 on real clips
+        D.requires_grad_(True)
+        fake_in = clip_fake.detach()
+        if self.augment is not None:
+            fake_in = augment_clips(self.augment, fake_in)
+        do_r1 = cfg.r1_interval > 0 and cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
+        real_in = real.detach().requires_grad_(do_r1)
+        real_aug = augment_clips(self.augment, real_in) if self.augment is not None else real_in
+        logits_real = D(real_aug, t_real)
+        logits_fake = D(fake_in, t_fake)
+        loss_d = d_loss(logits_real, logits_fake)
+        stats = {}
+        if do_r1:
+            scale = D.input_scale() if hasattr(D, "input_scale") else None
+            r1 = r1_penalty(logits_real, real_in, scale)
+            loss_d = loss_d + r1.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
+            stats["r1"] = float(r1.detach().mean())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        for p in D.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        self.opt_d.step()
+        if self.ada is not None:
+            self.ada.accumulate(logits_real)
+            rt = self.ada.step(self.step)
+            if rt is not None:
+                stats.update(ada_p=float(self.augment.p), ada_rt=rt)
+
+        self.step += 1
+        ema_update(self.si_ema, si, ema_beta(B, self.step * B, cfg.ema_kimg, cfg.ema_rampup))
+        stats.update({k: float(v.detach()) for k, v in dict(
+            loss_si=loss_si, adv=adv, recon=recon, w_reg=w_reg, loss_d=loss_d,
+            d_real=logits_real.mean(), d_fake=logits_fake.mean()).items()})
+        return stats
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def motion_model(self) -> StyleInVMotion:
+        """The EMA model wrapped for sampling (shares the loaded generator)."""
+        m = StyleInVMotion(copy.deepcopy(self.si_ema), generator_sha256=self.generator_sha256,
+                           generator_path=_abs(self.cfg.generator), encoder_path=_abs(self.cfg.encoder),
+                           train_fps=self.train_fps, noise_mode=self.cfg.noise_mode, device=self.device)
+        m.attach_generator(self.G)
+        return m
+
+    def evaluate(self) -> dict:
+        """Latent FD of EMA trajectories (w0 = real first frames) vs real windows, and the
+        first-frame error ‖w_0 − w0‖ (RMS over dims)."""
+        from svgen.metrics.latent_fd import LatentFD
+
+        cfg = self.cfg
+        if self._fd is None:
+            window = min(cfg.eval_window, max(self.latents.lengths))
+            self._real_windows = self.latents.windows(window, max_windows=cfg.eval_windows)
+            self._fd = LatentFD(self._real_windows) if len(self._real_windows) >= 2 and window >= 2 else False
+        real = self._real_windows
+        m = self.motion_model()
+        gen_state = torch.get_rng_state()
+        fake = m.sample_w(len(real), real.shape[1], seed=cfg.seed + 4242, fps=self.train_fps,
+                          w0=torch.from_numpy(real[:, 0])).numpy()
+        torch.set_rng_state(gen_state)
+        first = float(np.sqrt(((fake[:, 0] - real[:, 0]) ** 2).mean()))
+        return {"latent_fd": float(self._fd(fake)) if self._fd else None, "first_frame_rms": first,
+                "motion_rms": float(np.sqrt(((fake - fake[:, :1]) ** 2).mean())),
+                "real_motion_rms": float(np.sqrt(((real - real[:, :1]) ** 2).mean()))}
+
+    @torch.no_grad()
+    def preview(self) -> Path:
+        """PNG grid: rows = 4 real first frames, columns = EMA frames at t = 0, 4, 8, ..."""
+        from PIL import Image
+
+        m = self.motion_model()
+        clips, starts = self.lat_sampler.sample_first_frames(4, generator=torch.Generator().manual_seed(1))
+        w0 = self.latents.first_frames(clips, starts)
+        gen_state = torch.get_rng_state()
+        w = m.sample_w(4, 29, seed=777, w0=w0)[:, ::4]                      # [4, 8, W]
+        torch.set_rng_state(gen_state)
+        imgs = self.render(w.reshape(-1, w.shape[-1]).to(self.device)).clamp(-1, 1)
+        R = imgs.shape[-1]
+        grid = ((imgs + 1) * 127.5).round().byte().cpu().reshape(4, 8, 3, R, R)
+        grid = grid.permute(0, 3, 1, 4, 2).reshape(4 * R, 8 * R, 3).numpy()
+        out = self.run.samples / f"preview-{self.step:07d}.png"
+        from svgen.utils.io import atomic_path
+
+        with atomic_path(out) as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
+        return out
+
+    # -- loop ---------------------------------------------------------------------------------
+    def _snapshot(self, final: bool = False) -> None:
+        cfg = self.cfg
+        metrics = self.evaluate()
+        self.run.metrics.log(step=self.step, clips=self.step * cfg.batch, **metrics)
+        keep = cfg.keep_every and self.step % cfg.keep_every == 0 and not final
+        self.run.save_checkpoint(self.checkpoint(full=True))
+        if keep:
+            torch_save_atomic(self.checkpoint(full=False), self.run.checkpoints / f"motion-{self.step:07d}.pt")
+        if not cfg.preview_every or final:
+            self.preview()
+
+    def train(self) -> Path:
+        """Train to ``cfg.steps`` (resumable at any snapshot) and write ``<out>/motion.pt``."""
+        cfg = self.cfg
+        self.run.save_config({"model": config_to_dict(cfg.model), "d": config_to_dict(cfg.d),
+                              "train": {k: v for k, v in config_to_dict(cfg).items() if k not in ("model", "d")}})
+        if self.step == 0:
+            metrics = self.evaluate()
+            protocol = self._fd.protocol() if self._fd else None
+            self.run.metrics.log(step=0, clips=0, **metrics, latent_fd_protocol=protocol)
+        self.si.train()
+        self.D.train()
+        bar = progress(total=cfg.steps, initial=min(self.step, cfg.steps), unit="step",
+                       desc=f"train-motion (styleinv, {cfg.disc})")
+        t_last = time.time()
+        try:
+            while self.step < cfg.steps:
+                stats = self.train_step()
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    now = time.time()
+                    self.run.log.log(step=self.step, sec_per_step=(now - t_last) / cfg.log_every, **stats)
+                    t_last = now
+                    bar.set_postfix(D=f"{stats['loss_d']:.3g}", SI=f"{stats['loss_si']:.3g}",
+                                    rec=f"{stats['recon']:.2g}")
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self.preview()
+                if self.step % cfg.snapshot_every == 0 and self.step < cfg.steps:
+                    self._snapshot()
+            self._snapshot(final=True)
+        finally:
+            bar.close()
+        return self.export()
+
+    def export(self) -> Path:
+        out = Path(self.cfg.out) / "motion.pt"
+        torch_save_atomic(self.checkpoint(full=False), out)
+        return out
+
+
+def _tiny_encoder_config(resolution: int) -> EncoderConfig:
+    from svgen.inversion.backbone import BACKBONE_PRESETS
+
+    b = BACKBONE_PRESETS["tiny"]
+    return EncoderConfig(in_channels=b.in_channels, stem_channels=b.stem_channels, channels=tuple(b.channels),
+                         units=tuple(b.units), se_reduction=b.se_reduction, resolution=resolution, bn_mode="train")
+
+
+def train_styleinv(cfg: StyleInVTrainConfig, resume: bool = False) -> Path:
+    """Train StyleInV as configured; returns the path of ``<out>/motion.pt``."""
+    return StyleInVTrainer(cfg, resume=resume).train()
+
+
+def run_from_cli(latents: Optional[str] = None, out: Optional[str] = None, epochs: Optional[int] = None,
+                 steps: Optional[int] = None, batch: Optional[int] = None, window: Optional[int] = None,
+                 generator: Optional[str] = None, encoder: Optional[str] = None, data: Optional[str] = None,
+                 disc: Optional[str] = None, preview_every: Optional[int] = None, resume: bool = False,
+                 seed: int = 0, device: str = "auto", **ignored: Any) -> Path:
+    """Entry point of ``svgen train-motion --model styleinv`` (options as the CLI passes them).
+
+    ``steps`` sets the length; without it, ``epochs`` counts passes of one clip per real frame
+    (ceil(frames / batch) steps each); ``window`` sets the sampling window ``nframes``.
+    """
+    if not out:
+        raise SvgenError("train-motion needs --out")
+    cfg = StyleInVTrainConfig(latents=latents or "", out=out, generator=generator or "", encoder=encoder,
+                              data=data, disc=disc or "latent", seed=int(seed), device=device)
+    if batch is not None:
+        cfg.batch = int(batch)
+    if window is not None:
+        if int(window) < 3:
+            raise SvgenError(f"--window must be at least 3 frames for StyleInV, got {window}")
+        cfg.sampling.nframes = int(window)
+    if preview_every:
+        cfg.preview_every = int(preview_every)
+    if steps is not None:
+        cfg.steps = int(steps)
+    elif epochs is not None:
+        if not latents:
+            raise SvgenError("StyleInV training needs --latents (a latents.h5 from svgen invert)")
+        from svgen.inversion.latent_store import LatentStore
+
+        with LatentStore(latents) as store:
+            frames = store.total_frames
+        cfg.steps = max(1, int(epochs) * math.ceil(frames / cfg.batch))
+    cfg.snapshot_every = max(1, min(cfg.snapshot_every, cfg.steps))
+    return train_styleinv(cfg, resume=bool(resume))

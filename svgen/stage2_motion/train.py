@@ -1,0 +1,362 @@
+"""Training loop of the StyleVideoGAN GRU motion model (``svgen train-motion --model gru``).
+
+Reads top to bottom: config -> data (windows streamed from latents.h5) + PCA for the offset trick ->
+networks, Adam, EMA -> per batch one critic step (WGAN-GP) and one generator step (WGAN +
+gradient angle penalty) -> snapshots (checkpoint, latent FD and loop score into metrics.jsonl,
+optional rendered preview) -> ``<out>/motion.pt``. No frame is rendered during training except
+the optional previews.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+from svgen.stage2_motion.data import WindowSampler
+from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator, TemporalCritic
+from svgen.stage2_motion.offset import PCABasis, fit_pca_from_store
+from svgen.stage2_motion.penalties import (
+    gap_distance, gradient_angle_penalty, gradient_penalty, wgan_critic_loss, wgan_generator_loss,
+)
+from svgen.utils.config import config_from_dict, config_to_dict
+from svgen.utils.device import select_device
+from svgen.utils.errors import SvgenError
+from svgen.utils.io import file_sha256, require_file, torch_save_atomic
+from svgen.utils.progress import progress
+from svgen.utils.rundir import RunDir
+from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
+
+FORMAT = "svgen-motion"
+VERSION = 1
+
+
+@dataclass
+class GRUTrainConfig:
+    """Everything a GRU motion run depends on (saved as ``config.json`` and in every checkpoint)."""
+
+    latents: str = ""
+    out: str = ""
+    model: GRUMotionConfig = field(default_factory=GRUMotionConfig)
+    epochs: int = 350                 # paper: 350 epochs
+    steps: Optional[int] = None       # optional cap on optimisation steps (short runs, CI)
+    batch: int = 32
+    stride: Optional[int] = None      # window stride within a clip (default: the window, see data.py)
+    lr_G: float = 4e-4                # the paper gives no rates; G at twice the critic's rate trained
+    lr_C: float = 2e-4                # steadily in our experiments
+    betas: Tuple[float, float] = (0.5, 0.999)
+    lambda_gp: float = 50.0           # paper
+    lambda_gap: float = 100.0         # paper; 0 switches the gradient angle penalty off
+    gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
+    ema: float = 0.995                # paper: generator EMA momentum (ramped up, see ema_momentum)
+    pca_components: int = 32          # paper: offset-trick PCA
+    snapshot_every: int = 10          # epochs between checkpoints + metrics
+    keep_every: int = 50              # epochs between numbered (EMA-only) snapshots
+    preview_every: int = 0            # epochs between rendered previews (0: off; needs a generator)
+    preview_num: int = 3
+    preview_frames: int = 100
+    eval_windows: int = 128           # real/fake windows for the latent FD at snapshots
+    eval_long_frames: int = 250       # length of the trajectories scored for looping
+    eval_long_num: int = 4
+    log_every: int = 10               # steps between log.jsonl lines
+    generator: Optional[str] = None
+    encoder: Optional[str] = None
+    seed: int = 0
+    device: str = "auto"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _abs(path: Optional[str]) -> Optional[str]:
+    return None if path is None else str(Path(path).resolve())
+
+
+def ema_momentum(target: float, step: int) -> float:
+    """EMA momentum with a ramp-up, min(target, (1 + step) / (10 + step)), so the average does not
+    trail the first hundreds of steps (the paper's 0.995 holds from step ~1800 on)."""
+    return min(float(target), (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, momentum: float) -> None:
+    """ema = momentum * ema + (1 - momentum) * model for parameters; buffers are copied."""
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1.0 - momentum)
+        for b_ema, b in zip(ema.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def draw_noise(batch: int, window: int, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """i [B, 32] and s [B, t-1, 32] from the global torch RNG (on CPU, so runs match across devices)."""
+    i = torch.randn(batch, dim)
+    s = torch.randn(batch, window - 1, dim)
+    return i.to(device), s.to(device)
+
+
+def latents_ref(store: Any) -> dict:
+    """What the model was trained on (recorded in motion.pt; checked on --resume)."""
+    return {"path": str(Path(store.path).resolve()), "clips": list(store.clips),
+            "num_frames": int(store.total_frames), "space": store.space, "num_ws": int(store.num_ws),
+            "w_dim": int(store.w_dim), "fps": float(store.fps(store.clips[0])),
+            "generator_sha256": store.generator_sha256, "encoder_sha256": store.encoder_sha256}
+
+
+def motion_checkpoint(cfg: GRUTrainConfig, G: MotionGenerator, G_ema: MotionGenerator,
+                      C: Optional[TemporalCritic], pca: PCABasis, ref: dict, generator_sha256: str,
+                      meta: Optional[dict] = None) -> dict:
+    """The ``motion.pt`` dict (DESIGN.md); ``C`` None gives a light EMA-only snapshot."""
+    ckpt = {"format": FORMAT, "version": VERSION, "model": "gru", "config": config_to_dict(cfg),
+            "ema": G_ema.state_dict(), "latents_ref": ref, "pca": pca.to_dict(),
+            "generator_sha256": generator_sha256, "generator_path": _abs(cfg.generator),
+            "encoder_path": _abs(cfg.encoder), "train_fps": float(ref.get("fps", 25.0)),
+            "meta": dict(meta or {})}
+    if C is not None:
+        ckpt["G"] = G.state_dict()
+        ckpt["critic"] = C.state_dict()
+    return ckpt
+
+
+# -- trainer --------------------------------------------------------------------------------------
+class GRUTrainer:
+    """Holds the run state; ``train()`` runs to ``cfg.epochs`` (or ``cfg.steps``) and exports."""
+
+    def __init__(self, cfg: GRUTrainConfig, resume: bool = False):
+        from svgen.inversion.latent_store import LatentStore
+
+        self.device = select_device(cfg.device)
+        self.store = LatentStore(cfg.latents)
+        self.run = RunDir(cfg.out)
+        state = self.run.load_latest() if resume else None
+        if state is not None:
+            cfg = self._merge_resume_config(cfg, state)
+        self.cfg = cfg
+        self._check_artifacts()
+        mc = cfg.model
+        if mc.num_ws != self.store.num_ws or mc.w_dim != self.store.w_dim:
+            mc.num_ws, mc.w_dim = self.store.num_ws, self.store.w_dim
+        self.sampler = WindowSampler(self.store, mc.window, cfg.batch, stride=cfg.stride, seed=cfg.seed)
+        self.ref = latents_ref(self.store)
+        seed_everything(cfg.seed)
+
+        self.G = MotionGenerator(mc).to(self.device)
+        self.C = TemporalCritic(mc).to(self.device)
+        self.G.gap_stats.momentum = cfg.gap_momentum
+        if state is None:
+            self.pca = fit_pca_from_store(self.store, n_components=cfg.pca_components)
+            mean = torch.from_numpy(self.pca.mean.reshape(mc.num_ws, mc.w_dim)).float()
+            std = float(np.sqrt(np.mean(self.pca.feature_var))) if self.pca.feature_var is not None else 1.0
+            std = std if std > 1e-8 else 1.0
+            self.G.set_data_stats(mean, std)
+            self.C.set_data_stats(mean, std)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_G, betas=tuple(cfg.betas),
+                                      foreach=True)
+        self.opt_C = torch.optim.Adam(self.C.parameters(), lr=cfg.lr_C, betas=tuple(cfg.betas),
+                                      foreach=True)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        if state is not None:
+            self._load_state(state)
+        self._eval = None   # lazily built latent-FD reference
+
+    # -- setup --------------------------------------------------------------------------------
+    def _merge_resume_config(self, cfg: GRUTrainConfig, state: dict) -> GRUTrainConfig:
+        if state.get("format") != FORMAT or state.get("model") != "gru":
+            raise SvgenError("--resume: checkpoint is not a GRU motion checkpoint", self.run.latest)
+        old = config_from_dict(GRUTrainConfig, state["config"])
+        ref = state.get("latents_ref", {})
+        if ref.get("num_frames") != self.store.total_frames or ref.get("clips") != list(self.store.clips):
+            raise SvgenError("--resume: the run was trained on other latents "
+                             f"({ref.get('path')})", cfg.latents)
+        # the run's architecture and hyper-parameters stay; length, logging and paths may change
+        for name in ("epochs", "steps", "snapshot_every", "keep_every", "preview_every", "latents", "out",
+                     "device"):
+            setattr(old, name, getattr(cfg, name))
+        old.generator = cfg.generator or old.generator
+        old.encoder = cfg.encoder or old.encoder
+        return old
+
+    def _check_artifacts(self) -> None:
+        cfg = self.cfg
+        self.generator_sha256 = self.store.generator_sha256
+        if cfg.generator:
+            require_file(cfg.generator, "generator")
+            sha = file_sha256(cfg.generator)
+            self.store.check_generator(sha, cfg.generator)
+            self.generator_sha256 = sha
+        if cfg.encoder:
+            require_file(cfg.encoder, "encoder")
+        if cfg.preview_every and not cfg.generator:
+            raise SvgenError("--preview-every needs --generator to render previews")
+
+    def _load_state(self, st: dict) -> None:
+        self.G.load_state_dict(st["G"])
+        self.G_ema.load_state_dict(st["ema"])
+        self.C.load_state_dict(st["critic"])
+        self.opt_G.load_state_dict(st["opt_G"])
+        self.opt_C.load_state_dict(st["opt_C"])
+        self.pca = PCABasis.from_dict(st["pca"])
+        self.epoch, self.batch_in_epoch, self.step = int(st["epoch"]), int(st["batch_in_epoch"]), int(st["step"])
+        set_rng_state(st["rng"])
+
+    def state_dict(self) -> dict:
+        ckpt = motion_checkpoint(self.cfg, self.G, self.G_ema, self.C, self.pca, self.ref, self.generator_sha256)
+        ckpt.update({"opt_G": self.opt_G.state_dict(), "opt_C": self.opt_C.state_dict(),
+                     "rng": get_rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                     "step": self.step})
+        return ckpt
+
+    # -- one optimisation step ----------------------------------------------------------------
+    def train_step(self, real: torch.Tensor) -> dict:
+        """One critic step (WGAN-GP) and one generator step (WGAN + GAP) on a batch of real windows.
+
+        Both steps use the same generated batch (one forward of G per step, as in the DCGAN
+        recipe): the critic sees it detached, the generator step back-propagates through it.
+        """
+        cfg, G, C = self.cfg, self.G, self.C
+        b, t = real.shape[:2]
+        use_gap = cfg.lambda_gap > 0
+        i, s = draw_noise(b, t, cfg.model.latent_dim, self.device)
+        i.requires_grad_(use_gap)
+        s.requires_grad_(use_gap)
+        l, _ = G.motion(i, s)                                  # [B, t, 32]
+        fake = G.to_wplus(l)                                   # [B, t, num_ws, w_dim]
+
+        # critic: E[C(fake)] - E[C(real)] + lambda_GP L_GP
+        C.requires_grad_(True)
+        c_real, c_fake = C(real), C(fake.detach())
+        gp = gradient_penalty(C, real, fake.detach())
+        loss_C = wgan_critic_loss(c_real, c_fake) + cfg.lambda_gp * gp
+        self.opt_C.zero_grad(set_to_none=True)
+        loss_C.backward()
+        self.opt_C.step()
+
+        # generator: -E[C(G(i, s))] + lambda_GAP L_GAP (critic frozen, already updated)
+        C.requires_grad_(False)
+        loss_adv = wgan_generator_loss(C(fake))
+        stats = {}
+        if use_gap:
+            G.gap_stats.update(l[:, -1] - l[:, 0])
+            gap, phi = gradient_angle_penalty(gap_distance(l, G.gap_stats), i, s)
+            loss_G = loss_adv + cfg.lambda_gap * gap
+            stats.update(gap=gap.item(), phi=phi.mean().item())
+        else:
+            loss_G = loss_adv
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        ema_update(self.G_ema, G, ema_momentum(cfg.ema, self.step))
+        stats.update(loss_C=loss_C.item(), loss_G=loss_G.item(), gp=gp.item(),
+                     wdist=(c_real.mean() - c_fake.mean()).item())
+        return stats
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Latent FD of EMA samples vs real windows, loop score and motion magnitude of long samples."""
+        from svgen.metrics.latent_fd import LatentFD, real_windows_from_store
+        from svgen.metrics.looping import trajectory_stats
+
+        t = self.cfg.model.window
+        if self._eval is None:
+            real = real_windows_from_store(self.store, t, self.cfg.eval_windows, seed=self.cfg.seed)
+            self._eval = LatentFD(real)
+        fake = self.G_ema.sample(self.cfg.eval_windows, t, seed=12345).cpu().numpy()
+        long = self.G_ema.sample(self.cfg.eval_long_num, self.cfg.eval_long_frames, seed=54321).cpu().numpy()
+        traj = trajectory_stats(long, min_lag=t)
+        return {"latent_fd": float(self._eval(fake)), "loop": traj["loop_score"],
+                "loop_max": traj["loop_score_max"], "motion": traj["motion_magnitude"]}
+
+    def preview(self) -> Path:
+        """Render a few EMA samples side by side into ``samples/preview-epochNNNN.mp4``."""
+        from svgen.stage2_motion.animate import load_checked_generator, write_rendered_video
+
+        if not hasattr(self, "_G_img"):
+            self._G_img = load_checked_generator(self.cfg.generator, self.generator_sha256, self.device)
+        ws = self.G_ema.sample(self.cfg.preview_num, self.cfg.preview_frames, seed=777)
+        out = self.run.samples / f"preview-epoch{self.epoch:04d}.mp4"
+        write_rendered_video(self._G_img, ws, out, fps=self.ref["fps"])
+        return out
+
+    # -- loop ---------------------------------------------------------------------------------
+    def _done(self) -> bool:
+        return self.epoch >= self.cfg.epochs or (self.cfg.steps is not None and self.step >= self.cfg.steps)
+
+    def _snapshot(self, final: bool = False) -> None:
+        cfg = self.cfg
+        metrics = self.evaluate()
+        self.run.metrics.log(epoch=self.epoch, step=self.step, **metrics)
+        self.run.save_checkpoint(self.state_dict())
+        if cfg.keep_every and self.epoch % cfg.keep_every == 0 and self.batch_in_epoch == 0 and not final:
+            light = motion_checkpoint(cfg, self.G, self.G_ema, None, self.pca, self.ref, self.generator_sha256,
+                                      meta={"epoch": self.epoch, "step": self.step})
+            torch_save_atomic(light, self.run.checkpoints / f"motion-epoch{self.epoch:04d}.pt")
+        if cfg.preview_every and self.epoch % cfg.preview_every == 0:
+            self.preview()
+
+    def total_steps(self) -> int:
+        per_epoch = self.sampler.batches_per_epoch(self.epoch)   # approximately constant
+        total = self.cfg.epochs * per_epoch
+        return total if self.cfg.steps is None else min(total, self.cfg.steps)
+
+    def train(self) -> Path:
+        """Train to the end (resumable at any point) and write ``<out>/motion.pt``."""
+        cfg = self.cfg
+        self.run.save_config(cfg)
+        if self.step == 0:
+            self.run.metrics.log(epoch=0, step=0, **self.evaluate())
+        bar = progress(total=self.total_steps(), initial=min(self.step, self.total_steps()), unit="step",
+                       desc="train-motion (gru)")
+        t_last = time.time()
+        try:
+            while not self._done():
+                for real in self.sampler.epoch(self.epoch, skip=self.batch_in_epoch):
+                    stats = self.train_step(torch.from_numpy(real).to(self.device))
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0:
+                        now = time.time()
+                        self.run.log.log(epoch=self.epoch, step=self.step,
+                                         sec_per_step=(now - t_last) / cfg.log_every, **stats)
+                        t_last = now
+                        bar.set_postfix(epoch=self.epoch, C=f"{stats['loss_C']:.3g}", G=f"{stats['loss_G']:.3g}")
+                    if cfg.steps is not None and self.step >= cfg.steps:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    if self.epoch % cfg.snapshot_every == 0 and not self._done():
+                        self._snapshot()
+                    continue
+                break
+            self._snapshot(final=True)
+            return self.export()
+        finally:
+            bar.close()
+            self.store.close()
+
+    def export(self) -> Path:
+        """``<out>/motion.pt``: EMA generator (used for sampling), G, critic, PCA and provenance."""
+        ckpt = motion_checkpoint(self.cfg, self.G, self.G_ema, self.C, self.pca, self.ref, self.generator_sha256,
+                                 meta={"epoch": self.epoch, "step": self.step})
+        out = Path(self.cfg.out) / "motion.pt"
+        torch_save_atomic(ckpt, out)
+        return out
+
+
+def train_gru(cfg: GRUTrainConfig, resume: bool = False) -> Path:
+    """Train a GRU motion model as configured; returns the path of ``motion.pt``."""
+    if cfg.epochs < 1 and cfg.steps is None:
+        raise SvgenError(f"--epochs must be at least 1, got {cfg.epochs}")
+    return GRUTrainer(cfg, resume=resume).train()
+
+
+def projected_hours(windows_per_s: float, frames: int = 15000, epochs: int = 350, window: int = 25,
+                    stride: Optional[int] = None) -> float:
+    """Wall time of ``epochs`` epochs over a clip of ``frames`` frames at a measured throughput."""
+    stride = stride or window
+    per_epoch = (frames - window) // stride + 1
+    return epochs * per_epoch / windows_per_s / 3600.0 if windows_per_s > 0 else math.inf
