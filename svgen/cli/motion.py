@@ -129,10 +129,7 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo)
-    try:
-        summary = run_animate(st)
-    except ValueError as exc:    # e.g. a malformed --offset-layers
-        raise SvgenError(str(exc)) from None
+    summary = run_animate(st)
     res = summary["resolved"]
     click.echo(f"wrote {summary['outputs']['video']} ({res['frames']} frames at {res['fps']:g} fps)")
 

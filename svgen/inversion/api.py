@@ -29,6 +29,8 @@ def images_to_tensor(images: np.ndarray, resolution: int, device: torch.device) 
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+    if not images.flags.writeable:   # e.g. a read-only memory map; torch wants writable memory
+        images = images.copy()
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
     x = x / 127.5 - 1.0
     if x.shape[-1] != resolution or x.shape[-2] != resolution:

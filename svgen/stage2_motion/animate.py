@@ -193,7 +193,13 @@ def animate(st: AnimateSettings) -> dict:
     if model is not None and (model.num_ws, model.w_dim) != (G.num_ws, G.w_dim):
         raise SvgenError(f"motion model makes {model.num_ws}x{model.w_dim} latents but the generator "
                          f"takes {G.num_ws}x{G.w_dim}", st.motion)
-    layers = parse_layers(st.offset_layers, G.num_ws) if st.offset_layers else None
+    try:
+        layers = parse_layers(st.offset_layers, G.num_ws) if st.offset_layers else None
+    except ValueError as exc:
+        raise SvgenError(f"--offset-layers: {exc}") from None
+    max_k = getattr(getattr(model, "pca", None), "k", 32)
+    if st.offset_components is not None and not 1 <= st.offset_components <= max_k:
+        raise SvgenError(f"--offset-components must be in 1..{max_k}, got {st.offset_components}")
     timing["load"] = time.perf_counter() - t0
 
     # identity: align + invert
@@ -213,14 +219,18 @@ def animate(st: AnimateSettings) -> dict:
             raise SvgenError(f"the driving video has {len(traj)} usable frames, fewer than --frames {frames}",
                              st.driving)
         traj = traj[:frames]
+        if len(traj) < 2 and st.offset == "pca":
+            raise SvgenError("the offset trick needs at least 2 driving frames (its PCA); use more --frames",
+                             st.driving)
         fps = float(st.fps or drive_fps)
         # the driving actor's own PCA spans its motion states (the offset trick's subspace)
-        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32)
-        out_traj, off = apply_offset(traj, w_id, basis, mode=st.offset, components=st.offset_components,
+        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32) if st.offset == "pca" else None
+        components = None if basis is None or st.offset_components is None else min(st.offset_components, basis.k)
+        out_traj, off = apply_offset(traj, w_id, basis, mode=st.offset, components=components,
                                      layers=layers, strength=st.offset_strength)
         latents = out_traj[None]
         details.append({"source": "driving", "driving_frames": int(len(traj)), "driving_fps": drive_fps,
-                        "pca_components": basis.k, "offset": off})
+                        "pca_components": None if basis is None else basis.k, "offset": off})
     else:
         frames = int(st.frames or 250)
         fps = float(st.fps or 25.0)

@@ -306,13 +306,48 @@ class TemporalCritic(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """w [B, t, num_ws, w_dim] (t = cfg.window) -> scores [B]."""
+        return self.from_first_layer(self.first_layer(w))
+
+    # The critic split after the pre-activation of E's first (linear) layer. Training works in
+    # that H1-dimensional space (256 by default instead of num_ws * w_dim = 7168): see
+    # ``first_layer_of_generated`` and ``penalties.gradient_penalty_first_layer``.
+    def first_layer(self, w: torch.Tensor) -> torch.Tensor:
+        """w [B, t, num_ws, w_dim] -> h1 = W1 (w - w_mean) / w_std + b1, [B, t, H1]."""
         b, t = w.shape[:2]
         if t != self.cfg.window:
             raise ValueError(f"critic expects windows of {self.cfg.window} steps, got {t}")
-        x = ((w - self.w_mean) / self.w_std).reshape(b * t, -1)
-        e = self.E(x).reshape(b, t, -1).transpose(1, 2)   # [B, 32, t]
-        h = self.TConv(e)                                  # [B, C, t']
+        lin = self.E[0]
+        w1 = lin.weight / self.w_std                                   # normalisation folded into W1
+        return F.linear(w.reshape(b, t, -1), w1, lin.bias - w1 @ self.w_mean.flatten())
+
+    def first_layer_of_generated(self, G: "MotionGenerator", y: torch.Tensor) -> torch.Tensor:
+        """h1 of the W+ codes that G makes from T's output y [B, t, w_dim], without forming them.
+
+        G's last step (w = w_mean_G + std_G (A_j y + b_j)) and C's first layer are both affine,
+        so their composition is one affine map R^w_dim -> R^H1 with weight
+        M = (std_G / std_C) sum_j W1_j A_j: the same values as ``first_layer(G.to_wplus(l))`` up
+        to float rounding, at a fraction of the cost (and gradients reach W1, A and b alike).
+        """
+        lin = self.E[0]
+        w1 = lin.weight.view(-1, self.cfg.num_ws, self.cfg.w_dim)             # [H1, num_ws, w_dim]
+        scale = G.w_std / self.w_std
+        offset = (G.w_mean - self.w_mean) / self.w_std + scale * G.b          # [num_ws, w_dim]
+        m = scale * torch.einsum("hjd,jdc->hc", w1, G.A)                      # [H1, w_dim]
+        bias = torch.einsum("hjd,jd->h", w1, offset) + lin.bias               # [H1]
+        return F.linear(y, m, bias)
+
+    def from_first_layer(self, h1: torch.Tensor) -> torch.Tensor:
+        """h1 [B, t, H1] (pre-activation) -> scores [B]."""
+        b, t = h1.shape[:2]
+        e = self.E[1:](h1.reshape(b * t, -1)).reshape(b, t, -1).transpose(1, 2)   # [B, 32, t]
+        h = self.TConv(e)                                                      # [B, C, t']
         return self.out(h.flatten(1)).squeeze(1)
+
+    def input_gram(self) -> torch.Tensor:
+        """K = W1' W1'^T [H1, H1] for W1' = W1 / w_std, the first layer as a map of raw w: for
+        any g, |W1'^T g|^2 = g^T K g (the gradient penalty's norm, computed in H1 dimensions)."""
+        w1 = self.E[0].weight / self.w_std
+        return w1 @ w1.t()
 
     def set_data_stats(self, mean: torch.Tensor, std: float) -> None:
         self.w_mean.copy_(torch.as_tensor(mean, dtype=self.w_mean.dtype))

@@ -44,6 +44,26 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return ((norms - 1.0) ** 2).mean()
 
 
+def gradient_penalty_first_layer(critic: nn.Module, h_real: torch.Tensor, h_fake: torch.Tensor,
+                                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``gradient_penalty`` computed after the critic's first linear layer (same value).
+
+    With h1 = W1' x + b1 affine in the input x, the interpolate's h1 is the same interpolation of
+    h_real and h_fake ([B, t, H1]), and grad_x C = W1'^T grad_h1 C, whose squared norm is
+    grad_h1^T K grad_h1 with K = ``critic.input_gram()``. No [B, t, num_ws * w_dim] tensor is
+    formed; gradients reach W1 through both h and K. The same eps draws as ``gradient_penalty``.
+    """
+    b = h_real.shape[0]
+    eps = torch.rand((b,) + (1,) * (h_real.dim() - 1), generator=generator, dtype=h_real.dtype)
+    eps = eps.to(h_real.device)
+    h_hat = eps * h_real + (1 - eps) * h_fake
+    scores = critic.from_first_layer(h_hat)
+    (g,) = torch.autograd.grad(scores.sum(), h_hat, create_graph=True)       # [B, t, H1]
+    sq = torch.einsum("bth,hk,btk->b", g, critic.input_gram(), g)
+    norms = sq.clamp_min(1e-24).sqrt()
+    return ((norms - 1.0) ** 2).mean()
+
+
 def gap_distance(l: torch.Tensor, stats: nn.Module) -> torch.Tensor:
     """d = |norm(l_{t-1} - l_0)|_2 per sample, l [B, t, 32]; ``stats`` is a RunningMoments."""
     diff = l[:, -1] - l[:, 0]

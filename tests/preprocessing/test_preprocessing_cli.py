@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svgen.cli.main import main
 from svgen.preprocessing.dataset import AlignedDataset
 from svgen.preprocessing.video_io import ffmpeg_exe, iter_frames, write_video
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from clitools import run_cli
 
 
 def _error_line(err: str) -> str:
