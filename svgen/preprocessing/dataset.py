@@ -148,9 +148,10 @@ class AlignedDatasetWriter:
 def encode_png(image: np.ndarray) -> bytes:
     """RGB uint8 [H, W, 3] -> PNG bytes for ``add_encoded_frame``.
 
-    A plain PNG with the "Up" filter on every row and zlib level 1: about twice as fast as PIL's
-    encoder (which tries every filter per row) for files ~2% larger; zlib releases the GIL, so
-    several threads can encode at once.
+    A plain PNG with the "Up" filter on every row, deflated with Huffman coding only (no string
+    matching): about 2.5x as fast as PIL's encoder (which tries every filter per row) and ~25%
+    faster than zlib level 1, for files ~8% larger; zlib releases the GIL, so several threads can
+    encode at once.
     """
     img = np.ascontiguousarray(image, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 3:
@@ -167,8 +168,9 @@ def encode_png(image: np.ndarray) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    data = deflate.compress(raw) + deflate.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 class AlignedDataset:

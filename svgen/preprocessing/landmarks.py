@@ -10,8 +10,9 @@ Backends:
 
 :class:`FaceTracker` makes video landmarking cheap: a full-frame detection only at the start or after
 the face was lost, a local re-detection around the tracked face every ``detect_every`` frames (which
-also checks that the track still holds the same face), and the landmark predictor on every frame with
-a box derived from the previous frame's landmarks.
+also checks that the track still holds the same face; while re-detections keep confirming the track,
+the interval doubles up to ``max_detect_every``), and the landmark predictor on every frame with a
+box derived from the previous frame's landmarks.
 """
 from __future__ import annotations
 
@@ -264,6 +265,8 @@ class TrackerConfig:
     """How :class:`FaceTracker` trades speed for robustness."""
 
     detect_every: int = 5       # local re-detection around the track every k frames
+    max_detect_every: int = 20  # the interval doubles up to this while re-detections confirm the track
+    confirm_iou: float = 0.75   # a re-detection confirms the track if it overlaps the tracked box this much
     detect_size: int = 800      # long side of the downscaled copy for full-frame detection
     roi_face_px: int = 120      # face size the local re-detection crop is scaled to
     min_iou: float = 0.3        # a detection continues the track if it overlaps this much
@@ -288,6 +291,7 @@ class FaceTracker:
         self.last_box: Optional[Box] = None            # last box of the followed face
         self.lost_for = 0
         self.since_detect = 0
+        self.detect_every = self.cfg.detect_every     # current re-detection interval (adaptive)
         self.stats = {"frames": 0, "full_detections": 0, "local_detections": 0, "found": 0}
 
     # -- detection helpers -----------------------------------------------------------------------
@@ -336,7 +340,9 @@ class FaceTracker:
         self.stats["frames"] += 1
         if self.lost_for > self.cfg.forget_after:
             self.last_box = None  # the person is gone: any (largest) face may start a new track
-        if self.landmarks is not None and self.since_detect + 1 < self.cfg.detect_every:
+        scheduled = True  # whether a detection below is the periodic one (not a failed check)
+        if self.landmarks is not None and self.since_detect + 1 < self.detect_every:
+            scheduled = False
             lm = self.backend.predict(frame, box_from_landmarks(self.landmarks))
             if np.all(np.isfinite(lm)) and self._plausible(lm):
                 patch = _face_patch(frame, box_from_landmarks(lm))
@@ -349,6 +355,10 @@ class FaceTracker:
         box: Optional[Box] = None
         if reference is not None:
             box = self._pick(self._detect_local(frame, reference), reference)
+        confirmed = (scheduled and box is not None and self.landmarks is not None
+                     and box_iou(box, reference) >= self.cfg.confirm_iou)
+        self.detect_every = (min(2 * self.detect_every, max(self.cfg.max_detect_every, self.cfg.detect_every))
+                             if confirmed else self.cfg.detect_every)
         if box is None:
             box = self._pick(self._detect_full(frame), reference)
         self.since_detect = 0
@@ -379,6 +389,7 @@ class FaceTracker:
         self.landmarks = None
         self.lost_for += 1
         self.since_detect = 0
+        self.detect_every = self.cfg.detect_every
 
 
 def _face_patch(frame: np.ndarray, box: Box, n: int = 24) -> Optional[np.ndarray]:

@@ -1,7 +1,6 @@
 """The invert pipeline over aligned.zip -> latents.h5: contents, resume, refusals, clear errors."""
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 import torch
