@@ -176,13 +176,16 @@ def _say(msg: str) -> None:
 @click.option("--animation", type=click.Path(dir_okay=False, path_type=Path),
               help="An animate result (mp4) to compare with --identity (metric 'identity').")
 @click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), help="The photo it was made from.")
+@click.option("--identity-frames", type=int, default=None, callback=positive_int,
+              help="Score this many evenly spaced frames of --animation (default: all).")
 @common_options
 def evaluate(motion: Optional[Path], generator: Optional[Path], latents: Optional[Path], data: Optional[Path],
              metrics: str, num_videos: int, out: Optional[Path], detector_dir: Optional[Path],
              plot_run: Optional[Path], sqrt_method: str, real_sampling: str, max_real: int, fid_frames: int,
              fid_max_real: Optional[int], acd_videos: int, acd_frames: int, window: Optional[int],
              loop_frames: Optional[int], latent_windows: int, batch: Optional[int], cache_dir: Optional[Path],
-             no_cache: bool, animation: Optional[Path], identity: Optional[Path], seed: int, device: str) -> None:
+             no_cache: bool, animation: Optional[Path], identity: Optional[Path], identity_frames: Optional[int],
+             seed: int, device: str) -> None:
     """Evaluate a motion model (and/or an animation) and write a JSON report with protocols.
 
     \b
@@ -405,6 +408,9 @@ def _run_metrics(report: dict, chosen: list[str], opt: dict) -> None:
         from svgen.metrics.acd import identity_distance
 
         frames = _read_video_frames(opt["animation"])
+        if opt["identity_frames"] and opt["identity_frames"] < len(frames):
+            keep = np.linspace(0, len(frames) - 1, opt["identity_frames"]).round().astype(int)
+            frames = [frames[k] for k in keep]
         res = identity_distance(frames, _read_photo(opt["identity"]), photo_name=str(opt["identity"]))
         report["inputs"]["animation"] = {"path": str(opt["animation"]), "sha256": file_sha256(opt["animation"]),
                                          "frames": len(frames)}

@@ -91,9 +91,12 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
         if not out.exists():
             args = ["evaluate", "--motion", str(motion), "--generator", str(paths.generator), "--latents",
                     str(paths.latents), "--data", str(paths.aligned), "--metrics", "latent_fd,loop,acd",
-                    "--num-videos", "16", "--out", str(out), *common]
-            if paths.animation[model].exists():
-                args += ["--animation", str(paths.animation[model]), "--identity", str(paths.photo)]
+                    "--num-videos", "16", "--acd-videos", "4", "--acd-frames", "8",   # ACD: dlib, ~0.4 s a face
+                    "--out", str(out), *common]
+            if paths.animation[model].exists():   # identity distance of the animation to its photo
+                args[args.index("latent_fd,loop,acd")] = "latent_fd,loop,acd,identity"
+                args += ["--animation", str(paths.animation[model]), "--identity", str(paths.photo),
+                         "--identity-frames", "16"]
             run_svgen(args, paths.logs / f"evaluate_{model}.log")
         sections.append({"title": f"5. Metrics ({model})", "json": out})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -109,6 +110,12 @@ video { width: 384px; } pre { background: #f6f6f6; padding: 1em; overflow-x: aut
 """
 
 
+def _relative(path: PathLike, work: Path) -> str:
+    """``path`` relative to ``work`` without following symlinks (the driving video in
+    ``input/`` may be a link to the user's file elsewhere; the page links the link)."""
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(work)).as_posix()
+
+
 def build_index(work: PathLike, sections: list[dict], title: str = "svgen demo") -> Path:
     """Write ``<work>/index.html`` from sections: ``{"title", "text", "images": [...], "videos": [...],
     "json": path}``; media paths are made relative to ``work``."""
@@ -120,17 +127,17 @@ def build_index(work: PathLike, sections: list[dict], title: str = "svgen demo")
         if s.get("text"):
             parts.append(f"<p>{html.escape(s['text'])}</p>")
         for img in s.get("images", []):
-            rel = Path(img).resolve().relative_to(work.resolve()).as_posix()
+            rel = _relative(img, work)
             parts.append(f"<figure><img src='{html.escape(rel)}' alt='{html.escape(Path(img).stem)}'>"
                          f"<figcaption>{html.escape(rel)}</figcaption></figure>")
         for vid in s.get("videos", []):
-            rel = Path(vid).resolve().relative_to(work.resolve()).as_posix()
+            rel = _relative(vid, work)
             parts.append(f"<figure><video src='{html.escape(rel)}' controls loop muted preload='metadata'>"
                          f"</video><figcaption><a href='{html.escape(rel)}'>{html.escape(rel)}</a>"
                          "</figcaption></figure>")
         if s.get("json"):
             p = Path(s["json"])
-            rel = p.resolve().relative_to(work.resolve()).as_posix()
+            rel = _relative(p, work)
             text = json.dumps(json.loads(p.read_text()), indent=2)
             parts.append(f"<p><a href='{html.escape(rel)}'>{html.escape(rel)}</a></p>"
                          f"<pre>{html.escape(text)}</pre>")
