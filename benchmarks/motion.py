@@ -46,6 +46,7 @@ def synthetic_store(path: Path, num_ws: int, w_dim: int, frames: int = 2000, cli
 def bench_training(num_ws: int, steps: int, device: str, tmp: Path) -> dict:
     from svgen.stage2_motion.gru import GRUMotionConfig
     from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer, projected_hours
+    from svgen.utils.prefetch import prefetch
 
     store = synthetic_store(tmp / f"lat{num_ws}.h5", num_ws, 512)
     cfg = GRUTrainConfig(latents=str(store), out=str(tmp / f"run{num_ws}"), model=GRUMotionConfig(window=25),
@@ -60,7 +61,7 @@ def bench_training(num_ws: int, steps: int, device: str, tmp: Path) -> dict:
     done = 0
     epoch = 1
     while done < steps:
-        for real in tr.sampler.epoch(epoch):
+        for real in prefetch(tr.sampler.epoch(epoch)):      # as GRUTrainer.train does
             tr.train_step(torch.from_numpy(real).to(tr.device))
             done += 1
             if done >= steps:

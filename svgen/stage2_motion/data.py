@@ -5,7 +5,8 @@ An epoch is one pass over all windows: each clip of n frames is tiled with windo
 epoch and clip, so over epochs every start position is used. The order is shuffled, but reading
 stays sequential: windows are grouped in blocks of consecutive frames, blocks are visited in random
 order, a few blocks are held in memory at a time and their windows are shuffled together. Memory is
-bounded by ``blocks_in_memory * block_frames`` frames, whatever the size of the store.
+bounded by ``blocks_in_memory * block_frames`` frames, whatever the size of the store; a store
+smaller than ``cache_bytes`` is instead decompressed once and kept in memory.
 
 The plan of an epoch depends only on (seed, epoch), so ``--resume`` can skip the batches already
 done without reading them.
@@ -32,7 +33,8 @@ class WindowSampler:
     """Epochs of shuffled batches [B, t, num_ws, w_dim] (float32) from a :class:`LatentStore`."""
 
     def __init__(self, store, window: int, batch: int, stride: Optional[int] = None, seed: int = 0,
-                 block_frames: int = 1024, blocks_in_memory: int = 4, drop_last: bool = True):
+                 block_frames: int = 1024, blocks_in_memory: int = 4, drop_last: bool = True,
+                 cache_bytes: int = 2 << 30):
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}")
         self.store = store
@@ -50,6 +52,11 @@ class WindowSampler:
             raise SvgenError(f"no clip has the {self.window} frames a training window needs "
                              f"(longest clip: {longest} frames)", store.path)
         self.clips = usable
+        # a store that fits in ``cache_bytes`` (a 10-minute clip of 14x512 codes is 430 MB) is
+        # decompressed once and kept; a larger one is streamed block by block every epoch
+        frame_bytes = 4 * store.num_ws * store.w_dim
+        self.cache: Optional[dict[str, np.ndarray]] = (
+            {} if sum(self.lengths[c] for c in usable) * frame_bytes <= cache_bytes else None)
         if self.windows_per_epoch(0) < self.batch and drop_last:
             # a tiny store: fewer windows than one batch -> batches of what there is
             self.drop_last = False
@@ -109,8 +116,7 @@ class WindowSampler:
             if done + len(batches) <= skip:
                 done += len(batches)
                 continue
-            loaded = [(b.clip, b.first, self.store.read(b.clip, b.first, b.stop, as_wplus=True))
-                      for b in group]
+            loaded = [(b.clip, b.first, self._read(b.clip, b.first, b.stop)) for b in group]
             for batch in batches:
                 if done < skip:
                     done += 1
@@ -123,4 +129,12 @@ class WindowSampler:
             if c == clip and first <= start and start + self.window <= first + len(arr):
                 return arr[start - first:start - first + self.window]
         # a window carried over from an earlier group (fewer than one batch per group)
-        return self.store.read(clip, start, start + self.window, as_wplus=True)
+        return self._read(clip, start, start + self.window)
+
+    def _read(self, clip: str, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) of ``clip`` as W+ [n, num_ws, w_dim] (from the cache when there is one)."""
+        if self.cache is None:
+            return self.store.read(clip, start, stop, as_wplus=True)
+        if clip not in self.cache:
+            self.cache[clip] = self.store.read(clip, 0, self.lengths[clip], as_wplus=True)
+        return self.cache[clip][start:stop]

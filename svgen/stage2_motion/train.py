@@ -29,6 +29,7 @@ from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
+from svgen.utils.prefetch import prefetch
 from svgen.utils.progress import progress
 from svgen.utils.rundir import RunDir
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
@@ -336,7 +337,7 @@ class GRUTrainer:
         t_last = time.time()
         try:
             while not self._done():
-                for real in self.sampler.epoch(self.epoch, skip=self.batch_in_epoch):
+                for real in prefetch(self.sampler.epoch(self.epoch, skip=self.batch_in_epoch)):
                     stats = self.train_step(torch.from_numpy(real).to(self.device))
                     self.step += 1
                     self.batch_in_epoch += 1

@@ -89,3 +89,17 @@ def test_too_short_clips_fail_clearly(tmp_path):
     st = _store(tmp_path / "l.h5", lengths=(10, 12))
     with pytest.raises(SvgenError, match="no clip has the 25 frames"):
         WindowSampler(st, window=25, batch=4)
+
+
+def test_in_memory_cache_gives_the_streamed_batches(tmp_path):
+    """A store under ``cache_bytes`` is read once and kept; the batches equal the streamed ones."""
+    st = _store(tmp_path / "l.h5")
+    cached = WindowSampler(st, window=5, batch=4, seed=3, block_frames=16, blocks_in_memory=2)
+    streamed = WindowSampler(st, window=5, batch=4, seed=3, block_frames=16, blocks_in_memory=2, cache_bytes=0)
+    assert cached.cache == {} and streamed.cache is None
+    for epoch in (0, 1):
+        a, b = list(cached.epoch(epoch)), list(streamed.epoch(epoch))
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert set(cached.cache) == {"c0", "c1", "c2"}

@@ -156,3 +156,36 @@ def test_latent_store_rejects_foreign_and_truncated(tmp_path):
     trunc.write_bytes(foreign.read_bytes()[:100])
     with pytest.raises(SvgenError, match="not a readable HDF5"):
         LatentStore(trunc)
+
+
+def test_prefetch_keeps_order_raises_in_place_and_stops_early():
+    from svgen.utils.prefetch import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise RuntimeError("boom at 3")
+
+    got = []
+    with pytest.raises(RuntimeError, match="boom at 3"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        k = 0
+        while True:
+            produced.append(k)
+            yield k
+            k += 1
+
+    gen = prefetch(endless(), depth=2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()                       # joins the producer thread: it must notice and stop
+    n = len(produced)
+    assert n <= 3 + 2 + 1
+    assert len(produced) == n         # nothing more is produced after close
