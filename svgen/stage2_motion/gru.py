@@ -18,7 +18,10 @@ Data normalisation: both networks carry fixed buffers ``w_mean`` [num_ws, w_dim]
 (a scalar) computed from the training latents. G outputs ``w_mean + w_std * (A_j T(l) + b_j)`` and C
 reads ``(w - w_mean) / w_std``. This is only a re-parametrisation of the last affine maps of G and
 the first layer of C (same function class as the paper) that keeps learning rates meaningful for
-any generator's W+ statistics.
+any generator's W+ statistics. For the same reason the gradient penalty holds C 1-Lipschitz in
+the normalised input: with the paper's penalty on raw codes, the latents of one real video (per-
+component std ~0.1) force a critic 10x flatter than the data need, and training diverged on them.
+With w_std = 1 the two coincide.
 """
 from __future__ import annotations
 
@@ -344,9 +347,9 @@ class TemporalCritic(nn.Module):
         return self.out(h.flatten(1)).squeeze(1)
 
     def input_gram(self) -> torch.Tensor:
-        """K = W1' W1'^T [H1, H1] for W1' = W1 / w_std, the first layer as a map of raw w: for
-        any g, |W1'^T g|^2 = g^T K g (the gradient penalty's norm, computed in H1 dimensions)."""
-        w1 = self.E[0].weight / self.w_std
+        """K = W1 W1^T [H1, H1]: for any g, |W1^T g|^2 = g^T K g, the norm of the gradient with
+        respect to the normalised input (w - w_mean) / w_std, computed in H1 dimensions."""
+        w1 = self.E[0].weight
         return w1 @ w1.t()
 
     def set_data_stats(self, mean: torch.Tensor, std: float) -> None:

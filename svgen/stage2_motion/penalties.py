@@ -29,9 +29,12 @@ def wgan_generator_loss(c_fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None,
+                     input_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """L_GP = E[(|grad_x C(x_hat)|_2 - 1)^2] at x_hat = eps real + (1 - eps) fake, eps ~ U(0, 1) per sample.
 
+    ``input_scale`` s measures the gradient in units of x / s (the motion critic passes its w_std,
+    so the penalty holds the critic 1-Lipschitz in normalised latents whatever their scale).
     ``create_graph=True`` so the penalty's own gradient reaches the critic's parameters.
     """
     b = real.shape[0]
@@ -40,18 +43,19 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.reshape(b, -1).norm(dim=1)
+    norms = grad.reshape(b, -1).norm(dim=1) * input_scale
     return ((norms - 1.0) ** 2).mean()
 
 
 def gradient_penalty_first_layer(critic: nn.Module, h_real: torch.Tensor, h_fake: torch.Tensor,
                                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``gradient_penalty`` computed after the critic's first linear layer (same value).
+    """``gradient_penalty(..., input_scale=critic.w_std)`` computed after the critic's first linear
+    layer (same value).
 
-    With h1 = W1' x + b1 affine in the input x, the interpolate's h1 is the same interpolation of
-    h_real and h_fake ([B, t, H1]), and grad_x C = W1'^T grad_h1 C, whose squared norm is
-    grad_h1^T K grad_h1 with K = ``critic.input_gram()``. No [B, t, num_ws * w_dim] tensor is
-    formed; gradients reach W1 through both h and K. The same eps draws as ``gradient_penalty``.
+    With h1 = W1 x + b1 affine in the normalised input x, the interpolate's h1 is the same
+    interpolation of h_real and h_fake ([B, t, H1]), and grad_x C = W1^T grad_h1 C, whose squared
+    norm is grad_h1^T K grad_h1 with K = ``critic.input_gram()``. No [B, t, num_ws * w_dim] tensor
+    is formed; gradients reach W1 through both h and K. The same eps draws as ``gradient_penalty``.
     """
     b = h_real.shape[0]
     eps = torch.rand((b,) + (1,) * (h_real.dim() - 1), generator=generator, dtype=h_real.dtype)

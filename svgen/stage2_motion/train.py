@@ -250,7 +250,7 @@ class GRUTrainer:
         else:
             fake = G.to_wplus(l)                               # [B, t, num_ws, w_dim]
             c_real, c_fake = C(real), C(fake.detach())
-            gp = gradient_penalty(C, real, fake.detach())
+            gp = gradient_penalty(C, real, fake.detach(), input_scale=C.w_std)
         loss_C = wgan_critic_loss(c_real, c_fake) + cfg.lambda_gp * gp
         self.opt_C.zero_grad(set_to_none=True)
         loss_C.backward()

@@ -115,6 +115,8 @@ def test_gradient_penalty_value_and_double_backward():
     torch.testing.assert_close(gp, (norm - 1) ** 2)
     gp.backward()                                 # needs the graph of the gradient (double backward)
     torch.testing.assert_close(critic.a.grad, 2 * (norm - 1) * a / norm)
+    # measured in units of x / 0.5 (the motion critic passes its w_std)
+    torch.testing.assert_close(gradient_penalty(critic, real, fake, input_scale=0.5), (0.5 * norm - 1) ** 2)
 
 
 def test_gap_angle_on_hand_built_cases():

@@ -28,7 +28,7 @@ SMALL = dict(h_hidden=(32,), t_hidden=(32, 64), e_hidden=(64, 64, 32, 32, 32), c
 
 
 def oscillator_store(path, clips=4, frames=400, m=6, seed=0, noise=0.05, generator_sha256="",
-                     num_ws=NUM_WS, w_dim=W_DIM, wmin=0.05, wmax=0.2):
+                     num_ws=NUM_WS, w_dim=W_DIM, wmin=0.05, wmax=0.2, scale=1.0):
     """Latent trajectories with known structure: m oscillators (fixed frequencies, slowly drifting
     phases, random amplitudes per clip) mapped linearly into W+ around a mean, plus noise."""
     rng = np.random.default_rng(seed)
@@ -42,7 +42,7 @@ def oscillator_store(path, clips=4, frames=400, m=6, seed=0, noise=0.05, generat
         phase = np.cumsum(rng.normal(0, 0.05, (frames, m)), 0) + rng.uniform(0, 2 * np.pi, m)
         amp = rng.uniform(0.5, 1.5, m)
         z = np.concatenate([amp * np.sin(omega * t + phase), amp * np.cos(omega * t + phase)], 1)
-        x = mean + z @ mix + noise * rng.standard_normal((frames, d))
+        x = scale * (mean + z @ mix + noise * rng.standard_normal((frames, d)))
         w.create_clip(f"clip{c}", frames, fps=25.0)
         w.write(f"clip{c}", 0, x.reshape(frames, num_ws, w_dim).astype(np.float32))
     return w.finalize()
@@ -250,3 +250,19 @@ def test_fused_critic_step_equals_the_literal_computation(tmp_path):
     for params0, params1 in ((g0, g1), (c0, c1)):
         for name, p in params0.items():
             torch.testing.assert_close(params1[name], p, rtol=1e-9, atol=1e-11)
+
+
+def test_training_does_not_depend_on_the_scale_of_the_latents(tmp_path):
+    """G and C work in normalised latents and the gradient penalty is measured there, so latents
+    scaled by 20 (or by 0.05, like the per-component spread of one real video) train identically."""
+    stats = {}
+    for k in (1.0, 20.0, 0.05):
+        store = oscillator_store(tmp_path / f"l{k}.h5", clips=2, frames=100, scale=k)
+        cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / f"run{k}"),
+                             model=GRUMotionConfig(window=10, **SMALL), steps=2, batch=8, device="cpu", seed=0)
+        tr = GRUTrainer(cfg)
+        stats[k] = [tr.train_step(torch.from_numpy(real)) for real in tr.sampler.epoch(0)]
+    for k in (20.0, 0.05):
+        for a, b in zip(stats[1.0], stats[k]):
+            for key in ("loss_C", "loss_G", "gp", "wdist"):
+                assert b[key] == pytest.approx(a[key], rel=2e-3, abs=1e-4), (k, key)
