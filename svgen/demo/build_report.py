@@ -18,7 +18,7 @@ def _signals_plot(video_json: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from svgen.utils.io import atomic_path
+    from svgen.metrics.plots import save_figure
 
     s = json.loads(video_json.read_text())
     fig, ax = plt.subplots(figsize=(8, 2.4))
@@ -27,8 +27,7 @@ def _signals_plot(video_json: Path, out: Path) -> Path | None:
     ax.set_xlabel("frame")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    save_figure(fig, out, dpi=90)
     plt.close(fig)
     return out
 
@@ -89,12 +88,13 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
             continue
         out = rep / f"metrics_{model}.json"
         if not out.exists():
+            animated = paths.animation[model].exists()   # then also its identity distance to the photo
+            metrics = "latent_fd,loop,acd" + (",identity" if animated else "")
             args = ["evaluate", "--motion", str(motion), "--generator", str(paths.generator), "--latents",
-                    str(paths.latents), "--data", str(paths.aligned), "--metrics", "latent_fd,loop,acd",
+                    str(paths.latents), "--data", str(paths.aligned), "--metrics", metrics,
                     "--num-videos", "16", "--acd-videos", "4", "--acd-frames", "8",   # ACD: dlib, ~0.4 s a face
                     "--out", str(out), *common]
-            if paths.animation[model].exists():   # identity distance of the animation to its photo
-                args[args.index("latent_fd,loop,acd")] = "latent_fd,loop,acd,identity"
+            if animated:
                 args += ["--animation", str(paths.animation[model]), "--identity", str(paths.photo),
                          "--identity-frames", "16"]
             run_svgen(args, paths.logs / f"evaluate_{model}.log")

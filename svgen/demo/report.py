@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from svgen.metrics.plots import save_figure
 from svgen.utils.errors import PathLike
 from svgen.utils.io import atomic_path, atomic_write
 from svgen.utils.logging import read_jsonl
@@ -70,8 +71,7 @@ def plot_curves(logs: dict[str, Path], out: PathLike, keys_like: tuple = ("loss"
         ax.set_xlabel("log record")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    save_figure(fig, out, dpi=90)
     plt.close(fig)
     return Path(out)
 

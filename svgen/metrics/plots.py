@@ -54,12 +54,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: PathLike, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically (works for pyplot and bare ``Figure`` objects)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    FigureCanvasAgg(fig)
+    if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
+        FigureCanvasAgg(fig)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)
 
 
 def plot_run_metrics(run_dir: PathLike, out_dir: Optional[PathLike] = None) -> list[Path]:
@@ -93,7 +96,7 @@ def plot_run_metrics(run_dir: PathLike, out_dir: Optional[PathLike] = None) -> l
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         path = out_dir / f"{_safe(name)}.png"
-        _save(fig, path)
+        save_figure(fig, path)
         paths.append(path)
     cols = min(3, len(series))
     rows = math.ceil(len(series) / cols)
@@ -107,6 +110,6 @@ def plot_run_metrics(run_dir: PathLike, out_dir: Optional[PathLike] = None) -> l
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     overview = out_dir / "overview.png"
-    _save(fig, overview)
+    save_figure(fig, overview)
     paths.append(overview)
     return paths

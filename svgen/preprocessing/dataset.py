@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import atomic_path
+from svgen.utils.io import CommitOnExit, atomic_path
 
 FORMAT = "svgen-aligned"
 VERSION = 1
@@ -40,7 +40,7 @@ class ClipInfo:
         return len(self.frames)
 
 
-class AlignedDatasetWriter:
+class AlignedDatasetWriter(CommitOnExit):
     """Writes ``aligned.zip`` to a temporary file; it appears under its name only on :meth:`close`.
 
     Usage::
@@ -61,15 +61,6 @@ class AlignedDatasetWriter:
         self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".zip"))
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
         self._closed = False
-
-    def __enter__(self) -> "AlignedDatasetWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort(exc_type, exc, tb)
 
     def add_clip(self, name: str, source: str = "", fps: float = 25.0) -> None:
         if not name or "/" in name or name in self.clips:

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import atomic_path, require_file
+from svgen.utils.io import CommitOnExit, atomic_path, require_file
 
 __all__ = ["VideoInfo", "probe", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
            "ffmpeg_exe"]
@@ -311,7 +311,7 @@ def iter_frames(path: PathLike, fps: Optional[float] = None,
         yield frame
 
 
-class VideoWriter:
+class VideoWriter(CommitOnExit):
     """Write RGB uint8 frames to an H.264 / yuv420p mp4 (plays everywhere).
 
     Context manager: the file appears under ``path`` only when the block succeeds (``close``);
@@ -335,15 +335,6 @@ class VideoWriter:
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".mp4"))
         self._closed = False
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort(exc_type, exc, tb)
 
     def _start(self, h: int, w: int) -> None:
         self._size = (h, w)

@@ -60,6 +60,16 @@ FORMAT = "svgen-motion"
 VERSION = 1
 
 
+def _optimizer_step(opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
+    """zero_grad, backward, non-finite gradients replaced (as StyleGAN-V's training loop does), step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in net.parameters():
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+    opt.step()
+
+
 @dataclass
 class StyleInVTrainConfig:
     """Everything a StyleInV run depends on (``config.json`` and every checkpoint)."""
@@ -383,12 +393,7 @@ class StyleInVTrainer:
         adv = nonsaturating_g_loss(D(d_in, t_fake))
         w_reg = (w_fake - w0[:, None]).norm(dim=-1).mean()
         loss_si = cfg.lambda_adv * adv + cfg.lambda_recon * recon + cfg.lambda_w_reg * w_reg
-        self.opt_si.zero_grad(set_to_none=True)
-        loss_si.backward()
-        for p in si.parameters():
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-        self.opt_si.step()
+        _optimizer_step(self.opt_si, si, loss_si)
 
         # D: logistic loss, lazy R1 on real clips
         D.requires_grad_(True)
@@ -407,12 +412,7 @@ class StyleInVTrainer:
             r1 = r1_penalty(logits_real, real_in, scale)
             loss_d = loss_d + r1.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             stats["r1"] = float(r1.detach().mean())
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        for p in D.parameters():
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-        self.opt_d.step()
+        _optimizer_step(self.opt_d, D, loss_d)
         if self.ada is not None:
             self.ada.accumulate(logits_real)
             rt = self.ada.step(self.step)

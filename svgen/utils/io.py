@@ -139,3 +139,17 @@ def require_file(path: PathLike, what: str = "file") -> Path:
     if not os.access(p, os.R_OK):
         raise SvgenError(f"{what} is not readable", p)
     return p
+
+
+class CommitOnExit:
+    """Context-manager protocol for writers with ``close()`` (finish and rename into place) and
+    ``abort(exc_type, exc, tb)`` (drop the temporary file): a ``with`` block that raises aborts."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc_type, exc, tb)
