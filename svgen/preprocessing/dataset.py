@@ -18,6 +18,11 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+try:  # Intel ISA-L deflate: the same format as zlib, several times faster (optional)
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - the wheel exists for the usual platforms
+    _isal = None
+
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path
 
@@ -139,10 +144,10 @@ class AlignedDatasetWriter(CommitOnExit):
 def encode_png(image: np.ndarray) -> bytes:
     """RGB uint8 [H, W, 3] -> PNG bytes for ``add_encoded_frame``.
 
-    A plain PNG with the "Up" filter on every row, deflated with Huffman coding only (no string
-    matching): about 2.5x as fast as PIL's encoder (which tries every filter per row) and ~25%
-    faster than zlib level 1, for files ~8% larger; zlib releases the GIL, so several threads can
-    encode at once.
+    A plain PNG with the "Up" filter on every row (PIL's encoder tries every filter per row, ~2.5x
+    slower), deflated by ISA-L at its level 2 when the ``isal`` package is there (~3.5x as fast as
+    zlib's fastest setting, files as small as zlib level 1), else by zlib with Huffman coding only.
+    Both release the GIL, so several threads can encode at once.
     """
     img = np.ascontiguousarray(image, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 3:
@@ -159,8 +164,11 @@ def encode_png(image: np.ndarray) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    data = deflate.compress(raw) + deflate.flush()
+    if _isal is not None:
+        data = _isal.compress(raw, 2)
+    else:
+        deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+        data = deflate.compress(raw) + deflate.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 

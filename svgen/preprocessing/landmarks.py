@@ -110,6 +110,8 @@ class DlibLandmarks:
     boxes are converted to HOG-like boxes, the kind the shape predictor was trained on.
     """
 
+    takes_gray = True  # predict gives the same landmarks on a grey crop (FaceTracker shares one)
+
     def __init__(self, detector: str = "hog"):
         import dlib
 
@@ -155,11 +157,7 @@ class DlibLandmarks:
         Runs on a contiguous grey crop around the box (cheap even on 4K frames).
         """
         h, w = image.shape[:2]
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        x0 = int(max(0, np.floor(box[0] - 0.5 * bw)))
-        y0 = int(max(0, np.floor(box[1] - 0.5 * bh)))
-        x1 = int(min(w, np.ceil(box[2] + 0.5 * bw)))
-        y1 = int(min(h, np.ceil(box[3] + 0.5 * bh)))
+        x0, y0, x1, y1 = _padded_region(box, image.shape, 0.5)
         if x1 - x0 < 8 or y1 - y0 < 8:
             x0, y0, x1, y1 = 0, 0, w, h
         crop = to_gray(image[y0:y1, x0:x1])
@@ -343,9 +341,11 @@ class FaceTracker:
         scheduled = True  # whether a detection below is the periodic one (not a failed check)
         if self.landmarks is not None and self.since_detect + 1 < self.detect_every:
             scheduled = False
-            lm = self.backend.predict(frame, box_from_landmarks(self.landmarks))
+            # one grey crop (the region the predictor reads) serves the landmarks and the patch
+            view, off = self._view(frame, box_from_landmarks(self.landmarks))
+            lm = self.backend.predict(view, box_from_landmarks(self.landmarks) - np.tile(off, 2)) + off
             if np.all(np.isfinite(lm)) and self._plausible(lm):
-                patch = _face_patch(frame, box_from_landmarks(lm))
+                patch = _face_patch(view, box_from_landmarks(lm) - np.tile(off, 2))
                 if (patch is not None and self._patch is not None
                         and float((patch * self._patch).mean()) >= self.cfg.min_similarity):
                     self.since_detect += 1
@@ -371,6 +371,16 @@ class FaceTracker:
             return None
         return self._accept(lm, _face_patch(frame, box_from_landmarks(lm)))
 
+    def _view(self, frame: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """(image, its offset in the frame) for predicting inside ``box``: a grey crop of the box
+        plus half its size on each side for backends that read grey, else the frame itself."""
+        if not getattr(self.backend, "takes_gray", False):
+            return frame, np.zeros(2)
+        x0, y0, x1, y1 = _padded_region(box, frame.shape, 0.5)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return frame, np.zeros(2)
+        return to_gray(frame[y0:y1, x0:x1]), np.array([x0, y0], dtype=np.float64)
+
     def _accept(self, lm: np.ndarray, patch: Optional[np.ndarray]) -> np.ndarray:
         self.landmarks = lm
         self._patch = patch
@@ -390,6 +400,14 @@ class FaceTracker:
         self.lost_for += 1
         self.since_detect = 0
         self.detect_every = self.cfg.detect_every
+
+
+def _padded_region(box: Box, shape: tuple, margin: float) -> tuple[int, int, int, int]:
+    """Integer (x0, y0, x1, y1) of ``box`` grown by ``margin`` x its size per side, inside the image."""
+    h, w = shape[:2]
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    return (int(max(0, np.floor(box[0] - margin * bw))), int(max(0, np.floor(box[1] - margin * bh))),
+            int(min(w, np.ceil(box[2] + margin * bw))), int(min(h, np.ceil(box[3] + margin * bh))))
 
 
 def _face_patch(frame: np.ndarray, box: Box, n: int = 24) -> Optional[np.ndarray]:

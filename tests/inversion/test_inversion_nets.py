@@ -18,8 +18,11 @@ def test_ir_se50_layout_and_stage_shapes():
     net = IRSEBackbone(cfg).eval()
     assert isinstance(net.stages, torch.nn.ModuleList) and len(net.stages) == 4
     assert [len(s) for s in net.stages] == [3, 4, 14, 3]
-    # unit 0 of stage 1 keeps 64 channels -> max-pool shortcut; the others widen -> conv shortcut
-    assert isinstance(net.stages[0][0].shortcut_layer, torch.nn.MaxPool2d)
+    # unit 0 of stage 1 keeps 64 channels -> subsampling shortcut (ArcFace's MaxPool2d(1, 2),
+    # same values); the others widen -> conv shortcut
+    shortcut = net.stages[0][0].shortcut_layer
+    x = torch.randn(2, 64, 9, 10)
+    assert torch.equal(shortcut(x), torch.nn.functional.max_pool2d(x, 1, 2))
     assert isinstance(net.stages[1][0].shortcut_layer, torch.nn.Sequential)
     n_params = sum(p.numel() for p in net.parameters())
     assert 30e6 < n_params < 32e6  # reference: ~31.0 M for IR-SE50 body + input layer

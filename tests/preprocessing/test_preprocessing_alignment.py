@@ -94,6 +94,22 @@ def test_warp_pads_by_reflection_not_black():
     assert out.min() > 150  # the padding repeats the image instead of leaving black borders
 
 
+def test_fast_padding_matches_ffhq_float_padding(shared):
+    """The 8-bit padding of video frames stays within a level or two of FFHQ's float padding."""
+    from svgen.preprocessing.alignment import _pad_fade, _pad_fade_fast
+
+    path = shared / "data" / "photos" / "hyperstyle_aligned" / "kunis.jpg"
+    region = Image.open(path).convert("RGB").resize((200, 200))
+    p = (60, 40, 20, 70)
+    ref = np.asarray(_pad_fade(region, p, 5.0)).astype(int)
+    fast = np.asarray(_pad_fade_fast(region, p, 5.0)).astype(int)
+    assert ref.shape == fast.shape == (200 + 40 + 70, 200 + 60 + 20, 3)
+    diff = np.abs(fast - ref)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
+    # the image itself (away from its edges) is untouched
+    np.testing.assert_array_equal(fast[40 + 30:40 + 170, 60 + 30:60 + 170], np.asarray(region)[30:170, 30:170])
+
+
 def test_crop_source_mapping_and_paste_back():
     rng = np.random.default_rng(0)
     img = _pattern()
