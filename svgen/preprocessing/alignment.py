@@ -134,19 +134,28 @@ def _gaussian_filter(img: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _box_reduction(sigma: float, h: int, w: int) -> Optional[tuple[int, float]]:
+    """(f, s) for blurring an h x w image with ``sigma`` on a copy box-reduced by f ~ sigma / 1.5:
+    the box adds variance (f^2 - 1) / 12 per axis (in full-size pixels), so the reduced copy is
+    blurred by s (in reduced pixels). None where the blur is too small or the image too tiny."""
+    f = int(sigma / 1.5)
+    if f < 2 or min(h, w) < 8 * f:
+        return None
+    return f, float(np.sqrt(max(sigma ** 2 - (f * f - 1) / 12.0, 0.25)) / f)
+
+
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of a float32 [H, W, C] image over H and W.
 
     Large blurs are computed on a box-reduced copy and upsampled bilinearly: the result is a
     heavily low-passed image, so this matches the full-resolution filter closely, much faster.
     """
-    f = int(sigma / 1.5)
     h, w = img.shape[:2]
-    if f < 2 or min(h, w) < 8 * f:
+    reduction = _box_reduction(sigma, h, w)
+    if reduction is None:
         return _gaussian_filter(img, sigma)
+    f, s = reduction
     sh, sw = max(1, h // f), max(1, w // f)
-    # box reduction adds variance (f^2 - 1) / 12 per axis (in source pixels)
-    s = np.sqrt(max(sigma ** 2 - (f * f - 1) / 12.0, 0.25)) / f
     out = np.empty_like(img)
     for ch in range(img.shape[2]):
         small = Image.fromarray(np.ascontiguousarray(img[:, :, ch]), "F").resize((sw, sh), Image.BOX)
@@ -194,14 +203,14 @@ def _pad_fade(region: Image.Image, p, blur: float) -> Image.Image:
 
 
 def _blur_8bit(img: Image.Image, sigma: float) -> Image.Image:
-    """Gaussian blur of an 8-bit image; large blurs run on a box-reduced copy (reduced by
-    f ~ sigma / 1.5, the box's variance taken off sigma) and are upsampled bilinearly back onto the
-    exact same grid - like :func:`_gaussian_blur`, several times cheaper than blurring at full size."""
-    f = int(sigma / 1.5)
+    """Gaussian blur of an 8-bit image; large blurs run on a box-reduced copy (:func:`_box_reduction`)
+    and are upsampled bilinearly back onto the exact same grid - like :func:`_gaussian_blur`, several
+    times cheaper than blurring at full size."""
     w, h = img.size
-    if f < 2 or min(w, h) < 8 * f:
+    reduction = _box_reduction(sigma, h, w)
+    if reduction is None:
         return img.filter(ImageFilter.GaussianBlur(float(sigma)))
-    s = float(np.sqrt(max(sigma ** 2 - (f * f - 1) / 12.0, 0.25)) / f)
+    f, s = reduction
     small = img.reduce(f).filter(ImageFilter.GaussianBlur(s))
     return small.resize((w, h), Image.BILINEAR, box=(0.0, 0.0, w / f, h / f))
 

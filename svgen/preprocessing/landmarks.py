@@ -338,24 +338,25 @@ class FaceTracker:
         self.stats["frames"] += 1
         if self.lost_for > self.cfg.forget_after:
             self.last_box = None  # the person is gone: any (largest) face may start a new track
+        tracked = self.last_box if self.landmarks is not None else None  # = box_from_landmarks(landmarks)
         scheduled = True  # whether a detection below is the periodic one (not a failed check)
-        if self.landmarks is not None and self.since_detect + 1 < self.detect_every:
+        if tracked is not None and self.since_detect + 1 < self.detect_every:
             scheduled = False
             # one grey crop (the region the predictor reads) serves the landmarks and the patch
-            view, off = self._view(frame, box_from_landmarks(self.landmarks))
-            lm = self.backend.predict(view, box_from_landmarks(self.landmarks) - np.tile(off, 2)) + off
-            if np.all(np.isfinite(lm)) and self._plausible(lm):
+            view, off = self._view(frame, tracked)
+            lm = self.backend.predict(view, tracked - np.tile(off, 2)) + off
+            if np.all(np.isfinite(lm)) and self._plausible(lm, tracked):
                 patch = _face_patch(view, box_from_landmarks(lm) - np.tile(off, 2))
                 if (patch is not None and self._patch is not None
                         and float((patch * self._patch).mean()) >= self.cfg.min_similarity):
                     self.since_detect += 1
                     return self._accept(lm, patch)
             # the tracked box drifted or the face changed abruptly: verify with a detection
-        reference = box_from_landmarks(self.landmarks) if self.landmarks is not None else self.last_box
+        reference = tracked if tracked is not None else self.last_box
         box: Optional[Box] = None
         if reference is not None:
             box = self._pick(self._detect_local(frame, reference), reference)
-        confirmed = (scheduled and box is not None and self.landmarks is not None
+        confirmed = (scheduled and box is not None and tracked is not None
                      and box_iou(box, reference) >= self.cfg.confirm_iou)
         self.detect_every = (min(2 * self.detect_every, max(self.cfg.max_detect_every, self.cfg.detect_every))
                              if confirmed else self.cfg.detect_every)
@@ -389,8 +390,8 @@ class FaceTracker:
         self.stats["found"] += 1
         return lm
 
-    def _plausible(self, lm: np.ndarray) -> bool:
-        prev = box_from_landmarks(self.landmarks)
+    def _plausible(self, lm: np.ndarray, prev: Box) -> bool:
+        """Whether landmarks predicted from the tracked box ``prev`` still look like that face."""
         new = box_from_landmarks(lm)
         ratio = (new[2] - new[0]) / max(prev[2] - prev[0], 1e-6)
         return 0.75 < ratio < 1.33 and box_iou(prev, new) > 0.4

@@ -8,18 +8,18 @@ Encoding writes H.264 / yuv420p mp4 to a temporary name that is renamed into pla
 from __future__ import annotations
 
 import contextlib
-import queue
 import re
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Generator, Iterable, Iterator, Optional
 
 import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path, require_file
+from svgen.utils.prefetch import prefetch as prefetch_items
 
 __all__ = ["VideoInfo", "probe", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
            "ffmpeg_exe"]
@@ -147,7 +147,7 @@ def probe(path: PathLike) -> VideoInfo:
 
 
 class _FFmpegReader:
-    """Raw RGB frames from an ffmpeg subprocess; optional reader thread with a bounded queue."""
+    """Raw RGB frames from an ffmpeg subprocess, optionally read ahead on a thread."""
 
     def __init__(self, path: Path, info: VideoInfo, prefetch: int = 4):
         self.path = path
@@ -166,13 +166,8 @@ class _FFmpegReader:
         self._err_thread = threading.Thread(target=self._stderr.drain, args=(self.proc.stderr,),
                                             daemon=True)
         self._err_thread.start()
-        self._queue: Optional[queue.Queue] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        if prefetch > 0:
-            self._queue = queue.Queue(maxsize=prefetch)
-            self._thread = threading.Thread(target=self._pump, daemon=True)
-            self._thread.start()
+        self._prefetch = int(prefetch)
+        self._frames_iter: Optional[Generator[np.ndarray, None, None]] = None
 
     def _read_one(self) -> Optional[np.ndarray]:
         buf = bytearray(self.frame_bytes)
@@ -185,35 +180,15 @@ class _FFmpegReader:
             got += n
         return np.frombuffer(buf, np.uint8).reshape(self.info.height, self.info.width, 3)
 
-    def _pump(self) -> None:
-        try:
-            while not self._stop.is_set():
-                frame = self._read_one()
-                self._put(frame)
-                if frame is None:
-                    return
-        except BaseException as exc:  # surfaced in the consumer
-            self._put(exc)
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _frames(self) -> Generator[np.ndarray, None, None]:
+        while (frame := self._read_one()) is not None:
+            yield frame
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            if self._queue is None:
-                frame = self._read_one()
-            else:
-                frame = self._queue.get()
-                if isinstance(frame, BaseException):
-                    raise frame
-            if frame is None:
-                return
-            yield frame
+        """The frames, read up to ``prefetch`` ahead on a thread (``svgen.utils.prefetch``)."""
+        frames = self._frames()
+        self._frames_iter = prefetch_items(frames, self._prefetch) if self._prefetch > 0 else frames
+        return self._frames_iter
 
     def finish(self) -> tuple[int, str]:
         """Wait for ffmpeg; return (exit status, tail of its stderr)."""
@@ -222,13 +197,12 @@ class _FFmpegReader:
         return rc, self._stderr.text()
 
     def close(self) -> None:
-        self._stop.set()
         if self.proc.poll() is None:
             self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=5)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._frames_iter is not None:
+            self._frames_iter.close()  # stops the read-ahead thread (its read ends with the process)
         with contextlib.suppress(Exception):
             self.proc.stdout.close()
         self._err_thread.join(timeout=5)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Generator, Iterable, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 1) -> Generator[T, None, None]:
     """Yield the items of ``items`` in order while a thread produces up to ``depth`` ahead.
 
     An exception in the producer is re-raised in the consumer at the position where it happened.
