@@ -32,9 +32,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("svgen-cache")
+
+
 @pytest.fixture(autouse=True)
-def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+def _quiet_progress(monkeypatch: pytest.MonkeyPatch, _cache_dir: Path) -> None:
     monkeypatch.setenv("SVGEN_NO_PROGRESS", "1")
+    monkeypatch.setenv("SVGEN_CACHE", str(_cache_dir))  # tuned generators never land in ~/.cache
 
 
 # -- real-frame fixture dataset ------------------------------------------------------------------

@@ -105,7 +105,26 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
     path = invert_dataset(G, E, data, out, generator_sha256=g_sha, encoder_sha256=e_sha,
                           refine_steps=refine_steps, temporal_weight=temporal_weight, batch=batch,
                           resume=resume, seed=seed, loss=loss, extra_attrs=attrs)
+    _report_distribution(path)
     click.echo(f"wrote {path}")
+
+
+# codes further from w_avg than this multiple of the mapping network's own spread are off-distribution
+OFF_DISTRIBUTION_RATIO = 1.5
+
+
+def _report_distribution(path: Path) -> None:
+    """Print the store's distribution check (recorded in its attributes) and warn when it fails."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        codes, mapped, ratio = (float(f.attrs[k]) for k in ("w_dist_codes", "w_dist_mapped", "w_dist_ratio"))
+    click.echo(f"latent codes: mean distance to w_avg {codes:.3g} (mapping-network codes: {mapped:.3g}, "
+               f"ratio {ratio:.2f})", err=True)
+    if ratio > OFF_DISTRIBUTION_RATIO:
+        click.echo(f"svgen: warning: {path}: the codes lie outside the generator's W distribution (ratio "
+                   f"{ratio:.2f} > {OFF_DISTRIBUTION_RATIO}); renders and motion will be poor: train the "
+                   f"encoder longer (e4e structure) or check that it matches this generator", err=True)
 
 
 @click.command("reconstruct")

@@ -12,7 +12,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -85,6 +85,33 @@ class ChunkInverter:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
         with torch.enable_grad():
             return refine_latents(self.G, w, target, self.refine, self.loss, self._w_std, prev, gen)
+
+
+@torch.no_grad()
+def mapped_distance(G: nn.Module, num: int = 4096, seed: int = 123) -> float:
+    """Mean distance ||w - w_avg|| of the mapping network's codes: the scale of G's W distribution."""
+    device = _device_of(G)
+    z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    w = G.mapping(z, None)[:, 0]   # [num, w_dim]; the tracked w_avg is not updated here
+    return float((w - G.mapping.w_avg).norm(dim=-1).mean())
+
+
+def code_distribution(G: nn.Module, clips: Any, block: int = 1024) -> dict:
+    """Distribution check of a store's codes: their mean distance to ``w_avg`` (per W+ entry)
+    against the same for codes of the mapping network. A ratio far above 1 means the codes lie
+    outside the region of W the generator was trained on (renders degrade, motion transfers badly)."""
+    w_avg = G.mapping.w_avg.detach().cpu().numpy().astype(np.float64)
+    total, count = 0.0, 0
+    for name in clips:
+        ds = clips[name]["w"]
+        for a in range(0, ds.shape[0], block):
+            w = np.asarray(ds[a:a + block], dtype=np.float64)
+            d = np.linalg.norm(w - w_avg, axis=-1)          # [n] or [n, num_ws]
+            total += float(d.sum())
+            count += d.size
+    codes = total / max(count, 1)
+    mapped = mapped_distance(G)
+    return {"w_dist_codes": codes, "w_dist_mapped": mapped, "w_dist_ratio": codes / max(mapped, 1e-12)}
 
 
 def invert_images(G: nn.Module, E: nn.Module, images: np.ndarray, refine_steps: int = 0,
@@ -214,6 +241,7 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
                     pending_w, last_flush = [], time.monotonic()
             wait_writes()
         bar.close()
+        writer.f.attrs.update(code_distribution(G, writer.f["clips"]))
         return writer.finalize()
     except BaseException:
         writer.close()

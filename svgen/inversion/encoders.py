@@ -6,6 +6,11 @@ generator's mean latent ``w_avg``, so an untrained encoder already decodes to th
     W+ (pSp):  features c1, c2, c3 of the IR-SE stages 2..4 (strides 4, 8, 16), a top-down feature
                pyramid p2 = up(c3) + lat1(c2), p1 = up(p2) + lat2(c1), and one map2style head per
                entry of W+: coarse entries read c3, middle ones p2, fine ones p1.
+    W+ (e4e, Tov et al. 2021, the default): the same heads, but head 0 predicts one base code w0
+               that every entry shares and heads i >= 1 predict deltas from it,
+               w_i = w_avg + w0 + delta_i. Training unlocks the deltas one by one (``stage``) and
+               penalises their size, so codes stay near the generator's W distribution (editable,
+               renderable by a motion model) instead of drifting into W+ regions G never saw.
     W:         the last IR-SE stage, global average pool, one equalized linear -> one w, broadcast.
 
 The split of the generator's ``num_ws`` entries follows pSp (entries 0-2 coarse, 3-6 middle, the
@@ -34,6 +39,7 @@ FORMAT = "svgen-encoder"
 VERSION = 1
 SPACES = ("w+", "w")
 PRESETS = ("tiny", "ir_se50")
+STRUCTURES = ("e4e", "psp")
 COARSE_END = 3  # pSp: styles [0, 3) coarse, [3, 7) middle, [7, num_ws) fine
 MIDDLE_END = 7
 
@@ -49,21 +55,25 @@ class EncoderConfig:
     resolution: int = 32         # encoder input size (images are resized to it)
     img_resolution: int = 32     # the generator's output size
     offset_init: float = 0.1     # init scale of the last (offset-predicting) linear layers
+    structure: str = "psp"       # W+ only: "psp" (independent entries) or "e4e" (base code + deltas);
+                                 # new encoders use e4e, "psp" keeps older checkpoints loading
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
 def make_encoder_config(space: str, preset: str, num_ws: int, w_dim: int,
-                        img_resolution: int) -> EncoderConfig:
+                        img_resolution: int, structure: str = "e4e") -> EncoderConfig:
     """Config for a generator: input size = generator size capped at 256 (as pSp recommends)."""
     if space not in SPACES:
         raise SvgenError(f"unknown latent space {space!r} (use w+ or w)")
+    if structure not in STRUCTURES:
+        raise SvgenError(f"unknown encoder structure {structure!r} (use {' or '.join(STRUCTURES)})")
     if preset not in BACKBONE_PRESETS:
         raise SvgenError(f"unknown encoder preset {preset!r} (use {', '.join(PRESETS)})")
     resolution = max(32, min(256, int(img_resolution)))
     resolution = 2 ** int(round(math.log2(resolution)))
     return EncoderConfig(space=space, preset=preset, num_ws=int(num_ws), w_dim=int(w_dim),
                          resolution=resolution, img_resolution=int(img_resolution),
-                         backbone=BACKBONE_PRESETS[preset])
+                         structure=structure, backbone=BACKBONE_PRESETS[preset])
 
 
 class EqualLinear(nn.Module):
@@ -135,7 +145,8 @@ class Encoder(nn.Module):
 
 
 class GradualStyleEncoder(Encoder):
-    """pSp's encoder into W+: IR-SE body, feature pyramid and one map2style head per W+ entry."""
+    """pSp's encoder into W+: IR-SE body, feature pyramid and one map2style head per W+ entry
+    (with ``structure="e4e"``: head 0 is the shared base code, the others deltas from it)."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__(cfg)
@@ -145,6 +156,7 @@ class GradualStyleEncoder(Encoder):
         s3 = cfg.resolution // 16  # spatial size of c3; p2 is twice that, p1 four times
         self.coarse_end = min(COARSE_END, cfg.num_ws)
         self.middle_end = min(MIDDLE_END, cfg.num_ws)
+        self.e4e = cfg.structure == "e4e"
         styles = []
         for i in range(cfg.num_ws):
             spatial = s3 if i < self.coarse_end else (2 * s3 if i < self.middle_end else 4 * s3)
@@ -152,22 +164,41 @@ class GradualStyleEncoder(Encoder):
         self.styles = nn.ModuleList(styles)
         self.latlayer1 = nn.Conv2d(ch[2], fpn, 1)  # c2 -> pyramid width
         self.latlayer2 = nn.Conv2d(ch[1], fpn, 1)  # c1 -> pyramid width
+        # e4e's progressive stage: deltas 1..stage are on (num_ws - 1 = all, the inference setting)
+        self.register_buffer("stage", torch.tensor(cfg.num_ws - 1, dtype=torch.long))
 
     @staticmethod
     def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
 
-    def encode(self, img: torch.Tensor) -> torch.Tensor:
+    def head_outputs(self, img: torch.Tensor) -> torch.Tensor:
+        """The raw map2style outputs [N, num_ws, w_dim] (pSp: offsets; e4e: w0 then deltas)."""
         # img [N, 3, R, R] -> c1 [N, C2, R/4, R/4], c2 [N, C3, R/8, R/8], c3 [N, C4, R/16, R/16]
         _, c1, c2, c3 = self.backbone(self.prepare(img))
-        deltas = [self.styles[i](c3) for i in range(self.coarse_end)]
-        if self.middle_end > self.coarse_end:
+        n_heads = self.num_ws if not self.e4e else int(self.stage) + 1
+        outs = [self.styles[i](c3) for i in range(min(self.coarse_end, n_heads))]
+        if n_heads > self.coarse_end:
             p2 = self._upsample_add(c3, self.latlayer1(c2))                    # [N, C4, R/8, R/8]
-            deltas += [self.styles[i](p2) for i in range(self.coarse_end, self.middle_end)]
-            if self.num_ws > self.middle_end:
+            outs += [self.styles[i](p2) for i in range(self.coarse_end, min(self.middle_end, n_heads))]
+            if n_heads > self.middle_end:
                 p1 = self._upsample_add(p2, self.latlayer2(c1))                # [N, C4, R/4, R/4]
-                deltas += [self.styles[i](p1) for i in range(self.middle_end, self.num_ws)]
-        return torch.stack(deltas, dim=1) + self.w_avg  # [N, num_ws, w_dim]
+                outs += [self.styles[i](p1) for i in range(self.middle_end, n_heads)]
+        out = torch.stack(outs, dim=1)
+        if n_heads < self.num_ws:  # e4e: locked deltas are exactly zero
+            out = F.pad(out, (0, 0, 0, self.num_ws - n_heads))
+        return out
+
+    def encode_with_deltas(self, img: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(ws [N, num_ws, w_dim], e4e deltas [N, num_ws - 1, w_dim] or None for pSp)."""
+        heads = self.head_outputs(img)
+        if not self.e4e:
+            return heads + self.w_avg, None
+        w0, deltas = heads[:, :1], heads[:, 1:]
+        ws = torch.cat([w0, w0 + deltas], dim=1) + self.w_avg
+        return ws, deltas
+
+    def encode(self, img: torch.Tensor) -> torch.Tensor:
+        return self.encode_with_deltas(img)[0]
 
 
 class WEncoder(Encoder):
@@ -220,7 +251,9 @@ def encoder_from_checkpoint(ckpt: dict, path: PathLike = "encoder", use_ema: boo
     try:
         cfg = encoder_config_from_dict(ckpt["config"])
         E = build_encoder(cfg)
-        state = ckpt["E_ema"] if use_ema and "E_ema" in ckpt else ckpt["E"]
+        state = dict(ckpt["E_ema"] if use_ema and "E_ema" in ckpt else ckpt["E"])
+        if isinstance(E, GradualStyleEncoder) and "stage" not in state:  # written before e4e
+            state["stage"] = E.stage.clone()
         E.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         msg = " ".join(str(exc).split())[:200]

@@ -8,7 +8,13 @@ known generator allows):
 - real aligned frames (random horizontal flips): the image loss only.
 
 Image loss = pixel L2 + MS-SSIM (+ LPIPS and the ArcFace identity loss when weight files are given),
-computed between x and G(E(x)) with the generator frozen (``noise_mode="const"``). Adam, an EMA copy
+computed between x and G(E(x)) with the generator frozen (``noise_mode="const"``).
+
+W+ encoders are trained the e4e way (Tov et al. 2021) so their codes stay where the generator (and a
+motion model trained on them) works: the base code w0 trains alone first, then the per-layer deltas
+are unlocked one by one (``progressive_start``/``progressive_end`` as fractions of the run), their
+L2 norms are penalised (``delta_reg``), and a latent discriminator (an MLP telling mapping-network
+codes from the encoder's, non-saturating loss with lazy R1) pulls every entry toward W (``w_disc``). Adam, an EMA copy
 of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/latest.pt`` replaced
 atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
 random stream. The result is ``<out>/encoder.pt``.
@@ -29,6 +35,8 @@ from torch import nn
 from svgen.inversion.backbone import arcface_to_backbone_state
 from svgen.inversion.encoders import (EncoderConfig, build_encoder, encoder_checkpoint,
                                       encoder_config_from_dict, make_encoder_config)
+from svgen.inversion.latent_discriminator import (LatentDiscriminator, discriminator_step,
+                                                  encoder_adversarial_loss)
 from svgen.inversion.losses import ReconstructionLoss, _load_weight_file, latent_l2
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
@@ -58,6 +66,12 @@ class TrainEncoderConfig:
     lpips: float = 0.8             # used only with --lpips-weights
     id: float = 0.1                # used only with --id-weights
     style_mixing: float = 0.5      # probability of a mixed W+ target (W+ encoders only)
+    delta_reg: float = 2e-4        # e4e: weight of sum_i ||delta_i||_2 (W+ e4e encoders)
+    progressive_start: float = 0.2  # e4e: share of the run trained with w0 alone (deltas locked)
+    progressive_end: float = 0.6   # e4e: share of the run by which every delta is unlocked
+    w_disc: float = 0.1            # e4e: weight of the latent discriminator's adversarial term (0: off)
+    w_disc_lr: float = 2e-4        # its Adam learning rate
+    w_disc_r1: float = 10.0        # its R1 gamma, applied lazily every 16 steps
     xflip: bool = True             # random horizontal flips of real frames
     ema_kimg: float = 1.0          # EMA half-life in thousands of images
     ema_rampup: float = 0.05       # half-life <= rampup * images seen
@@ -87,12 +101,42 @@ class EncoderTrainer:
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data + latent sampling stream
         self.step = 0
+        self.e4e = getattr(self.E, "e4e", False)
+        self.D_w = self.opt_D_w = None
+        if cfg.w_disc > 0 and cfg.encoder.space == "w+":
+            self.D_w = LatentDiscriminator(G.w_dim).to(device)
+            with torch.no_grad():
+                z = torch.randn(4096, G.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+                self.D_w.set_statistics(G.mapping(z.to(device), None)[:, 0].float())
+            self.opt_D_w = torch.optim.Adam(self.D_w.parameters(), lr=cfg.w_disc_lr, betas=(0.9, 0.999))
+        self.set_stage()
+
+    def progressive_stage(self, step: int) -> int:
+        """e4e: how many deltas are unlocked at ``step`` (0 = w0 alone, num_ws - 1 = all)."""
+        n = self.cfg.encoder.num_ws - 1
+        start = self.cfg.progressive_start * self.cfg.total_steps
+        end = max(self.cfg.progressive_end * self.cfg.total_steps, start)
+        if n <= 0 or step >= end:
+            return n
+        if step < start:
+            return 0
+        return min(n, 1 + int((step - start) * n / max(end - start, 1)))
+
+    def set_stage(self) -> None:
+        if self.e4e:
+            stage = self.progressive_stage(self.step)
+            self.E.stage.fill_(stage)
+            self.E_ema.stage.fill_(stage)
 
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"optimizer": self.opt.state_dict(), "rng": get_rng_state(),
-                "sampler_rng": self.gen.get_state(), "step": self.step,
-                "kimg": self.step * self.cfg.batch / 1000}
+        st = {"optimizer": self.opt.state_dict(), "rng": get_rng_state(),
+              "sampler_rng": self.gen.get_state(), "step": self.step,
+              "kimg": self.step * self.cfg.batch / 1000}
+        if self.D_w is not None:
+            st["D_w"] = self.D_w.state_dict()
+            st["opt_D_w"] = self.opt_D_w.state_dict()
+        return st
 
     def load_state(self, ckpt: dict) -> None:
         self.E.load_state_dict(ckpt["E"])
@@ -101,6 +145,10 @@ class EncoderTrainer:
         set_rng_state(ckpt["rng"])
         self.gen.set_state(ckpt["sampler_rng"])
         self.step = int(ckpt["step"])
+        if self.D_w is not None and "D_w" in ckpt:
+            self.D_w.load_state_dict(ckpt["D_w"])
+            self.opt_D_w.load_state_dict(ckpt["opt_D_w"])
+        self.set_stage()
 
     # -- batches -----------------------------------------------------------------------------
     def sample_generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +191,11 @@ class EncoderTrainer:
         if n_real:
             parts.append(self.sample_real(n_real))
         x = torch.cat(parts, 0)                               # [B, 3, R, R]
-        ws_hat = self.E(x)                                    # [B, num_ws, w_dim]
+        self.set_stage()
+        if self.e4e:
+            ws_hat, deltas = self.E.encode_with_deltas(x)     # [B, num_ws, w_dim], [B, num_ws-1, w_dim]
+        else:
+            ws_hat, deltas = self.E(x), None
         x_hat = G.synthesis(ws_hat, noise_mode="const")       # [B, 3, R, R]
         img_loss, logs = self.loss(x_hat, x)
         total = img_loss.mean()
@@ -151,9 +203,25 @@ class EncoderTrainer:
             lat = latent_l2(ws_hat[:n_gen], ws_true).mean()
             total = total + cfg.latent * lat
             logs["latent"] = float(lat.detach())
+        active = int(self.E.stage) + 1 if self.e4e else cfg.encoder.num_ws
+        if deltas is not None and cfg.delta_reg > 0 and active > 1:
+            d_reg = deltas[:, :active - 1].norm(dim=2).mean(0).sum()   # e4e: sum_i mean_batch ||delta_i||
+            total = total + cfg.delta_reg * d_reg
+            logs["delta"] = float(d_reg.detach())
+        if self.D_w is not None:
+            adv = encoder_adversarial_loss(self.D_w, ws_hat, active)
+            total = total + cfg.w_disc * adv
+            logs["wdisc_e"] = float(adv.detach())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
+        if self.D_w is not None:
+            with torch.no_grad():
+                z = torch.randn(cfg.batch, G.z_dim, generator=self.gen).to(self.device)
+                w_real = G.mapping(z, None)[:, 0]
+            logs.update(discriminator_step(self.D_w, self.opt_D_w, w_real,
+                                           ws_hat[:, :active].reshape(-1, ws_hat.shape[-1]),
+                                           cfg.w_disc_r1, self.step % 16 == 0, 16))
         self.step += 1
         self.update_ema()
         logs["loss"] = float(total.detach())

@@ -100,6 +100,12 @@ class AnimateSettings:
     batch: int = 8
     device: str = "auto"
     slowmo: float = 1.0                # slow motion (StyleInV samples t directly; the GRU resamples in time)
+    tune: str = "pti"                  # pti: pivotal tuning of a generator copy on the photo | none
+    tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
+    tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
+
+
+TUNE_MODES = ("pti", "none")
 
 
 def _validate(st: AnimateSettings) -> None:
@@ -115,6 +121,10 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--grid must be at least 1, got {st.grid}")
     if st.refine_steps < 0:
         raise SvgenError(f"--refine-steps must be >= 0, got {st.refine_steps}")
+    if st.tune not in TUNE_MODES:
+        raise SvgenError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {st.tune!r}")
+    if st.tune == "pti" and int(st.tune_steps) <= 0:
+        raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES:
         raise SvgenError(f"--offset must be one of {', '.join(MODES)}, got {st.offset!r}")
     if st.driving and st.grid > 1:
@@ -186,6 +196,7 @@ def animate(st: AnimateSettings) -> dict:
     if not enc_path:
         raise SvgenError("no encoder: pass --encoder (the motion checkpoint records none)", st.motion)
     G = load_checked_generator(gen_path, model.generator_sha256 if model else "", device, what=st.motion)
+    gen_sha = model.generator_sha256 if model and model.generator_sha256 else file_sha256(gen_path)
     if model is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
     require_file(enc_path, "encoder")
@@ -207,6 +218,13 @@ def animate(st: AnimateSettings) -> dict:
     photo = align_photo(st.identity, size=G.img_resolution, landmarks=st.landmarks)
     w_id = invert_images(G, E, photo[None], refine_steps=st.refine_steps, seed=st.seed)[0]   # [num_ws, w_dim]
     timing["align_invert"] = time.perf_counter() - t
+
+    # identity: pivotal tuning of a generator copy that renders the photo at w_id
+    render_G, tuning = G, None
+    if st.tune == "pti":
+        t = time.perf_counter()
+        render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
+        timing["pivotal_tuning"] = time.perf_counter() - t
 
     # motion
     t = time.perf_counter()
@@ -246,7 +264,7 @@ def animate(st: AnimateSettings) -> dict:
 
     # render + encode (atomic), then the sidecars
     t = time.perf_counter()
-    n = write_rendered_video(G, latents, st.out, fps=fps, batch=st.batch)
+    n = write_rendered_video(render_G, latents, st.out, fps=fps, batch=st.batch)
     timing["render_encode"] = time.perf_counter() - t
     npy_path, json_path = sidecar_paths(st.out)
     with atomic_write(npy_path) as fh:
@@ -256,18 +274,36 @@ def animate(st: AnimateSettings) -> dict:
         "settings": dataclasses.asdict(st),
         "resolved": {"frames": frames, "fps": fps, "generator": str(Path(gen_path).resolve()),
                      "encoder": str(Path(enc_path).resolve()),
-                     "generator_sha256": model.generator_sha256 if model and model.generator_sha256 else
-                     file_sha256(gen_path),
+                     "generator_sha256": gen_sha,
                      "motion_model": model.model_name if model else None,
                      "device": str(device)},
         "outputs": {"video": str(Path(st.out).resolve()), "latents": str(npy_path.resolve()),
                     "latents_shape": list(latents.shape), "frames_written": n},
         "identity_latent_norm": float(np.linalg.norm(w_id)),
+        "pivotal_tuning": tuning,
         "motion": details,
         "timing_s": {k: round(v, 4) for k, v in timing.items()},
     }
     write_json(json_path, summary)
     return summary
+
+
+def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettings,
+                  gen_sha: str) -> tuple[Any, dict]:
+    """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache."""
+    from svgen.inversion.api import images_to_tensor
+    from svgen.inversion.losses import ReconstructionLoss
+    from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
+
+    device = G.mapping.w_avg.device
+    target = images_to_tensor(photo[None], G.img_resolution, device)
+    cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed))
+    photo_sha = file_sha256(st.identity)
+    G_t, summary = tune_cached(G, torch.from_numpy(np.asarray(w_id)), target, cfg, photo_sha256=photo_sha,
+                               generator_sha256=gen_sha, cache_dir=st.tune_cache,
+                               loss=ReconstructionLoss(device=device),
+                               extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)})
+    return G_t, {**summary_for_json(summary), "photo_sha256": photo_sha}
 
 
 def _plain(obj: Any) -> Any:

@@ -1,0 +1,223 @@
+"""Pivotal tuning (PTI, Roich et al. 2021): make the frozen generator render a new person exactly.
+
+An encoder can only reach faces the generator already makes; a generator trained on one actor makes
+only that actor. PTI keeps the inverted code as a *pivot* ``w_p`` and fine-tunes a copy of the
+synthesis network so that ``G_t(w_p)`` reproduces the photo:
+
+    L = L_img(G_t(w_p), x) + lambda_loc * [ l2(G_t(w_r), G(w_r)) + msssim(G_t(w_r), G(w_r)) ]
+
+- ``L_img`` is the reconstruction loss of the encoder (pixel L2 + MS-SSIM, plus the identity
+  loss: dlib's face-recognition ResNet by default, ArcFace when its weights are given; LPIPS when
+  given).
+- The locality regulariser (PTI §3.3): ``w_r = w_p + alpha * (w_z - w_p) / ||w_z - w_p||`` is a step
+  of fixed length from the pivot toward a random mapped code ``w_z`` (truncation 0.5); the tuned
+  and the original generator must agree there, so the rest of the latent space -- and with it what
+  a motion model's trajectories do around the pivot -- stays as it was. ``alpha`` is given in units
+  of the mapping network's mean distance to ``w_avg`` (PTI's 30 for FFHQ's W is about one such unit).
+- Only the synthesis network is tuned (the pivot is fixed, the mapping network is unused).
+  Adam, lr 3e-4, 350 steps, batch 1, constant noise (PTI's settings); training stops early once the
+  reconstruction reaches ``stop_psnr``.
+
+The tuned synthesis weights are cached by a key of photo, pivot, generator and settings
+(:func:`cache_key`), so animating the same photo again, or with another motion, costs nothing.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from svgen.inversion.losses import ReconstructionLoss, ms_ssim, pixel_l2
+from svgen.utils.errors import PathLike, SvgenError
+from svgen.utils.io import torch_save_atomic
+
+CACHE_FORMAT = "svgen-pti"
+
+
+@dataclass
+class PTIConfig:
+    """Settings of one pivotal tuning run (PTI's published values unless noted)."""
+
+    steps: int = 350
+    lr: float = 3e-4
+    l2: float = 1.0
+    msssim: float = 0.5            # stands in for PTI's LPIPS when no LPIPS weights are given
+    id: float = 0.1                # identity loss weight (dlib ResNet unless ArcFace weights are given)
+    locality: float = 0.1          # weight of each locality term (PTI: 0.1 L2 + 0.1 LPIPS)
+    locality_alpha: float = 1.0    # step length from the pivot, in mapped-code distances to w_avg
+    locality_psi: float = 0.5      # truncation of the random codes w_z
+    locality_every: int = 1
+    stop_psnr: float = 40.0        # stop once G_t(w_p) reconstructs the photo to this PSNR (dB)
+    seed: int = 0
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image of images in [-1, 1] (peak-to-peak 2)."""
+    mse = pixel_l2(x.clamp(-1, 1), y.clamp(-1, 1)).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PTIConfig,
+                   loss: Optional[ReconstructionLoss] = None,
+                   on_step: Optional[Callable[[int, dict], None]] = None) -> tuple[nn.Module, dict]:
+    """Tune a copy of ``G`` so that it renders ``target`` at ``pivot``; ``G`` itself is unchanged.
+
+    pivot: [num_ws, w_dim] (or [1, num_ws, w_dim]); target: [1, 3, R, R] in [-1, 1] at G's resolution.
+    Returns (the tuned generator in eval mode, a summary with the PSNR before and after).
+    """
+    device = G.mapping.w_avg.device
+    pivot = pivot.reshape(1, G.num_ws, G.w_dim).detach().float().to(device)
+    target = target.detach().float().to(device)
+    if target.shape[-1] != G.img_resolution:
+        raise ValueError(f"target must be {G.img_resolution} px, got {tuple(target.shape)}")
+    loss = loss if loss is not None else ReconstructionLoss(device=device)
+    loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=0.8, id=cfg.id)
+    G_t = copy.deepcopy(G).to(device)
+    G_t.requires_grad_(False)
+    G_t.synthesis.requires_grad_(True)
+    G_t.synthesis.train()
+    opt = torch.optim.Adam(G_t.synthesis.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    alpha = cfg.locality_alpha * _mapped_distance(G, device)
+    with torch.no_grad():
+        psnr_before = float(psnr(G.synthesis(pivot, noise_mode="const"), target))
+    step, logs = 0, {}
+    for step in range(1, cfg.steps + 1):
+        img = G_t.synthesis(pivot, noise_mode="const")
+        img_loss, logs = loss(img, target)
+        total = img_loss.mean()
+        if cfg.locality > 0 and step % cfg.locality_every == 0:
+            w_r = _locality_code(G, pivot, alpha, cfg.locality_psi, gen)
+            with torch.no_grad():
+                ref = G.synthesis(w_r, noise_mode="const")
+            out = G_t.synthesis(w_r, noise_mode="const")
+            loc = pixel_l2(out, ref).mean() + (1 - ms_ssim(out, ref)).mean()
+            total = total + cfg.locality * loc
+            logs["locality"] = float(loc.detach())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        logs["psnr"] = float(psnr(img.detach(), target))
+        if on_step is not None:
+            on_step(step, logs)
+        if cfg.stop_psnr and logs["psnr"] >= cfg.stop_psnr:
+            break
+    G_t.synthesis.requires_grad_(False)
+    G_t.eval()
+    with torch.no_grad():
+        psnr_after = float(psnr(G_t.synthesis(pivot, noise_mode="const"), target))
+    return G_t, {"steps": step, "psnr_before": psnr_before, "psnr_after": psnr_after,
+                 "config": asdict(cfg)}
+
+
+@torch.no_grad()
+def _mapped_distance(G: nn.Module, device: torch.device, num: int = 2048) -> float:
+    z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(123)).to(device)
+    w = G.mapping(z, None)[:, 0]
+    return float((w - G.mapping.w_avg).norm(dim=-1).mean())
+
+
+@torch.no_grad()
+def _locality_code(G: nn.Module, pivot: torch.Tensor, alpha: float, psi: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """w_r = w_p + alpha * (w_z - w_p) / ||w_z - w_p|| for one random mapped w_z ([1, num_ws, w_dim])."""
+    z = torch.randn(1, G.z_dim, generator=gen).to(pivot.device)
+    w_z = G.mapping(z, None, truncation_psi=psi)                     # [1, num_ws, w_dim]
+    d = w_z - pivot
+    return pivot + alpha * d / d.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
+
+
+# -- cache -------------------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$SVGEN_CACHE/pti`` or ``~/.cache/svgen/pti``."""
+    root = os.environ.get("SVGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "svgen")
+    return Path(root) / "pti"
+
+
+def cache_key(photo_sha256: str, generator_sha256: str, pivot: np.ndarray, cfg: PTIConfig,
+              extra: Optional[dict] = None) -> str:
+    """Hash of everything the tuned weights depend on."""
+    h = hashlib.sha256()
+    h.update(photo_sha256.encode())
+    h.update(generator_sha256.encode())
+    h.update(np.ascontiguousarray(pivot, dtype=np.float32).tobytes())
+    h.update(json.dumps({"cfg": asdict(cfg), **(extra or {})}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def load_cached(G: nn.Module, path: Path, key: str) -> Optional[tuple[nn.Module, dict]]:
+    """The tuned generator stored under ``path`` for ``key``, or None (missing or stale file)."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CACHE_FORMAT or ckpt.get("key") != key:
+        return None
+    G_t = copy.deepcopy(G)
+    try:
+        G_t.synthesis.load_state_dict(ckpt["synthesis"])
+    except (KeyError, RuntimeError):
+        return None
+    return G_t.eval().requires_grad_(False), dict(ckpt.get("summary", {}))
+
+
+def save_cached(G_t: nn.Module, path: Path, key: str, summary: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in G_t.synthesis.state_dict().items()}
+    torch_save_atomic({"format": CACHE_FORMAT, "key": key, "synthesis": state,
+                       "summary": json.loads(json.dumps(summary))}, path)
+
+
+def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PTIConfig, *,
+                photo_sha256: str, generator_sha256: str, cache_dir: Optional[PathLike] = None,
+                loss: Optional[ReconstructionLoss] = None, extra_key: Optional[dict] = None,
+                show_progress: bool = True) -> tuple[nn.Module, dict]:
+    """:func:`pivotal_tuning` through the cache; the summary says whether it was a cache hit."""
+    from svgen.utils.progress import progress
+
+    if cfg.steps <= 0:
+        raise SvgenError(f"pivotal tuning needs a positive number of steps, got {cfg.steps}")
+    key = cache_key(photo_sha256, generator_sha256, pivot.detach().cpu().numpy(), cfg, extra_key)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"{key[:32]}.pt"
+    hit = load_cached(G, path, key)
+    if hit is not None:
+        G_t, summary = hit
+        return G_t.to(G.mapping.w_avg.device), {**summary, "cache": str(path), "cache_hit": True}
+    bar = progress(total=cfg.steps, unit="step", desc="pivotal tuning",
+                   **({} if show_progress else {"disable": True}))
+
+    def tick(step: int, logs: dict) -> None:
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(psnr=f"{logs['psnr']:.1f}")
+
+    try:
+        G_t, summary = pivotal_tuning(G, pivot, target, cfg, loss=loss, on_step=tick)
+    finally:
+        bar.close()
+    if not math.isfinite(summary["psnr_after"]):
+        raise SvgenError("pivotal tuning diverged (non-finite reconstruction)")
+    try:
+        save_cached(G_t, path, key, summary)
+        where = str(path)
+    except (OSError, SvgenError):
+        where = None  # a read-only cache only costs the next call the tuning time
+    return G_t, {**summary, "cache": where, "cache_hit": False}
+
+
+def summary_for_json(summary: dict[str, Any]) -> dict:
+    """The PTI summary as recorded in ``<out>.json``."""
+    keys = ("steps", "psnr_before", "psnr_after", "cache", "cache_hit", "config")
+    return {k: summary[k] for k in keys if k in summary}
