@@ -12,7 +12,8 @@ computed between x and G(E(x)) with the generator frozen (``noise_mode="const"``
 
 W+ encoders are trained the e4e way (Tov et al. 2021) so their codes stay where the generator (and a
 motion model trained on them) works: the base code w0 trains alone first, then the per-layer deltas
-are unlocked one by one (``progressive_start``/``progressive_end`` as fractions of the run), their
+are unlocked one by one (after ``progressive_start_kimg``, one every ``progressive_every_kimg``: absolute
+image counts, so a resumed run follows the same schedule as an uninterrupted one), their
 L2 norms are penalised (``delta_reg``), and a latent discriminator (an MLP telling mapping-network
 codes from the encoder's, non-saturating loss with lazy R1) pulls every entry toward W (``w_disc``). Adam, an EMA copy
 of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/latest.pt`` replaced
@@ -67,8 +68,8 @@ class TrainEncoderConfig:
     id: float = 0.1                # used only with --id-weights
     style_mixing: float = 0.5      # probability of a mixed W+ target (W+ encoders only)
     delta_reg: float = 2e-4        # e4e: weight of sum_i ||delta_i||_2 (W+ e4e encoders)
-    progressive_start: float = 0.2  # e4e: share of the run trained with w0 alone (deltas locked)
-    progressive_end: float = 0.6   # e4e: share of the run by which every delta is unlocked
+    progressive_start_kimg: float = 0.4   # e4e: images (thousands) trained with w0 alone (deltas locked)
+    progressive_every_kimg: float = 0.1   # e4e: then one more delta unlocked every this many (thousands)
     w_disc: float = 0.1            # e4e: weight of the latent discriminator's adversarial term (0: off)
     w_disc_lr: float = 2e-4        # its Adam learning rate
     w_disc_r1: float = 10.0        # its R1 gamma, applied lazily every 16 steps
@@ -114,13 +115,11 @@ class EncoderTrainer:
     def progressive_stage(self, step: int) -> int:
         """e4e: how many deltas are unlocked at ``step`` (0 = w0 alone, num_ws - 1 = all)."""
         n = self.cfg.encoder.num_ws - 1
-        start = self.cfg.progressive_start * self.cfg.total_steps
-        end = max(self.cfg.progressive_end * self.cfg.total_steps, start)
-        if n <= 0 or step >= end:
-            return n
-        if step < start:
-            return 0
-        return min(n, 1 + int((step - start) * n / max(end - start, 1)))
+        kimg = step * self.cfg.batch / 1000
+        if n <= 0 or kimg < self.cfg.progressive_start_kimg:
+            return 0 if n > 0 else n
+        every = max(self.cfg.progressive_every_kimg, 1e-9)
+        return min(n, 1 + int((kimg - self.cfg.progressive_start_kimg) / every))
 
     def set_stage(self) -> None:
         if self.e4e:

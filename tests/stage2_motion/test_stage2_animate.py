@@ -47,6 +47,16 @@ def chain(random_generator_path, real_frames_zip32, tmp_path_factory):
     return random_generator_path, enc, motion, G
 
 
+def _tuned_generator(G, cache_file):
+    """The generator copy whose synthesis weights pivotal tuning cached in ``cache_file``."""
+    import copy
+
+    state = torch.load(cache_file, map_location="cpu", weights_only=True)
+    tuned = copy.deepcopy(G)
+    tuned.synthesis.load_state_dict(state["synthesis"])
+    return tuned.eval()
+
+
 def _photo(shared):
     return shared / "data" / "photos" / "hyperstyle_aligned" / "pitt.jpg"
 
@@ -71,9 +81,14 @@ def test_animate_writes_playable_mp4_latents_and_settings(chain, shared, tmp_pat
     assert settings["resolved"]["generator"] == str(chain[0].resolve())      # default from motion.pt
     assert settings["motion"][0]["offset"]["mode"] == "pca"
     assert settings["resolved"]["generator_sha256"] == file_sha256(chain[0])
-    # the rendered video shows these latents: re-render frame 5 and compare with the decoded frame
+    # the identity photo was pivotal-tuned (default --tune pti): the tuned copy renders the photo
+    # at the pivot far better than the frozen generator, and it was cached for the next call
+    pti = settings["pivotal_tuning"]
+    assert pti["psnr_after"] > pti["psnr_before"] + 5 and not pti["cache_hit"], pti
+    tuned = _tuned_generator(G, pti["cache"])
+    # the rendered video shows these latents through the tuned generator: re-render frame 5
     with torch.no_grad():
-        img = G.synthesis(torch.from_numpy(lat[0, 5:6]), noise_mode="const")
+        img = tuned.synthesis(torch.from_numpy(lat[0, 5:6]), noise_mode="const")
     ref = ((img.clamp(-1, 1) + 1) * 127.5).round().byte()[0].permute(1, 2, 0).numpy()
     assert np.abs(ref.astype(float) - frames[5].astype(float)).mean() < 12    # lossy H.264 of 32 px frames
 
@@ -104,6 +119,14 @@ def test_animate_grid_naive_offset_and_driving(chain, shared, tmp_path, capsys):
     assert info.num_frames == 12 and info.fps == pytest.approx(25.0)
     settings = json.loads(drive.with_suffix(".json").read_text())
     assert settings["motion"][0]["source"] == "driving"
+    # the driving transfer renders through the same tuned generator, taken from the cache
+    grid_tuning = json.loads(out.with_suffix(".json").read_text())["pivotal_tuning"]
+    assert settings["pivotal_tuning"]["cache_hit"] and settings["pivotal_tuning"]["cache"] == grid_tuning["cache"]
+    plain = tmp_path / "plain.mp4"
+    code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion, "--frames", 4,
+                        "--landmarks", "none", "--tune", "none", "--out", plain)
+    assert code == 0, err
+    assert json.loads(plain.with_suffix(".json").read_text())["pivotal_tuning"] is None
 
 
 def test_animate_bad_inputs_fail_with_one_line_and_no_mp4(chain, shared, tmp_path, capsys):
