@@ -5,7 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-from svgen.demo.report import aligned_grid, build_index, copy_into, latest_file, plot_curves
+import numpy as np
+
+from svgen.demo import targets
+from svgen.demo.report import aligned_grid, build_index, image_grid, plot_curves
 from svgen.demo.runner import DemoConfig, Paths, run_svgen
 
 
@@ -47,11 +50,12 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
                              "temporally smoothed). For the embedded input, the known motion signals.",
                      "images": imgs + ([sig] if sig else []), "videos": [paths.video]})
 
-    # 2. image GAN
-    imgs = []
-    grid = latest_file(paths.generator.parent / "samples", "*.png")
-    if grid is not None:
-        imgs.append(copy_into(grid, rep / "image_samples.png"))
+    # 2. image GAN: G's own samples (what the generator check measures) beside real frames
+    from svgen.stage1_image_gan.checkpoints import load_generator
+
+    G = load_generator(paths.generator).eval()
+    imgs = [image_grid(targets.generator_samples(G, num=32, seed=seed), rep / "image_samples.png"),
+            aligned_grid(paths.aligned, rep / "real_frames.png", rows=4)]
     curves = plot_curves({"train-image": paths.generator.parent / "log.jsonl",
                           "train-encoder": paths.encoder.parent / "log.jsonl",
                           "train-motion (GRU)": paths.motion["gru"].parent / "log.jsonl"},
@@ -59,8 +63,8 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
     if curves:
         imgs.append(curves)
     sections.append({"title": "2. Image GAN (stage 1) and training curves",
-                     "text": "Samples of G_ema with fixed latents at the end of training; loss curves of "
-                             "every trained stage.", "images": imgs})
+                     "text": "Samples of the final generator (G_ema, truncation 0.7, fixed seeds) above "
+                             "real aligned frames; loss curves of every trained stage.", "images": imgs})
 
     # 3. inversion: reconstructions beside the originals
     recon = rep / "reconstruction.mp4"
@@ -71,6 +75,7 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
                      "from latents.h5 (right).", "videos": [recon]})
 
     # 4. motion
+    photo = image_grid(np.asarray(targets.read_rgb(paths.photo).resize((256, 256)))[None], rep / "identity.png")
     vids = [v for v in paths.animation.values() if v.exists()]
     samples = rep / "gru_samples"
     if not samples.exists():
@@ -80,7 +85,7 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
     vids += sorted(samples.glob("*.mp4"))
     sections.append({"title": "4. Generated motion", "text": "animate: the learned motion transferred to a "
                      "new identity (GRU with the PCA offset trick; StyleInV), and free samples of the GRU "
-                     "motion model in the training identity.", "videos": vids})
+                     "motion model in the training identity.", "images": [photo], "videos": vids})
 
     # 5. metrics
     for model, motion in paths.motion.items():
@@ -103,6 +108,18 @@ def build_report(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int 
     timings = rep / "timings.json"
     if timings.exists():
         sections.append({"title": "Timings", "json": timings})
+
+    # 0. the verdict, on top: every target beside its references
+    checks = targets.measure(paths, device="cpu", seed=seed)
+    targets.write(checks, rep / "targets.json")
+    met = sum(c.ok for c in checks)
+    sections.insert(0, {"title": f"Did it work? {met} of {len(checks)} targets met",
+                        "text": "Each result beside reference values measured in the same run on the same data "
+                                "(see svgen/demo/targets.py); 'good' means the goal is reached.",
+                        "table": [("check", "result", "goal", "references (same run)", "verdict"),
+                                  *targets.table_rows(checks)], "json": rep / "targets.json"})
+    print(targets.format_text(checks), file=sys.stderr)
+    print(f"[demo] {met} of {len(checks)} targets met", file=sys.stderr)
     index = build_index(paths.root, sections, title="svgen demo: every stage")
     print(f"[demo] wrote {index}", file=sys.stderr)
     return index

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -23,22 +22,16 @@ from svgen.utils.logging import read_jsonl
 
 def aligned_grid(aligned_zip: PathLike, out: PathLike, cols: int = 8, rows: int = 2) -> Path:
     """A PNG grid of evenly spaced aligned frames from ``aligned.zip``."""
-    from PIL import Image
-
     from svgen.preprocessing.dataset import AlignedDataset
 
     ds = AlignedDataset(aligned_zip)
-    n = min(len(ds), cols * rows)
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int)
-    tiles = [ds[int(i)] for i in idx]
-    r = ds.resolution
-    grid = np.zeros((r * ((n + cols - 1) // cols), r * min(cols, n), 3), np.uint8)
-    for k, t in enumerate(tiles):
-        y, x = divmod(k, cols)
-        grid[y * r:(y + 1) * r, x * r:(x + 1) * r] = t
-    with atomic_path(out) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-    return Path(out)
+    try:
+        n = min(len(ds), cols * rows)
+        idx = np.linspace(0, len(ds) - 1, n).round().astype(int)
+        tiles = np.stack([ds[int(i)] for i in idx])
+    finally:
+        ds.close()
+    return image_grid(tiles, out, cols=cols)
 
 
 def plot_curves(logs: dict[str, Path], out: PathLike, keys_like: tuple = ("loss",)) -> Optional[Path]:
@@ -76,9 +69,19 @@ def plot_curves(logs: dict[str, Path], out: PathLike, keys_like: tuple = ("loss"
     return Path(out)
 
 
-def latest_file(folder: PathLike, pattern: str) -> Optional[Path]:
-    files = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
-    return files[-1] if files else None
+def image_grid(images: np.ndarray, out: PathLike, cols: int = 8) -> Path:
+    """A PNG grid of uint8 images [N, H, W, 3]."""
+    from PIL import Image
+
+    n, h, w, _ = images.shape
+    rows = (n + cols - 1) // cols
+    grid = np.full((rows * h, min(cols, n) * w, 3), 255, np.uint8)
+    for k, t in enumerate(images):
+        y, x = divmod(k, cols)
+        grid[y * h:(y + 1) * h, x * w:(x + 1) * w] = t
+    with atomic_path(out) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return Path(out)
 
 
 _SCRIPT = """
@@ -106,6 +109,9 @@ section { margin: 2em 0; } img, video { max-width: 100%; image-rendering: pixela
 video { width: 384px; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }
 .badge { font-size: 11px; margin-left: .5em; padding: 1px 5px; border-radius: 3px; }
 .ok { background: #d4f4d4; } .bad { background: #f4d4d4; }
+table.verdict { border-collapse: collapse; font-size: 13px; } .verdict td, .verdict th { border: 1px solid #ccc;
+  padding: 3px 6px; text-align: left; vertical-align: top; } td.good { background: #d4f4d4; font-weight: bold; }
+td.BAD { background: #f4d4d4; font-weight: bold; } figure { display: inline-block; vertical-align: top; margin: .5em; }
 </style>
 """
 
@@ -126,6 +132,15 @@ def build_index(work: PathLike, sections: list[dict], title: str = "svgen demo")
         parts.append(f"<section><h2>{html.escape(s['title'])}</h2>")
         if s.get("text"):
             parts.append(f"<p>{html.escape(s['text'])}</p>")
+        if s.get("table"):
+            head, *rows = s["table"]
+            parts.append("<table class='verdict'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                         + "</tr>")
+            for row in rows:
+                cells = [f"<td>{html.escape(c)}</td>" for c in row[:-1]]
+                cells.append(f"<td class='{html.escape(row[-1])}'>{html.escape(row[-1])}</td>")
+                parts.append("<tr>" + "".join(cells) + "</tr>")
+            parts.append("</table>")
         for img in s.get("images", []):
             rel = _relative(img, work)
             parts.append(f"<figure><img src='{html.escape(rel)}' alt='{html.escape(Path(img).stem)}'>"
@@ -147,10 +162,3 @@ def build_index(work: PathLike, sections: list[dict], title: str = "svgen demo")
     with atomic_write(out, "w") as fh:
         fh.write("\n".join(parts))
     return out
-
-
-def copy_into(src: PathLike, dst: PathLike) -> Path:
-    """Copy ``src`` to ``dst`` (atomically) so the page only links inside its folder."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return Path(dst)

@@ -90,6 +90,26 @@ def test_metrics_json_has_values(pipeline: Paths) -> None:
         assert values and all(np.isfinite(values))
 
 
+@pytest.mark.slow
+def test_results_page_says_whether_it_worked(pipeline: Paths) -> None:
+    """The verdict table: every target with its goal, references from the same run and a verdict."""
+    checks = {c["key"]: c for c in json.loads((pipeline.report / "targets.json").read_text())["checks"]}
+    assert {"generator_faces", "reconstruction_psnr", "faces_gru", "identity_gru", "motion_gru",
+            "faces_styleinv", "identity_styleinv", "motion_styleinv"} <= set(checks)
+    assert checks["generator_faces"]["references"]["real aligned frames"] >= 90       # dlib sees real frames
+    motion = checks["motion_gru"]["references"]
+    assert motion["real vs real"] < min(motion["frozen first frame"], motion["random walk"])
+    ident = checks["identity_gru"]["references"]
+    assert ident["same-person threshold"] == 0.6
+    # even at this toy budget, pivotal tuning puts a face of the photo's person in every frame:
+    # closer to the photo than the training actor is
+    for model in ("gru", "styleinv"):
+        assert checks[f"faces_{model}"]["ok"], checks[f"faces_{model}"]
+        assert checks[f"identity_{model}"]["value"] < ident["photo vs the training actor"], checks
+    html = (pipeline.root / "index.html").read_text()
+    assert "targets met" in html and html.count("<td class='good'>") + html.count("<td class='BAD'>") == len(checks)
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

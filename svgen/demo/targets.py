@@ -1,0 +1,252 @@
+"""Did it work? The demo's targets, each measured beside reference values from the same run.
+
+A number alone does not say whether a result is good: an identity distance of 0.73 or a latent FD
+of 5e4 means nothing to a reader. Every check here has an absolute goal and the references that
+give it meaning, computed on the same data in the same run:
+
+- **generator**: share of 64 samples (truncation 0.7) in which dlib's detector finds a face;
+  reference: the same share over real aligned frames. Goal >= 90 %.
+- **reconstruction**: mean PSNR of the training clip rendered from ``latents.h5`` (first 64
+  frames); reference: the mean face (``w_avg``) against the same frames. Goal >= 24 dB.
+- **identity** (per animation): mean dlib distance between the photo and 16 sampled frames;
+  references: the photo against its own aligned copy at the generator's size (the best this
+  resolution allows) and against the training actor (a different person); dlib's same-person
+  threshold is 0.6. Goal <= 0.5.
+- **faces in the animation**: dlib finds a face in every sampled frame.
+- **motion** (per motion model): latent Fréchet distance of the model's windows to the real
+  windows, against real-vs-real (one half of the clip's windows against the other), a frozen first
+  frame and a random walk with the real step size. Goal: closer to the real windows than both
+  failure modes.
+
+``measure`` writes ``report/targets.json``; :func:`table_rows` formats it for the page and the
+terminal.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+GEN_FACE_GOAL = 0.9
+PSNR_GOAL_DB = 24.0
+IDENTITY_GOAL = 0.5
+SAME_PERSON = 0.6
+NUM_GEN_SAMPLES = 64
+NUM_RECON_FRAMES = 64
+NUM_ANIM_FRAMES = 16
+MOTION_WINDOW = 16
+MOTION_WINDOWS = 64
+
+
+@dataclass
+class Check:
+    """One target: the measured value, its goal, the references that give it meaning, the verdict."""
+
+    key: str
+    title: str
+    value: float
+    unit: str
+    goal: str
+    ok: bool
+    references: dict[str, float] = field(default_factory=dict)
+    meaning: str = ""
+
+
+# -- measurements --------------------------------------------------------------------------------
+def _uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, 3, R, R] in [-1, 1] -> uint8 [N, R, R, 3]."""
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def face_found(embedder: Any, images: np.ndarray) -> list[Optional[np.ndarray]]:
+    """dlib embedding of the face found by the detector in each image (None: no face)."""
+    return [embedder.embed(img, aligned=False) for img in images]
+
+
+@torch.no_grad()
+def generator_samples(G: Any, num: int = NUM_GEN_SAMPLES, psi: float = 0.7, seed: int = 0) -> np.ndarray:
+    """``num`` samples of G at truncation ``psi`` as uint8 [num, R, R, 3] (constant noise)."""
+    z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.mapping.w_avg.device)
+    out = [_uint8(G.synthesis(G.mapping(zb, None, truncation_psi=psi), noise_mode="const")) for zb in z.split(16)]
+    return np.concatenate(out)
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PSNR in dB per image of uint8 images [N, H, W, 3]."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+@torch.no_grad()
+def reconstruction(G: Any, latents: Path, aligned: Path, frames: int = NUM_RECON_FRAMES) -> tuple[float, float]:
+    """(mean PSNR of the first clip rendered from the store, mean PSNR of the mean face) in dB."""
+    from svgen.inversion.latent_store import LatentStore
+    from svgen.preprocessing.dataset import AlignedDataset
+
+    with LatentStore(latents) as store:
+        clip = store.clips[0]
+        n = min(frames, store.num_frames(clip))
+        ws = torch.from_numpy(store.read(clip, 0, n, as_wplus=True)).float()
+    ds = AlignedDataset(aligned)
+    try:
+        real = ds.read_clip(clip, 0, n)
+    finally:
+        ds.close()
+    dev = G.mapping.w_avg.device
+    rec = np.concatenate([_uint8(G.synthesis(wb.to(dev), noise_mode="const")) for wb in ws.split(16)])
+    mean_w = G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1)
+    mean_face = _uint8(G.synthesis(mean_w, noise_mode="const"))
+    return float(psnr_db(rec, real).mean()), float(psnr_db(np.repeat(mean_face, n, 0), real).mean())
+
+
+def sampled_frames(video: Path, num: int = NUM_ANIM_FRAMES) -> np.ndarray:
+    """``num`` evenly spaced frames of an mp4 as uint8 [num, H, W, 3] (the first tile of a grid)."""
+    from svgen.preprocessing.video_io import iter_frames
+
+    frames = np.stack(list(iter_frames(video)))
+    idx = np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)
+    h = frames.shape[1]
+    return frames[idx, :, :h]
+
+
+def motion_references(real_store: Path, model: Any, window: int = MOTION_WINDOW,
+                      num: int = MOTION_WINDOWS, seed: int = 0) -> dict[str, float]:
+    """Latent FD to the first half of the real windows of: the other half, the model, a frozen
+    first frame and a random walk with the real per-dimension step size."""
+    from svgen.inversion.latent_store import LatentStore
+    from svgen.metrics.latent_fd import LatentFD
+
+    with LatentStore(real_store) as store:
+        wins = store.windows(window, stride=1)
+        if len(wins) < 4:
+            raise ValueError(f"the latent store has fewer than 4 windows of {window} frames")
+        real = np.stack([store.read(c, s, s + window, as_wplus=True) for c, s in wins]).astype(np.float64)
+    half = len(real) // 2
+    ref, other = real[:half], real[half:]
+    rng = np.random.default_rng(seed)
+
+    def draw(x: np.ndarray) -> np.ndarray:
+        return x[rng.choice(len(x), size=num, replace=num > len(x))]
+
+    metric = LatentFD(ref)
+    fake = model.sample(num, window, seed=seed)
+    fake = fake.cpu().numpy() if hasattr(fake, "cpu") else np.asarray(fake)
+    starts = draw(other)
+    frozen = np.repeat(starts[:, :1], window, axis=1)
+    steps = np.diff(real, axis=1).reshape(-1, *real.shape[2:]).std(0)              # [num_ws, w_dim]
+    walk = starts[:, :1] + np.cumsum(np.concatenate(
+        [np.zeros_like(starts[:, :1]), rng.standard_normal(starts[:, 1:].shape) * steps], axis=1), axis=1)
+    return {"model": float(metric(fake)), "real_vs_real": float(metric(draw(other))),
+            "frozen_first_frame": float(metric(frozen)), "random_walk": float(metric(walk))}
+
+
+# -- the checks -----------------------------------------------------------------------------------
+def measure(paths: Any, device: str = "cpu", seed: int = 0) -> list[Check]:
+    """Every check the demo's artifacts allow (see the module docstring); missing artifacts are skipped."""
+    from svgen.metrics.acd import FaceEmbedder
+    from svgen.preprocessing.dataset import AlignedDataset
+    from svgen.preprocessing.pipeline import align_photo
+    from svgen.stage1_image_gan.checkpoints import load_generator
+    from svgen.stage2_motion import load_motion
+
+    embedder = FaceEmbedder()
+    checks: list[Check] = []
+    G = load_generator(paths.generator, device=device).eval()
+    R = G.img_resolution
+    ds = AlignedDataset(paths.aligned)
+    try:
+        idx = np.linspace(0, len(ds) - 1, min(NUM_GEN_SAMPLES, len(ds))).round().astype(int)
+        real = np.stack([ds[int(i)] for i in idx])
+    finally:
+        ds.close()
+
+    fakes = generator_samples(G, seed=seed)
+    gen_rate = float(np.mean([e is not None for e in face_found(embedder, fakes)]))
+    real_emb = face_found(embedder, real)
+    real_rate = float(np.mean([e is not None for e in real_emb]))
+    checks.append(Check("generator_faces", "Generator makes faces", 100 * gen_rate, "% of 64 samples",
+                        f">= {100 * GEN_FACE_GOAL:.0f} %", gen_rate >= GEN_FACE_GOAL,
+                        {"real aligned frames": 100 * real_rate},
+                        "dlib's face detector on samples at truncation 0.7"))
+
+    if Path(paths.latents).is_file():
+        rec, mean_face = reconstruction(G, paths.latents, paths.aligned)
+        checks.append(Check("reconstruction_psnr", "Training clip reconstructed from latents.h5", rec, "dB",
+                            f">= {PSNR_GOAL_DB:g} dB", rec >= PSNR_GOAL_DB, {"mean face (w_avg)": mean_face},
+                            f"mean PSNR over the first {NUM_RECON_FRAMES} frames at {R} px"))
+
+    photo_full = np.asarray(read_rgb(paths.photo))
+    photo_emb = embedder.embed(photo_full, aligned=False)
+    actor = [e for e in real_emb if e is not None]
+    refs: dict[str, float] = {"same-person threshold": SAME_PERSON}
+    if photo_emb is not None:
+        small = align_photo(paths.photo, size=R)
+        small_emb = embedder.embed(small, aligned=True)
+        if small_emb is not None:
+            refs[f"photo vs its own {R} px aligned copy"] = float(np.linalg.norm(small_emb - photo_emb))
+        if actor:
+            refs["photo vs the training actor"] = float(np.mean([np.linalg.norm(a - photo_emb) for a in actor]))
+    for model, video in paths.animation.items():
+        if not Path(video).is_file():
+            continue
+        frames = sampled_frames(Path(video))
+        embs = face_found(embedder, frames)
+        found = [e for e in embs if e is not None]
+        checks.append(Check(f"faces_{model}", f"A face in every frame ({model} animation)",
+                            100 * len(found) / len(frames), f"% of {len(frames)} sampled frames", "100 %",
+                            len(found) == len(frames), {}, "dlib's face detector, no fallback box"))
+        if photo_emb is not None and found:
+            dist = float(np.mean([np.linalg.norm(e - photo_emb) for e in found]))
+            checks.append(Check(f"identity_{model}", f"Keeps the photo's identity ({model} animation)", dist,
+                                "dlib distance", f"<= {IDENTITY_GOAL:g}", dist <= IDENTITY_GOAL, dict(refs),
+                                "mean L2 distance of 128-d dlib embeddings, photo vs frames with a face"))
+
+    if Path(paths.latents).is_file():
+        for model, motion in paths.motion.items():
+            if not Path(motion).is_file():
+                continue
+            m = load_motion(motion, device=device)
+            if hasattr(m, "attach_generator"):
+                m.attach_generator(G)
+            fd = motion_references(Path(paths.latents), m, seed=seed)
+            ok = fd["model"] < min(fd["frozen_first_frame"], fd["random_walk"])
+            checks.append(Check(f"motion_{model}", f"Motion like the training clip ({model})", fd["model"],
+                                "latent FD", "< frozen and < random walk", ok,
+                                {k.replace("_", " "): v for k, v in fd.items() if k != "model"},
+                                f"Fréchet distance of {MOTION_WINDOW}-frame latent windows to half of the "
+                                "real windows (lower is closer)"))
+    return checks
+
+
+def read_rgb(path: Path) -> Any:
+    from PIL import Image
+
+    return Image.open(path).convert("RGB")
+
+
+def write(checks: list[Check], out: Path) -> Path:
+    from svgen.utils.io import write_json
+
+    write_json(out, {"checks": [asdict(c) for c in checks], "passed": sum(c.ok for c in checks),
+                     "total": len(checks)})
+    return out
+
+
+def table_rows(checks: list[Check]) -> list[tuple[str, str, str, str, str]]:
+    """(check, result, goal, references, verdict) strings for each check."""
+    rows = []
+    for c in checks:
+        refs = "; ".join(f"{k}: {v:.3g}" for k, v in c.references.items())
+        rows.append((c.title, f"{c.value:.3g} {c.unit}", c.goal, refs, "good" if c.ok else "BAD"))
+    return rows
+
+
+def format_text(checks: list[Check]) -> str:
+    """The checks as a plain-text table (what ``svgen demo`` prints at the end)."""
+    lines = [f"{'verdict':7}  {'check':50}  {'result':28}  goal"]
+    for title, result, goal, _, verdict in table_rows(checks):
+        lines.append(f"{verdict:7}  {title:50}  {result:28}  {goal}")
+    return "\n".join(lines)
