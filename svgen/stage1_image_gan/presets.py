@@ -105,8 +105,12 @@ def _nets(resolution: int, z_dim: int, w_dim: int, mapping_layers: int, channel_
 def get_preset(name: str, resolution: Optional[int] = None, gpus: int = 1) -> TrainPreset:
     """The named preset at ``resolution`` (default: the preset's own resolution).
 
-    - ``tiny``: <= 64 px (default 32), z = w = 128, 2 mapping layers, <= 64 channels, batch 8:
-      a full G+D training step takes a fraction of a second on 2 CPU cores.
+    - ``tiny``: <= 64 px (default 32), z = w = 128, 2 mapping layers, <= 64 channels, batch 4,
+      lr 0.004, no path-length regularisation and no style mixing: a full G+D step takes a fraction
+      of a second on 2 CPU cores, and on one talking-head clip at 64 px it makes a face that dlib
+      detects in 60 of 64 samples after 12 kimg (3000 steps). Measured on the demo clip: batch 8 at
+      lr 0.0025 (the ADA rule), 0.008, or with PL and mixing on, still gave blobs at 12 kimg; the
+      number of steps, not images, is what a near-single-identity dataset needs.
     - ``paper256``: the ADA paper's 256 px FFHQ baseline (batch 64, gamma 1, EMA 20 kimg).
     - ``stylegan2``: config-f (1024 px by default; channel_base 32768, batch 32, gamma 10).
     - ``auto``: the ADA rule of thumb (batch, gamma = 0.0002 R^2 / batch, EMA batch*10/32 kimg
@@ -118,10 +122,10 @@ def get_preset(name: str, resolution: Optional[int] = None, gpus: int = 1) -> Tr
         res = check_resolution(resolution or 32, lo=8, hi=64)
         G, D = _nets(res, z_dim=128, w_dim=128, mapping_layers=2, channel_base=1024,
                      channel_max=64, mbstd_group=4, fp16=False)
-        batch = 8
-        return TrainPreset(name="tiny", G=G, D=D, batch=batch, lr_G=0.0025, lr_D=0.0025,
+        batch = 4
+        return TrainPreset(name="tiny", G=G, D=D, batch=batch, lr_G=0.004, lr_D=0.004,
                            r1_gamma=0.0002 * res * res / batch, ema_kimg=batch * 10 / 32,
-                           ema_rampup=0.05)
+                           ema_rampup=0.05, pl_weight=0.0, style_mixing_prob=0.0)
     if name == "paper256":
         res = check_resolution(resolution or 256, lo=32)
         G, D = _nets(res, 512, 512, 8, 16384, 512, mbstd_group=8, fp16=True)

@@ -189,7 +189,8 @@ def test_gradients_reach_every_parameter_and_r1_double_backward():
 
 def test_presets_follow_published_configs():
     tiny = get_preset("tiny", 32)
-    assert (tiny.G.z_dim, tiny.G.w_dim, tiny.G.mapping_layers, tiny.batch) == (128, 128, 2, 8)
+    assert (tiny.G.z_dim, tiny.G.w_dim, tiny.G.mapping_layers, tiny.batch) == (128, 128, 2, 4)
+    assert (tiny.lr_G, tiny.pl_weight, tiny.style_mixing_prob) == (0.004, 0.0, 0.0)   # measured: see get_preset
     assert tiny.G.channel_max <= 64 and tiny.G.img_resolution == 32
     p256 = get_preset("paper256")
     assert (p256.batch, p256.r1_gamma, p256.ema_kimg, p256.lr_G, p256.D.mbstd_group_size) == (64, 1.0, 20.0, 0.0025, 8)

@@ -71,10 +71,10 @@ def test_optimizer_and_ema_constants():
     assert group["betas"][1] == pytest.approx(0.99 ** 0.8) and group["betas"][0] == 0.0
     opt = make_optimizer(lin, lr=0.002, betas=(0.0, 0.99), reg_interval=16)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.002 * 16 / 17)
-    preset = get_preset("tiny", 32)  # ema_kimg 2.5, ramp-up 0.05
+    preset = get_preset("tiny", 32)  # ema_kimg 1.25 (batch 4 * 10 / 32), ramp-up 0.05
     assert ema_beta(preset, 8, 0) == 0.0  # ramp-up: EMA = G at the start
     assert ema_beta(preset, 8, 1000) == pytest.approx(0.5 ** (8 / 50))
-    assert ema_beta(preset, 8, 10 ** 7) == pytest.approx(0.5 ** (8 / 2500))
+    assert ema_beta(preset, 8, 10 ** 7) == pytest.approx(0.5 ** (8 / 1250))
 
 
 def test_snapshot_names():
@@ -86,8 +86,9 @@ def test_snapshot_names():
 
 def test_resume_gives_identical_weights(real_frames_zip32, tmp_path, capsys):
     """6 steps in one go == 2 steps, stop, --resume for 4 more. ADA is active (p starts at 0.3)
-    and its r_t accumulator is mid-interval at the stop; all four phases run."""
-    common = ["--data", str(real_frames_zip32), "--preset", "tiny", "--snap", "1", "--p", "0.3",
+    and its r_t accumulator is mid-interval at the stop; G, D and D's R1 phase run (the tiny preset
+    has no path-length term)."""
+    common = ["--data", str(real_frames_zip32), "--preset", "tiny", "--batch", "8", "--snap", "1", "--p", "0.3",
               "--no-metrics", "--device", "cpu", "--seed", "5"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_cli(["train-image", "--out", str(a), "--kimg", "0.048", *common], capsys)[0] == 0
@@ -162,7 +163,7 @@ def test_two_process_ddp_run(real_frames_zip32, tmp_path):
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(out / "generator.pt", weights_only=True)
-    assert ckpt["meta"]["world_size"] == 2 and ckpt["meta"]["step"] == 4
+    assert ckpt["meta"]["world_size"] == 2 and ckpt["meta"]["step"] == 8     # batch 4: 32 images
     latest = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
     assert len(latest["rng"]) == 2  # both processes' RNG streams are saved for --resume
     assert not torch.equal(latest["rng"][0]["torch"], latest["rng"][1]["torch"])
