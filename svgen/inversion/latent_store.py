@@ -9,12 +9,17 @@ Layout::
     /clips/<clip>/detected  bool [T]
     /pca/            mean, components, explained_variance (optional, written by the offset trick)
 
-The writer works on ``<out>.partial``, updates ``frames_done`` after every flushed chunk and renames
-the file to ``<out>`` when every clip is complete; ``resume=True`` continues a partial file. Readers
+The writer works on ``<out>.partial`` (under the lock ``.<out>.lock``), updates ``frames_done`` after
+every flushed chunk and, when every clip is complete, verifies the data it re-reads against a sha256
+of what it wrote before renaming the file to ``<out>``; ``resume=True`` continues a partial file. Readers
 stream slices and never load a whole store.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -22,7 +27,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import ensure_parent_writable
+from svgen.utils.io import ExclusiveLock, fsync_dir, ensure_parent_writable
 
 FORMAT = "svgen-latents"
 VERSION = 1
@@ -41,8 +46,111 @@ def partial_path(path: PathLike) -> Path:
     return p.with_name(p.name + ".partial")
 
 
+def lock_path(path: PathLike) -> Path:
+    """The lock file that keeps a second writer away from a store and its ``.partial``."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.lock")
+
+
+class _GuardedFile(io.RawIOBase):
+    """The ``.partial`` file as HDF5 sees it (h5py's ``fileobj`` driver).
+
+    The first OS write error (a full disk) is recorded and every later write is dropped, so the
+    HDF5 library never sees a failed write: it would otherwise leave its file half-flushed and
+    crash the interpreter at exit. The writer checks ``error`` after each flush and removes the
+    partial file; a recorded error means the file is garbage.
+    """
+
+    def __init__(self, path: Path, mode: str):
+        super().__init__()
+        self.fh = open(path, mode, buffering=0)
+        self.error: Optional[OSError] = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        return self.fh.readinto(buf)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self.fh.write(view[done:])
+            except OSError as exc:
+                self.error = exc
+        return len(view)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def truncate(self, size: Optional[int] = None) -> int:
+        if self.error is None:
+            try:
+                return self.fh.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.fh.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass
+
+    def sync(self) -> None:
+        """fsync the file (records an error like a failed write)."""
+        if self.error is None:
+            try:
+                os.fsync(self.fh.fileno())
+            except OSError as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        if not self.closed:
+            self.fh.close()
+        super().close()
+
+
+def _digest_clips(f, hashers: Optional[dict] = None) -> str:
+    """sha256 over every clip's name, latents and detection flags (sorted by name), from the file
+    or, for clips in ``hashers``, from the running hashes of what was written."""
+    total = hashlib.sha256()
+    for name in sorted(f["clips"].keys()):
+        g = f["clips"][name]
+        if hashers is not None and name in hashers:
+            h = hashers[name]
+        else:
+            h = _clip_hasher(g, int(g.attrs["frames_done"]))
+        total.update(name.encode() + b"\0" + h["w"].hexdigest().encode() + h["detected"].hexdigest().encode())
+    return total.hexdigest()
+
+
+def _clip_hasher(g, frames: int) -> dict:
+    """Running hashes of a clip's first ``frames`` latents and of its detection flags, read back."""
+    hw = hashlib.sha256()
+    for a in range(0, frames, CHUNK_FRAMES):
+        hw.update(np.ascontiguousarray(g["w"][a:min(a + CHUNK_FRAMES, frames)], dtype=np.float32).tobytes())
+    hd = hashlib.sha256(np.ascontiguousarray(g["detected"][:], dtype=bool).tobytes())
+    return {"w": hw, "detected": hd}
+
+
 class LatentStoreWriter:
-    """Append latents clip by clip, chunk by chunk; resumable after a crash or kill."""
+    """Append latents clip by clip, chunk by chunk; resumable after a crash or kill.
+
+    Safe against what the disk and other processes can do: one writer per store (a lock file),
+    a full disk stops the run with a one-line error and removes the partial file, and the store
+    reaches its final name only after its data was fsynced, re-read and matched a sha256 of what
+    was written (recorded as the ``data_sha256`` attribute).
+    """
 
     def __init__(self, path: PathLike, *, space: str, num_ws: int, w_dim: int,
                  generator_sha256: str, encoder_sha256: str = "", resolution: int = 0,
@@ -51,33 +159,52 @@ class LatentStoreWriter:
             raise ValueError(f"space must be 'w+' or 'w', got {space!r}")
         self.path = ensure_parent_writable(path)
         self.tmp = partial_path(self.path)
+        self.lock = ExclusiveLock(lock_path(self.path), self.path, "latent store").acquire()
+        self._hash: dict[str, dict] = {}
+        self.f = self._guard = None
+        try:
+            self._open(space, num_ws, w_dim, generator_sha256, encoder_sha256, resolution, resume)
+        except BaseException:
+            self.close()
+            raise
+        self.space, self.num_ws, self.w_dim = space, int(num_ws), int(w_dim)
+
+    def _open(self, space: str, num_ws: int, w_dim: int, generator_sha256: str, encoder_sha256: str,
+              resolution: int, resume: bool) -> None:
         h5py = _h5py()
         attrs = {"format": FORMAT, "version": VERSION, "space": space, "num_ws": int(num_ws),
                  "w_dim": int(w_dim), "generator_sha256": generator_sha256,
                  "encoder_sha256": encoder_sha256, "resolution": int(resolution)}
         if resume and self.tmp.exists():
             try:
-                self.f = h5py.File(self.tmp, "r+")
+                self._guard = _GuardedFile(self.tmp, "r+b")
+                self.f = h5py.File(self._guard, "r+")
             except OSError as exc:
                 raise SvgenError(f"cannot resume: partial store is unreadable ({exc})", self.tmp) from None
             if self.f.attrs.get("format") != FORMAT:
-                self.f.close()
                 raise SvgenError("cannot resume: not an svgen latent store", self.tmp)
             for key in ("generator_sha256", "encoder_sha256", "space", "num_ws", "w_dim"):
                 have = self.f.attrs.get(key)
                 have = have.decode() if isinstance(have, bytes) else have
                 if have != attrs[key]:
-                    self.f.close()
                     raise SvgenError(f"cannot resume: partial store was written with a different "
                                      f"{key} ({have!r} vs {attrs[key]!r})", self.tmp)
         else:
-            if self.tmp.exists():
-                self.tmp.unlink()
-            self.f = h5py.File(self.tmp, "w")
+            try:
+                self._guard = _GuardedFile(self.tmp, "w+b")
+            except OSError as exc:
+                raise SvgenError(f"cannot write ({exc.strerror or exc})", self.tmp) from None
+            self.f = h5py.File(self._guard, "w")
             for k, v in attrs.items():
                 self.f.attrs[k] = v
             self.f.create_group("clips")
-        self.space, self.num_ws, self.w_dim = space, int(num_ws), int(w_dim)
+            self._flush()
+
+    def _flush(self) -> None:
+        """Flush HDF5 to the file; a write error (full disk) ends the run and drops the partial file."""
+        self.f.flush()
+        if self._guard.error is not None:
+            self._write_failed(self._guard.error)
 
     # -- clips -------------------------------------------------------------------------------
     def frame_shape(self) -> tuple:
@@ -92,7 +219,9 @@ class LatentStoreWriter:
             if int(g.attrs["num_frames"]) != int(num_frames):
                 raise SvgenError(f"cannot resume: clip {name!r} has {g.attrs['num_frames']} frames "
                                  f"in the partial store but {num_frames} in the input", self.tmp)
-            return int(g.attrs["frames_done"])
+            done = int(g.attrs["frames_done"])
+            self._hash[name] = _clip_hasher(g, done)
+            return done
         g = clips.create_group(name)
         chunk = (min(CHUNK_FRAMES, max(1, num_frames)),) + self.frame_shape()
         g.create_dataset("w", shape=(num_frames,) + self.frame_shape(), dtype="float32",
@@ -101,7 +230,8 @@ class LatentStoreWriter:
         g.create_dataset("detected", data=det)
         g.attrs.update({"source": str(source), "fps": float(fps), "num_frames": int(num_frames),
                         "frames_done": 0})
-        self.f.flush()
+        self._hash[name] = {"w": hashlib.sha256(), "detected": hashlib.sha256(det.tobytes())}
+        self._flush()
         return 0
 
     def frames_done(self, name: str) -> int:
@@ -113,32 +243,81 @@ class LatentStoreWriter:
         done = int(g.attrs["frames_done"])
         if start != done:
             raise ValueError(f"clip {name}: write at {start} but {done} frames are done")
-        w = np.asarray(w, dtype=np.float32)
+        w = np.ascontiguousarray(w, dtype=np.float32)
         if w.shape[1:] != self.frame_shape():
             raise ValueError(f"latents of shape {w.shape[1:]} do not match store {self.frame_shape()}")
+        if not np.isfinite(w).all():
+            raise SvgenError(f"clip {name!r}: the latents of frames {start}..{start + len(w) - 1} are not "
+                             f"finite (NaN or infinity); the encoder or its refinement diverged", self.path)
         g["w"][start:start + len(w)] = w
-        self.f.flush()  # data first, then the counter that says it is there
+        self._flush()  # data first, then the counter that says it is there
         g.attrs["frames_done"] = start + len(w)
-        self.f.flush()
+        self._flush()
+        if name not in self._hash:
+            self._hash[name] = _clip_hasher(g, start)
+        self._hash[name]["w"].update(w.tobytes())
 
     def finalize(self) -> Path:
-        """Check that every clip is complete, close and rename ``.partial`` onto the target."""
+        """Check every clip is complete, record ``data_sha256``, fsync, re-read and verify the
+        data, then rename ``.partial`` onto the target."""
         for name, g in self.f["clips"].items():
             if int(g.attrs["frames_done"]) != int(g.attrs["num_frames"]):
                 raise SvgenError(f"clip {name!r} is incomplete", self.tmp)
-        self.f.flush()
+        digest = _digest_clips(self.f, self._hash)
+        self.f.attrs["data_sha256"] = digest
+        self._flush()
         self.f.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        self.f = None
+        self._guard.sync()
+        if self._guard.error is not None:
+            self._write_failed(self._guard.error)
+        self._guard.close()
+        self._verify(digest)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise SvgenError(f"cannot rename the finished store into place ({exc.strerror or exc})",
+                             self.path) from None
+        fsync_dir(self.path.parent)
+        self.lock.release()
         return self.path
+
+    def _write_failed(self, exc: OSError) -> None:
+        """Drop the partial file after a write error and raise the one-line error."""
+        self.discard()
+        what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise SvgenError(f"{what} while writing the latent store (the partial store was removed; "
+                         f"free space and run again)", self.path)
+
+    def _verify(self, digest: str) -> None:
+        """Re-read the closed ``.partial`` file and compare its data with what was written."""
+        h5py = _h5py()
+        try:
+            with h5py.File(self.tmp, "r") as f:
+                found = _digest_clips(f)
+        except (OSError, KeyError, RuntimeError) as exc:
+            found = f"unreadable ({' '.join(str(exc).split())[:120]})"
+        if found != digest:
+            self.discard()
+            raise SvgenError("the written latent store does not read back as written (disk full or "
+                             "failing?); it was removed", self.path)
+
+    def discard(self) -> None:
+        """Close and delete the partial file (its data cannot be trusted) and release the lock."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
     def close(self) -> None:
         """Close without finalising (the ``.partial`` file stays for ``--resume``)."""
-        try:
-            self.f.close()
-        except Exception:
-            pass
+        if self.f is not None:
+            with contextlib.suppress(Exception):
+                self.f.close()
+            self.f = None
+        if self._guard is not None:
+            with contextlib.suppress(Exception):
+                self._guard.close()
+        self.lock.release()
 
 
 class LatentStore:

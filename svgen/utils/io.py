@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 from svgen.utils.errors import PathLike, SvgenError
 
@@ -36,7 +37,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename inside it survives a power cut (best effort)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -48,7 +50,62 @@ def _fsync_dir(folder: Path) -> None:
 def _os_error(exc: OSError, path: PathLike) -> SvgenError:
     if exc.errno == errno.ENOSPC:
         return SvgenError("no space left on device while writing", path)
+    if exc.errno == errno.EFBIG:
+        return SvgenError("file too large for this filesystem or the file-size limit", path)
     return SvgenError(f"cannot write ({exc.strerror or exc})", path)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        return True
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Delete temporary files of ``path`` left by killed processes (their writer's pid is gone).
+
+    Temporary names are ``.<name>.<pid>.<random>.tmp<suffix>``; a live writer's files are kept.
+    """
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for cand in path.parent.glob(f"{glob_escape(_temp_prefix(path))}*.tmp*"):
+            pid_text = cand.name[len(_temp_prefix(path)):].split(".", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+                with contextlib.suppress(OSError):
+                    cand.unlink()
+                    removed.append(cand)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """Escape glob metacharacters in a literal file name part."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _mkstemp_beside(path: Path, suffix: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=f".tmp{suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp_path: Path, path: Path) -> None:
+    """fsync ``tmp_path``, give it umask permissions and rename it onto ``path``."""
+    with open(tmp_path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts follow the umask
+    os.replace(tmp_path, path)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -57,21 +114,19 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
 
     For libraries that write by file name (h5py, zipfile, ffmpeg). On any exception the temporary
     file is removed and ``path`` is left untouched. ``suffix`` defaults to the target's suffix so
-    tools that pick a format by extension still work.
+    tools that pick a format by extension still work. Temporaries of the same target left by
+    killed runs are removed first.
     """
     path = ensure_parent_writable(path)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    remove_stale_temps(path)
+    try:
+        tmp_path = _mkstemp_beside(path, suffix)
+    except OSError as exc:
+        raise _os_error(exc, path) from None
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts follow the umask
-        os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        _commit(tmp_path, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -109,12 +164,63 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+class _RecordingWriter(io.RawIOBase):
+    """A write-only file object that remembers the first OSError of its file (``torch.save`` turns
+    it into an opaque ``RuntimeError [enforce fail at inline_container.cc]``)."""
+
+    def __init__(self, fh: Any):
+        super().__init__()
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.fh.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+
 def torch_save_atomic(obj: Any, path: PathLike) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
+    """``torch.save`` into a temporary file, then fsync and rename it onto ``path``.
+
+    A full disk or another write error becomes a one-line SvgenError naming ``path`` and nothing
+    is left behind (torch itself reports it as an internal ``RuntimeError``).
+    """
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:
+            rec = _RecordingWriter(fh)
+            try:
+                torch.save(obj, rec)
+                rec.flush()
+            except (RuntimeError, OSError) as exc:
+                cause = rec.error or _find_os_error(exc)
+                if cause is None:
+                    raise
+                raise cause from None
+
+
+def _find_os_error(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind an exception (its cause/context chain), if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -153,3 +259,138 @@ class CommitOnExit:
             self.close()
         else:
             self.abort(exc_type, exc, tb)
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same resolved path, or the same inode (hard
+    links, bind mounts)."""
+    pa, pb = Path(a), Path(b)
+    with contextlib.suppress(OSError, RuntimeError):
+        if pa.resolve() == pb.resolve():
+            return True
+    try:
+        return os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], option: str = "--out") -> None:
+    """Raise a one-line SvgenError when the output ``out`` is one of the ``inputs`` (so a command
+    never replaces the file it reads)."""
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise SvgenError(f"{option} is the input file {src}; choose another output path", out)
+
+
+class ExclusiveLock:
+    """An exclusive, non-blocking ``flock`` on a lock file, so two processes never write the same
+    output; the second one fails with a one-line SvgenError naming ``target``.
+
+    The lock file is removed on release; acquiring re-checks that the locked file is still the
+    one at ``lock_path`` (a releaser may have unlinked it in between).
+    """
+
+    def __init__(self, lock_path: PathLike, target: PathLike, what: str = "output"):
+        self.lock_path = Path(lock_path)
+        self.target = Path(target)
+        self.what = what
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "ExclusiveLock":
+        import fcntl
+
+        while self._fd is None:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise _os_error(exc, self.lock_path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise SvgenError(f"another svgen process is writing this {self.what} (it holds "
+                                     f"{self.lock_path.name}); wait for it or choose another output",
+                                     self.target) from None
+                raise _os_error(exc, self.lock_path) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except OSError:
+                same = False
+            if same:
+                self._fd = fd
+            else:  # unlinked by the previous holder after we opened it: lock the new file
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.lock_path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "ExclusiveLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class OutputGroup:
+    """Several files that appear together or not at all (a video and its ``.npy``/``.json``).
+
+    ``part(target)`` gives a temporary path beside ``target`` to write; ``commit()`` fsyncs every
+    part and renames them in the order asked for (``last=True`` parts after the others, so the
+    main file appears only when its companions are in place); an exception in the ``with`` block,
+    or ``abort()``, removes every temporary and leaves the targets untouched.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[Path, Path, bool]] = []
+
+    def part(self, target: PathLike, suffix: Optional[str] = None, last: bool = False) -> Path:
+        target = ensure_parent_writable(target)
+        remove_stale_temps(target)
+        try:
+            tmp = _mkstemp_beside(target, target.suffix if suffix is None else suffix)
+        except OSError as exc:
+            self.abort()
+            raise _os_error(exc, target) from None
+        self._parts.append((tmp, target, bool(last)))
+        return tmp
+
+    def commit(self) -> list[Path]:
+        ordered = [p for p in self._parts if not p[2]] + [p for p in self._parts if p[2]]
+        try:
+            for tmp, target, _ in ordered:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+        except OSError as exc:
+            self.abort()
+            raise _os_error(exc, target) from None
+        for tmp, target, _ in ordered:
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        self._parts = []
+        return [target for _, target, _ in ordered]
+
+    def abort(self) -> None:
+        for tmp, _, _ in self._parts:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._parts = []
+
+    def __enter__(self) -> "OutputGroup":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
