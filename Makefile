@@ -42,7 +42,8 @@ MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
 MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
 ANIMATION := $(WORK)/animation$(if $(filter styleinv,$(MODEL)),_styleinv).mp4
 
-.PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help
+.PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help \
+	cuda-check gpu-check
 .DEFAULT_GOAL := help
 
 help:
@@ -50,6 +51,8 @@ help:
 	@echo "make test          run the test suite"
 	@echo "make preprocess VIDEO=talk.mp4 [WORK=work]   then: train-image train-encoder invert train-motion animate PHOTO=me.jpg"
 	@echo "make bench         run benchmarks/ (JSON figures)"
+	@echo "make cuda-check    compile and bind the CUDA ops without a GPU (.venv-cuda: CUDA torch, ~1.4 GB download)"
+	@echo "make gpu-check     on a GPU machine: gpu tests, CUDA/reference parity and speed, JSON of figures"
 
 install: $(STAMP)
 
@@ -114,7 +117,33 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+	@for b in $(filter-out benchmarks/gpu_check.py,$(wildcard benchmarks/*.py)); do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CUDA_VENV)
+
+# -- the CUDA path --------------------------------------------------------------------------------
+# .venv-cuda holds PyPI's torch==2.13.0 (the CUDA 13.0 build). This machine's pip configuration points
+# at a local CPU wheel, so torch is installed with pip's configuration and find-links set aside; the
+# package and its dependencies follow with torch pinned, and the venv refuses to finish without CUDA.
+CUDA_VENV  ?= .venv-cuda
+CUDA_PY    := $(CUDA_VENV)/bin/python
+CUDA_STAMP := $(CUDA_VENV)/.svgen-installed
+CUDA_HOME_DIR ?= /usr/local/cuda
+CUDA_ARCHS    ?= 8.0;8.6;9.0
+PIP_PYPI := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_NO_INDEX \
+	PIP_CONFIG_FILE=/dev/null
+
+$(CUDA_STAMP): pyproject.toml
+	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
+	$(PIP_PYPI) $(CUDA_PY) -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > $(CUDA_VENV)/torch-pin.txt
+	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt -e '.[dev]'
+	$(CUDA_PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'torch in $(CUDA_VENV) is not a CUDA build: ' + torch.__version__)"
+	touch $(CUDA_STAMP)
+
+cuda-check: $(CUDA_STAMP)
+	CUDA_HOME=$(CUDA_HOME_DIR) TORCH_CUDA_ARCH_LIST='$(CUDA_ARCHS)' $(CUDA_PY) -m svgen.ops.cuda_check
+
+gpu-check: $(CUDA_STAMP)
+	$(CUDA_PY) benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),gpu_check.json)

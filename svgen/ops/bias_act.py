@@ -80,9 +80,7 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
                              f"{x.shape[dim]}")
     plugin = plugin_for(x.device, impl, "bias_act", SOURCES, HEADERS)
     if plugin is not None:
-        cfg = _CudaCfg(plugin, spec.cuda_id, alpha, gain, clamp, dim, spec.has_2nd_grad)
-        bias = x.new_empty([0]) if b is None else b.to(x.dtype)
-        return _BiasActCuda.apply(x, bias, cfg)
+        return _bias_act_cuda(plugin, x, b, dim, spec, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
 
 
@@ -111,6 +109,18 @@ class _CudaCfg(NamedTuple):
     clamp: float
     dim: int
     has_2nd_grad: bool
+
+
+def _cuda_cfg(plugin: Any, dim: int, spec: Activation, alpha: float, gain: float,
+              clamp: float) -> _CudaCfg:
+    return _CudaCfg(plugin, spec.cuda_id, alpha, gain, clamp, dim, spec.has_2nd_grad)
+
+
+def _bias_act_cuda(plugin: Any, x: torch.Tensor, b: Optional[torch.Tensor], dim: int,
+                   spec: Activation, alpha: float, gain: float, clamp: float) -> torch.Tensor:
+    """bias_act through ``plugin`` (also called by svgen.ops.cuda_check with CPU tensors)."""
+    bias = x.new_empty([0]) if b is None else b.to(x.dtype)
+    return _BiasActCuda.apply(x, bias, _cuda_cfg(plugin, dim, spec, alpha, gain, clamp))
 
 
 def _kernel(cfg: _CudaCfg, x: torch.Tensor, b: torch.Tensor, dy: Optional[torch.Tensor],

@@ -88,7 +88,8 @@ def test_build_is_cached_moved_into_place_and_reused(tmp_path):
     assert loader.get("hello", [src]) is module and loader.builds == 1        # in-process cache
     folder, _ = loader.cache_dir("hello", [src])
     assert folder.is_dir() and folder.name.endswith("-sm_90")
-    assert [p.name for p in (root / "hello").iterdir()] == [folder.name]      # no staging left
+    assert sorted(p.name for p in (root / "hello").iterdir()) == [folder.name, folder.name + ".log"]
+    assert loader.build_log("hello", [src]) == folder.with_name(folder.name + ".log")  # no staging
 
     def must_not_build(*args, **kwargs):
         raise AssertionError("a cached plugin was rebuilt")
@@ -101,7 +102,7 @@ def test_build_is_cached_moved_into_place_and_reused(tmp_path):
     _write_hello(tmp_path, 43)
     edited = plugin.PluginLoader(root=root, build_fn=_gcc_build, fingerprint_fn=lambda: FP)
     assert edited.get("hello", [src]).answer() == 43 and edited.builds == 1
-    assert len(list((root / "hello").iterdir())) == 2
+    assert len([p for p in (root / "hello").iterdir() if p.is_dir()]) == 2
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -114,7 +115,7 @@ def test_stale_cache_folder_without_library_is_replaced(tmp_path):
     (folder / "leftover.txt").write_text("half a build")
     assert loader.get("hello", [src]).answer() == 7
     assert not (folder / "leftover.txt").exists()
-    assert len(list(folder.parent.iterdir())) == 1
+    assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == [folder.name]
 
 
 def test_failed_build_is_remembered_and_warned_once(tmp_path, recwarn):
@@ -138,7 +139,10 @@ def test_failed_build_is_remembered_and_warned_once(tmp_path, recwarn):
     with pytest.raises(plugin.PluginBuildError, match="compute_999"):
         loader.get("op", [src])                                               # forced: raises
     assert len(calls) == 1
-    assert list((tmp_path / "cache" / "op").iterdir()) == []                  # staging removed
+    log = loader.build_log("op", [src])
+    assert [p.name for p in (tmp_path / "cache" / "op").iterdir()] == [log.name]  # staging removed
+    assert f"(build log: {log})" in loader.failure("op")
+    assert "compute_999" in log.read_text()
 
 
 def test_real_torch_build_failure_reports_compiler_error(tmp_path, recwarn):
