@@ -40,7 +40,8 @@ LATENTS   := $(WORK)/latents.h5
 MOTION    := $(WORK)/motion_$(MODEL)/motion.pt
 MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
 MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
-ANIMATION := $(WORK)/animation$(if $(filter styleinv,$(MODEL)),_styleinv).mp4
+# one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.demo.runner.animation_path)
+ANIMATION := $(WORK)/animation_$(basename $(notdir $(PHOTO)))_$(MODEL).mp4
 
 .PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help \
 	cuda-check gpu-check

@@ -1,7 +1,8 @@
 """The ``svgen`` console script: a click group whose commands live in one module per stage.
 
-Commands are imported lazily so ``svgen --help`` is fast and one stage's heavy imports never slow
-down another's. Errors: :class:`SvgenError` and OS errors print ``svgen: error: <file>: <problem>``
+Commands are imported lazily so ``svgen --help`` and ``--version`` never import torch, dlib or a
+stage (they take a fraction of a second), and one stage's heavy imports never slow down another's:
+the group's help lists :data:`SUMMARIES` instead of importing every command for its docstring. Errors: :class:`SvgenError` and OS errors print ``svgen: error: <file>: <problem>``
 and exit 1; usage errors exit 2.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 
 import click
 
+from svgen import __version__
 from svgen.utils.errors import SvgenError
 
 # command name -> "module:attribute"
@@ -30,6 +32,23 @@ COMMANDS: dict[str, str] = {
     "animate": "svgen.cli.motion:animate",
     "evaluate": "svgen.cli.evaluate:evaluate",
     "demo": "svgen.cli.demo:demo",
+}
+
+# command name -> one line for `svgen --help` (kept here so the help needs no command's imports)
+SUMMARIES: dict[str, str] = {
+    "preprocess": "Videos -> stabilised FFHQ-aligned frames (aligned.zip).",
+    "align-photo": "Crop one photo the way FFHQ was cropped.",
+    "train-image": "Train StyleGAN2 (+ ADA) on aligned frames.",
+    "convert": "Import an NVIDIA .pkl / rosinality .pt generator.",
+    "generate-images": "Render images from seeds (grid or folder).",
+    "train-encoder": "Train an inversion encoder (W+ or W).",
+    "invert": "Invert every aligned frame into latents.h5.",
+    "reconstruct": "Render stored latents beside the original frames.",
+    "train-motion": "Train a motion model (GRU or StyleInV) on latents.",
+    "sample": "Sample latent trajectories (and mp4s).",
+    "animate": "Animate a photo with sampled or driving-video motion.",
+    "evaluate": "Score a motion model or an animation (JSON report).",
+    "demo": "The whole pipeline on the embedded (or your) input.",
 }
 
 
@@ -52,9 +71,16 @@ class LazyGroup(click.Group):
             raise
         return getattr(module, attr)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their :data:`SUMMARIES` line, importing none of them."""
+        rows = [(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="svgen", prog_name="svgen")
+@click.version_option(__version__, prog_name="svgen")
 def cli() -> None:
     """svgen: talking-head videos from a frozen StyleGAN2 and a latent motion model.
 

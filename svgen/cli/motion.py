@@ -93,7 +93,8 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 
 @click.command("animate")
 @click.option("--identity", required=True, type=click.Path(dir_okay=False), help="Photo of the new face.")
-@click.option("--motion", type=click.Path(dir_okay=False), default=None, help="motion.pt (not needed with --driving).")
+@click.option("--motion", type=click.Path(dir_okay=False), default=None,
+              help="motion.pt (optional with --driving, which then needs --generator and --encoder).")
 @click.option("--generator", type=click.Path(dir_okay=False), default=None,
               help="Frozen generator (default: the one recorded in the motion checkpoint).")
 @click.option("--encoder", type=click.Path(dir_okay=False), default=None,

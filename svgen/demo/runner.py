@@ -42,6 +42,13 @@ def make_vars(cfg: DemoConfig) -> str:
             f"STYLEINV_STEPS={cfg.styleinv_steps} FRAMES={cfg.frames} FPS={cfg.fps:g}")
 
 
+def animation_path(root: PathLike, photo: PathLike, model: str) -> Path:
+    """``<root>/animation_<photo stem>_<model>.mp4``: each photo and motion model gets its own
+    animation (the Makefile's ``ANIMATION`` uses the same rule, so ``make animate PHOTO=b.jpg``
+    after ``PHOTO=a.jpg`` makes a new file instead of finding the old one up to date)."""
+    return Path(root) / f"animation_{Path(photo).stem}_{model}.mp4"
+
+
 class Paths:
     """Every artifact of a demo/work folder (the Makefile uses the same names)."""
 
@@ -56,7 +63,7 @@ class Paths:
         self.encoder_w = r / "encoder_w" / "encoder.pt"
         self.latents = r / "latents.h5"
         self.motion = {"gru": r / "motion_gru" / "motion.pt", "styleinv": r / "motion_styleinv" / "motion.pt"}
-        self.animation = {"gru": r / "animation.mp4", "styleinv": r / "animation_styleinv.mp4"}
+        self.animation = {m: animation_path(r, self.photo, m) for m in ("gru", "styleinv")}
         self.report = r / "report"
         self.logs = r / "logs"
 

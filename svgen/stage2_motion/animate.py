@@ -131,6 +131,9 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError("--grid shows several sampled motions; it cannot be combined with --driving")
     if not st.driving and not st.motion:
         raise SvgenError("--motion is required (or give --driving to transfer a real video's motion)")
+    if st.driving and not st.motion and not (st.generator and st.encoder):
+        raise SvgenError("--driving without --motion needs --generator and --encoder "
+                         "(the generator.pt and encoder.pt that animate renders and inverts with)")
     if not str(st.out).lower().endswith(".mp4"):
         raise SvgenError("output must be an .mp4 file", st.out)
     require_file(st.identity, "identity photo")

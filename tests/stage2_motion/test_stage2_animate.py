@@ -159,3 +159,17 @@ def test_animate_bad_inputs_fail_with_one_line_and_no_mp4(chain, shared, tmp_pat
     fails("--identity", _photo(shared), "--frames", 0, match="--frames must be a positive")
     fails("--identity", _photo(shared), "--frames", -5, match="--frames must be a positive")
     fails("--identity", _photo(shared), "--offset-layers", "0-99", match="offset layers")
+
+
+@pytest.mark.parametrize("given", [(), ("--generator",), ("--encoder",)])
+def test_animate_driving_without_motion_names_generator_and_encoder_up_front(shared, tmp_path, capsys, given):
+    """--driving without --motion needs both models: one line naming both, before any work or output."""
+    video = shared / "data" / "videos" / "dreamtalk_mead" / "M030_front_neutral_level1_001.mp4"
+    out = tmp_path / "reenacted.mp4"
+    extra = [a for flag in given for a in (flag, tmp_path / "missing.pt")]
+    code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, *extra,
+                        "--out", out)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("svgen: error:"), err
+    assert "--generator" in lines[0] and "--encoder" in lines[0] and "checkpoint" not in lines[0]
+    assert list(tmp_path.iterdir()) == []
