@@ -1,4 +1,4 @@
-"""``svgen evaluate``: FVD/FID (StyleGAN-V protocol), ACD, latent FD, loop score, and plots.
+"""``svgen evaluate``: FVD/FID (StyleGAN-V protocol), ACD, latent FD, loop score, landmark motion, and plots.
 
 Every value goes into one JSON report together with the protocol that produced it (clip counts
 really used, frames, stride, seed, detector file hash, square-root method) and the versions of the
@@ -21,7 +21,8 @@ from svgen.utils.errors import SvgenError
 
 PIXEL_METRICS = ("fvd16", "fvd128", "fvd128_sub8", "fid", "acd")
 LATENT_METRICS = ("latent_fd", "loop")
-ALL_METRICS = PIXEL_METRICS + LATENT_METRICS + ("identity",)
+ALL_METRICS = PIXEL_METRICS + LATENT_METRICS + ("identity", "landmark_motion")
+OWN_INPUT_METRICS = ("identity", "landmark_motion")  # work on --animation without --motion
 DEFAULT_WINDOW = 25  # StyleVideoGAN's training window, used when the motion model does not say
 
 
@@ -39,13 +40,19 @@ def _parse_metrics(text: str, have: dict) -> list[str]:
                 chosen.append("acd")
         if have["animation"]:
             chosen.append("identity")
+        if (have["animation"] or have["motion"]) and have["real_video"]:
+            chosen.append("landmark_motion")
         return chosen
     names = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALL_METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)} (choose from {', '.join(ALL_METRICS)})",
                                  param_hint="--metrics")
-    need = {"motion": [m for m in names if m != "identity"],
+    if "landmark_motion" in names and not (have["animation"] or have["motion"]):
+        raise click.UsageError("--metrics landmark_motion needs --animation or --motion")
+    if "landmark_motion" in names and not (have["real_video"] or have["data"]):
+        raise click.UsageError("--metrics landmark_motion needs --real-video (or --data) as the real reference")
+    need = {"motion": [m for m in names if m not in OWN_INPUT_METRICS],
             "latents": [m for m in names if m == "latent_fd"],
             "data": [m for m in names if m.startswith("fvd") or m == "fid"],
             "animation": [m for m in names if m == "identity"],
@@ -174,10 +181,21 @@ def _say(msg: str) -> None:
               help="Real-statistics cache (default $SVGEN_CACHE/metrics or ~/.cache/svgen/metrics).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached real statistics.")
 @click.option("--animation", type=click.Path(dir_okay=False, path_type=Path),
-              help="An animate result (mp4) to compare with --identity (metric 'identity').")
+              help="An animate result (mp4) to compare with --identity (metric 'identity') "
+                   "or with --real-video (landmark_motion).")
 @click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), help="The photo it was made from.")
 @click.option("--identity-frames", type=int, default=None, callback=positive_int,
               help="Score this many evenly spaced frames of --animation (default: all).")
+@click.option("--real-video", "real_videos", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Real reference for landmark_motion: a video or an aligned.zip (repeatable; default --data).")
+@click.option("--landmark-samples", type=int, default=4, show_default=True, callback=positive_int,
+              help="landmark_motion with --motion: rendered samples (at the real videos' frame rate).")
+@click.option("--landmark-frames", type=int, default=128, show_default=True, callback=positive_int,
+              help="landmark_motion with --motion: frames per rendered sample.")
+@click.option("--landmark-window", type=int, default=16, show_default=True, callback=positive_int,
+              help="landmark_motion: frames per window of the landmark Fréchet distance.")
+@click.option("--landmark-plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="landmark_motion: PNG of the feature curves, real vs generated.")
 @common_options
 def evaluate(motion: Optional[Path], generator: Optional[Path], latents: Optional[Path], data: Optional[Path],
              metrics: str, num_videos: int, out: Optional[Path], detector_dir: Optional[Path],
@@ -185,18 +203,20 @@ def evaluate(motion: Optional[Path], generator: Optional[Path], latents: Optiona
              fid_max_real: Optional[int], acd_videos: int, acd_frames: int, window: Optional[int],
              loop_frames: Optional[int], latent_windows: int, batch: Optional[int], cache_dir: Optional[Path],
              no_cache: bool, animation: Optional[Path], identity: Optional[Path], identity_frames: Optional[int],
-             seed: int, device: str) -> None:
+             real_videos: tuple[Path, ...], landmark_samples: int, landmark_frames: int, landmark_window: int,
+             landmark_plot: Optional[Path], seed: int, device: str) -> None:
     """Evaluate a motion model (and/or an animation) and write a JSON report with protocols.
 
     \b
     svgen evaluate --motion motion.pt --latents latents.h5 --data aligned.zip \\
         --metrics fvd16,fvd128,fid,acd,latent_fd,loop --num-videos 2048 --out report.json
     svgen evaluate --plot runs/motion          # PNG charts of metrics.jsonl only
+    svgen evaluate --metrics landmark_motion --animation out.mp4 --real-video talk.mp4 --out lm.json
     """
     opts = dict(locals())  # every option, handed to _run_metrics
     have = {"motion": motion is not None, "latents": latents is not None, "data": data is not None,
             "generator": generator is not None, "animation": animation is not None,
-            "identity": identity is not None}
+            "identity": identity is not None, "real_video": bool(real_videos)}
     chosen = _parse_metrics(metrics, have) if (motion or animation or metrics.strip().lower() != "auto") else []
     if chosen and out is None:
         raise click.UsageError("--out report.json is required when metrics are computed")
@@ -209,8 +229,11 @@ def evaluate(motion: Optional[Path], generator: Optional[Path], latents: Optiona
 
     if out is not None:
         ensure_parent_writable(out)
+    if landmark_plot is not None and "landmark_motion" in chosen:
+        ensure_parent_writable(landmark_plot)
     for p, what in ((motion, "motion checkpoint"), (generator, "generator"), (latents, "latent store"),
-                    (data, "dataset"), (animation, "animation"), (identity, "identity photo")):
+                    (data, "dataset"), (animation, "animation"), (identity, "identity photo"),
+                    *((v, "real video") for v in real_videos)):
         if p is not None:
             require_file(p, what)
 
@@ -418,3 +441,50 @@ def _run_metrics(report: dict, chosen: list[str], opt: dict) -> None:
         report["values"]["identity_distance"] = res["value"]
         report["values"]["animation_acd"] = res["acd"]
         report["metrics"]["identity"] = res
+    if "landmark_motion" in chosen:
+        _landmark_motion(report, opt, motion_model, dev, seed)
+
+
+def _landmark_motion(report: dict, opt: dict, motion_model: Any, dev: Any, seed: int) -> None:
+    """Landmark features of the real reference and of --animation / rendered --motion samples."""
+    from svgen.metrics.landmark_motion import (LandmarkMotionConfig, compare, frames_features, load_features,
+                                               plot_features, video_features)
+    from svgen.metrics.render import batch_seed
+    from svgen.preprocessing.landmarks import DlibLandmarks
+    from svgen.utils.io import file_sha256
+
+    cfg = LandmarkMotionConfig(window=opt["landmark_window"], method=opt["sqrt_method"], seed=seed)
+    backend = DlibLandmarks()
+    real_paths = opt["real_videos"] or (opt["data"],)
+    real = []
+    for path in real_paths:
+        series = load_features(path, backend, cfg)
+        if sum(int(s.detected.sum()) for s in series) < cfg.window:
+            raise SvgenError(f"dlib finds a face in fewer than {cfg.window} frames: not usable as the real "
+                             "reference of landmark_motion", path)
+        real += series
+    fake = []
+    if opt["animation"] is not None:
+        fake.append(video_features(opt["animation"], backend, cfg))
+    if motion_model is not None:
+        source = _video_source(report, motion_model, opt["generator"], dev)
+        frames = range(opt["landmark_frames"])
+        for b in range(opt["landmark_samples"]):
+            vid = source.videos(1, frames, seed=batch_seed(seed, b))[0].permute(0, 2, 3, 1).numpy()
+            fake.append(frames_features(vid, real[0].fps, f"sample {b}", backend, cfg))
+    res = compare(real, fake, cfg)
+    if "problem" in res:
+        _say(f"warning: landmark_motion: {res['problem']}")
+    res["protocol"]["real_sha256"] = {str(p): file_sha256(p) for p in real_paths}
+    if opt["motion"] is not None:
+        res["protocol"]["rendered"] = {"samples": opt["landmark_samples"], "frames": opt["landmark_frames"],
+                                       "fps": real[0].fps, "seeding": "sample b: SeedSequence([seed, b])"}
+    if opt["landmark_plot"] is not None:
+        res["plot"] = str(plot_features(real, fake, opt["landmark_plot"]))
+    for key in ("value", "ref_real_halves", "ref_frozen", "ref_shuffled"):
+        name = "landmark_fd" if key == "value" else f"landmark_fd_{key}"
+        report["values"][name] = res[key]
+    targets = res["targets"]
+    report["values"]["landmark_mar_spread_ratio"] = targets["mar_spread_ratio"]
+    report["values"]["landmark_motion_ok"] = targets["ok"]
+    report["metrics"]["landmark_motion"] = res

@@ -101,36 +101,11 @@ class ToyI3D(torch.nn.Module):
         return torch.nn.functional.adaptive_avg_pool3d(v, (2, 4, 4)).flatten(1) @ self.proj
 
 
-def _tiny_generator(path):
-    ckpts = pytest.importorskip("svgen.stage1_image_gan.checkpoints")
-    from svgen.stage1_image_gan.networks import Generator
-    from svgen.stage1_image_gan.presets import get_preset
-
-    preset = get_preset("tiny", 32)
-    torch.manual_seed(0)
-    G = Generator(preset.G)
-    torch.save(ckpts.make_generator_checkpoint(preset, G, G), path)
-    return G
-
-
 def test_evaluate_pixel_metrics_with_plumbing_detector(motion_files, tmp_path, capsys, monkeypatch,
-                                                       real_frames_zip32):
+                                                       real_frames_zip32, tiny_motion_pair):
     """PLUMBING TEST of the pixel path: toy I3D (same call signature) in --detector-dir, no Inception
     file -> FID is skipped with a message naming the file; FVD16 and ACD are computed."""
-    from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator
-    from svgen.stage2_motion.train import GRUTrainConfig, motion_checkpoint
-
     monkeypatch.delenv("SVGEN_DETECTORS", raising=False)
-    G = _tiny_generator(tmp_path / "generator.pt")
-    cfg = GRUTrainConfig(model=GRUMotionConfig(num_ws=G.num_ws, w_dim=G.w_dim, latent_dim=8, h_hidden=(16,),
-                                               t_hidden=(16,), e_hidden=(16,), c_channels=(8,), window=8))
-    from svgen.stage2_motion.offset import PCABasis
-
-    pca = PCABasis(mean=np.zeros(G.num_ws * G.w_dim), components=np.eye(2, G.num_ws * G.w_dim),
-                   explained_variance=np.ones(2), num_ws=G.num_ws, w_dim=G.w_dim)
-    ckpt = motion_checkpoint(cfg, MotionGenerator(cfg.model), MotionGenerator(cfg.model), None, pca,
-                             {"fps": 25.0}, generator_sha256=file_sha256(tmp_path / "generator.pt"))
-    torch.save(ckpt, tmp_path / "motion.pt")
     dets = tmp_path / "detectors"
     dets.mkdir()
     torch.jit.script(ToyI3D()).save(str(dets / "i3d_torchscript.pt"))
