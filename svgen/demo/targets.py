@@ -13,6 +13,9 @@ give it meaning, computed on the same data in the same run:
   resolution allows) and against the training actor (a different person); dlib's same-person
   threshold is 0.6. Goal <= 0.5.
 - **faces in the animation**: dlib finds a face in every sampled frame.
+- **mouth motion** (per animation): dlib 68-landmark mouth-aspect-ratio spread of the animation
+  against the training clip's (``svgen.metrics.landmark_motion``); goal 0.5-2x, neither frozen nor
+  exploding.
 - **motion** (per motion model): latent Fréchet distance of the model's windows to the real
   windows, against real-vs-real (one half of the clip's windows against the other), a frozen first
   frame and a random walk with the real step size. Goal: closer to the real windows than both
@@ -189,9 +192,21 @@ def measure(paths: Any, device: str = "cpu", seed: int = 0) -> list[Check]:
             refs[f"photo vs its own {R} px aligned copy"] = float(np.linalg.norm(small_emb - photo_emb))
         if actor:
             refs["photo vs the training actor"] = float(np.mean([np.linalg.norm(a - photo_emb) for a in actor]))
+    train_motion = None
     for model, video in paths.animation.items():
         if not Path(video).is_file():
             continue
+        from svgen.metrics import landmark_motion as lmm
+
+        if train_motion is None:
+            train_motion = lmm.dataset_features(paths.aligned)
+        mt = lmm.motion_targets([lmm.video_features(video)], train_motion)
+        checks.append(Check(f"mouth_{model}", f"The mouth moves like the training clip's ({model})",
+                            mt["mar_spread_ratio"], "x the training clip's mouth spread", "0.5-2x, not frozen, "
+                            "not exploding", bool(mt["mar_spread_ok"] and not mt["frozen"] and not mt["exploding"]),
+                            {"frozen (1 = yes)": float(mt["frozen"]), "exploding (1 = yes)": float(mt["exploding"]),
+                             "head yaw spread ratio": mt["yaw_spread_ratio"]},
+                            "std of the mouth aspect ratio from dlib's 68 landmarks, animation / training clip"))
         frames = sampled_frames(Path(video))
         embs = face_found(embedder, frames)
         found = [e for e in embs if e is not None]
@@ -246,7 +261,7 @@ def table_rows(checks: list[Check]) -> list[tuple[str, str, str, str, str]]:
 
 def format_text(checks: list[Check]) -> str:
     """The checks as a plain-text table (what ``svgen demo`` prints at the end)."""
-    lines = [f"{'verdict':7}  {'check':50}  {'result':28}  goal"]
+    lines = [f"{'verdict':7}  {'check':52}  {'result':42}  goal"]
     for title, result, goal, _, verdict in table_rows(checks):
-        lines.append(f"{verdict:7}  {title:50}  {result:28}  {goal}")
+        lines.append(f"{verdict:7}  {title:52}  {result:42}  {goal}")
     return "\n".join(lines)

@@ -6,9 +6,9 @@ synthesis network so that ``G_t(w_p)`` reproduces the photo:
 
     L = L_img(G_t(w_p), x) + lambda_loc * [ l2(G_t(w_r), G(w_r)) + msssim(G_t(w_r), G(w_r)) ]
 
-- ``L_img`` is the reconstruction loss of the encoder (pixel L2 + MS-SSIM, plus the identity
-  loss: dlib's face-recognition ResNet by default, ArcFace when its weights are given; LPIPS when
-  given).
+- ``L_img`` is the encoder's reconstruction loss: pixel L2 + MS-SSIM (standing in for PTI's LPIPS,
+  whose weights we cannot ship); pass a ``ReconstructionLoss`` built with an identity net (dlib's
+  face-recognition ResNet, or ArcFace) to add PTI's identity term (``id``).
 - The locality regulariser (PTI §3.3): ``w_r = w_p + alpha * (w_z - w_p) / ||w_z - w_p||`` is a step
   of fixed length from the pivot toward a random mapped code ``w_z`` (truncation 0.5); the tuned
   and the original generator must agree there, so the rest of the latent space -- and with it what

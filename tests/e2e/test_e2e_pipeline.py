@@ -94,7 +94,7 @@ def test_metrics_json_has_values(pipeline: Paths) -> None:
 def test_results_page_says_whether_it_worked(pipeline: Paths) -> None:
     """The verdict table: every target with its goal, references from the same run and a verdict."""
     checks = {c["key"]: c for c in json.loads((pipeline.report / "targets.json").read_text())["checks"]}
-    assert {"generator_faces", "reconstruction_psnr", "faces_gru", "identity_gru", "motion_gru",
+    assert {"generator_faces", "reconstruction_psnr", "faces_gru", "identity_gru", "motion_gru", "mouth_gru",
             "faces_styleinv", "identity_styleinv", "motion_styleinv"} <= set(checks)
     assert checks["generator_faces"]["references"]["real aligned frames"] >= 90       # dlib sees real frames
     motion = checks["motion_gru"]["references"]
