@@ -32,7 +32,7 @@ from svgen.utils.errors import PathLike, SvgenError
 
 __all__ = ["FEATURES", "MEANINGS", "LandmarkMotionConfig", "TargetThresholds", "FeatureSeries",
            "landmark_features", "track_landmarks", "frames_features", "video_features", "dataset_features",
-           "load_features", "video_stats", "detect_blinks", "feature_windows", "landmark_fd", "compare",
+           "load_features", "video_stats", "detect_blinks", "feature_windows", "landmark_fd", "references", "compare",
            "motion_targets", "plot_features"]
 
 FEATURES = ("mar", "ear", "yaw", "pitch")
