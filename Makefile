@@ -1,6 +1,6 @@
 # svgen: file-based pipeline. Each artifact depends on its inputs, so
-#   make preprocess train-image invert train-motion
-# works exactly as typed. Override VIDEO=, PHOTO=, WORK=, PRESET=, DEVICE=.
+#   make preprocess train-image invert train-motion animate VIDEO=talk.mp4 PHOTO=me.jpg
+# works exactly as typed; `make help` lists every variable, its default and what that costs.
 # The first target that needs Python creates .venv (torch==2.13.0 first, then the package).
 
 PYTHON ?= python3
@@ -30,6 +30,8 @@ PYTEST_ARGS    ?=
 DEMO           ?= demo
 
 opt = $(if $(2),$(1) $(2))
+# the demo's budget (svgen.demo.runner.make_vars), for a first run on your own video
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=12.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=200 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 GENERATOR := $(WORK)/image/generator.pt
@@ -48,12 +50,37 @@ ANIMATION := $(WORK)/animation_$(basename $(notdir $(PHOTO)))_$(MODEL).mp4
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo          run the whole pipeline on the embedded default input (CPU, tiny preset)"
-	@echo "make test          run the test suite"
-	@echo "make preprocess VIDEO=talk.mp4 [WORK=work]   then: train-image train-encoder invert train-motion animate PHOTO=me.jpg"
-	@echo "make bench         run benchmarks/ (JSON figures)"
+	@echo "make demo          the whole pipeline on the embedded input (CPU, tiny preset, ~10 min)"
+	@echo "make test          the test suite"
+	@echo "make bench         benchmarks/ (JSON figures)"
+	@echo "make install       create $(VENV) (torch==2.13.0 first, then svgen)"
 	@echo "make cuda-check    compile and bind the CUDA ops without a GPU (.venv-cuda: CUDA torch, ~1.4 GB download)"
 	@echo "make gpu-check     on a GPU machine: gpu tests, CUDA/reference parity and speed, JSON of figures"
+	@echo "Your own video, step by step (each target makes what it needs first):"
+	@echo "  make preprocess train-image train-encoder invert train-motion animate VIDEO=talk.mp4 PHOTO=me.jpg"
+	@echo "  Budget: the defaults below are full-length runs (hours to days on 2 CPU cores); for a first hour add the"
+	@echo "  demo's budget: $(FIRST_HOUR)   (README: 'Your first hour')"
+	@echo ""
+	@echo "Variables (current value; what the default costs):"
+	@echo "  VIDEO=$(VIDEO)   talking-head video for preprocess (required there)"
+	@echo "  PHOTO=$(PHOTO)   identity photo for animate; output WORK/animation_<photo stem>_<MODEL>.mp4"
+	@echo "  WORK=$(WORK)   folder of every artifact (aligned.zip, image/, encoder/, latents.h5, motion_*/)"
+	@echo "  SIZE=$(SIZE)   aligned crop size in px; 64 suits the tiny preset on a CPU (paper256: 43 CPU-s a step)"
+	@echo "  PRESET=$(PRESET)   stage-1 network preset (tiny | paper256 | stylegan2 | auto)"
+	@echo "  IMAGE_KIMG=$(IMAGE_KIMG)   stage-1 length in kimg; empty = 200 for tiny (50 000 steps at batch 4; ~3 h on 2 CPU cores: 12 kimg took 11 min), demo 12"
+	@echo "  ENCODER_KIMG=$(ENCODER_KIMG)   W+ encoder length in kimg; empty = 16 for tiny (1000 steps), demo 3"
+	@echo "  ENCODER_W_KIMG=$(ENCODER_W_KIMG)   W encoder (MODEL=styleinv) in kimg; empty = 16 for tiny, demo 1"
+	@echo "  SPACE=$(SPACE)   encoder latent space for invert (w+ | w)"
+	@echo "  MODEL=$(MODEL)   motion model (gru | styleinv)"
+	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 200"
+	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 150"
+	@echo "  FRAMES=$(FRAMES)   frames animate writes"
+	@echo "  FPS=$(FPS)   frame rate of the animation"
+	@echo "  DEVICE=$(DEVICE)   auto | cpu | cuda"
+	@echo "  SEED=$(SEED)   random seed of every step"
+	@echo "  DEMO=$(DEMO)   folder of make demo"
+	@echo "  PYTEST_ARGS=$(PYTEST_ARGS)   extra arguments of make test"
+	@echo "  PYTHON=$(PYTHON)   interpreter that creates the venv; VENV=$(VENV)   the venv folder"
 
 install: $(STAMP)
 

@@ -67,3 +67,26 @@ def test_demo_runner_uses_the_makefile_names(tmp_path):
         assert f"--out {paths.animation[model]}" in out
         assert paths.animation[model] == animation_path(paths.root, paths.photo, model)
     assert paths.animation["gru"].name == "animation_identity_gru.mp4"
+
+
+def test_make_help_lists_every_variable_with_its_value():
+    import re
+
+    names = re.findall(r"^([A-Z_]+)\s*\?=", (REPO / "Makefile").read_text(), re.M)
+    assert {"VIDEO", "PHOTO", "IMAGE_KIMG", "MOTION_EPOCHS", "STYLEINV_STEPS", "FRAMES", "SPACE"} <= set(names)
+    out = _make_n("help").replace("\n", " ")                      # -n still prints echo lines
+    missing = [n for n in names if f"{n}=" not in out]
+    assert not missing, f"make help does not list {missing}"
+    shown = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO), "help", "FRAMES=7"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "FRAMES=7 " in shown                                   # the current value, not a copy of the default
+
+
+def test_first_hour_budget_is_the_demo_budget():
+    """`make help` and the README's first-hour recipe carry the demo's budget (svgen.demo.runner)."""
+    from svgen.demo.runner import DemoConfig, make_vars
+
+    budget = make_vars(DemoConfig())
+    assert budget in subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO), "help"],
+                                    capture_output=True, text=True, timeout=60).stdout
+    assert budget in (REPO / "README.md").read_text().split("## Your first hour", 1)[1]

@@ -1,4 +1,4 @@
-"""The HDF5 latent store ``latents.h5`` (DESIGN.md).
+"""The HDF5 latent store ``latents.h5`` (docs/FORMATS.md).
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""The aligned-frame dataset ``aligned.zip`` (DESIGN.md): PNGs ``<clip>/<frame:06d>.png`` plus
+"""The aligned-frame dataset ``aligned.zip`` (docs/FORMATS.md): PNGs ``<clip>/<frame:06d>.png`` plus
 ``dataset.json``. Same convention as NVIDIA's ``dataset_tool`` so their loaders read it too; plain
 NVIDIA image zips (no svgen metadata) are read as one clip of still images.
 """

@@ -1,6 +1,6 @@
 """Stage 2: motion models trained in the latent space of a frozen StyleGAN2.
 
-``load_motion(path)`` reads a ``motion.pt`` (DESIGN.md) and returns the model it holds:
+``load_motion(path)`` reads a ``motion.pt`` (docs/FORMATS.md) and returns the model it holds:
 StyleVideoGAN's GRU (:class:`svgen.stage2_motion.gru.GRUMotion`) or StyleInV. Every motion model
 has ``model_name``, ``generator_sha256``, ``generator_path``, ``encoder_path``, ``num_ws``, ``w_dim``,
 ``sample(num, frames, seed)`` and ``animate_latents(w_identity, frames, fps, seed)``.

@@ -119,7 +119,7 @@ def latents_ref(store: Any) -> dict:
 def motion_checkpoint(cfg: GRUTrainConfig, G: MotionGenerator, G_ema: MotionGenerator,
                       C: Optional[TemporalCritic], pca: PCABasis, ref: dict, generator_sha256: str,
                       meta: Optional[dict] = None) -> dict:
-    """The ``motion.pt`` dict (DESIGN.md); ``C`` None gives a light EMA-only snapshot."""
+    """The ``motion.pt`` dict (docs/FORMATS.md); ``C`` None gives a light EMA-only snapshot."""
     ckpt = {"format": FORMAT, "version": VERSION, "model": "gru", "config": config_to_dict(cfg),
             "ema": G_ema.state_dict(), "latents_ref": ref, "pca": pca.to_dict(),
             "generator_sha256": generator_sha256, "generator_path": _abs(cfg.generator),

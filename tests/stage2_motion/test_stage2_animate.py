@@ -10,41 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from svgen.utils.io import file_sha256, torch_save_atomic
+from svgen.utils.io import file_sha256
 
 from clitools import run_cli as _cli
-
-
+from motionchain import build_motion_chain
 
 
 @pytest.fixture(scope="module")
 def chain(random_generator_path, real_frames_zip32, tmp_path_factory):
-    """(generator, encoder, motion.pt) trained against real inverted latents."""
-    from svgen.inversion.api import invert_dataset
-    from svgen.inversion.encoders import build_encoder, encoder_checkpoint, make_encoder_config
-    from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
-
-    d = tmp_path_factory.mktemp("animate")
-    G = load_generator(random_generator_path)
-    sha = file_sha256(random_generator_path)
-    torch.manual_seed(0)
-    E = build_encoder(make_encoder_config("w+", "tiny", G.num_ws, G.w_dim, G.img_resolution),
-                      w_avg=G.mapping.w_avg)
-    enc = d / "encoder.pt"
-    torch_save_atomic(encoder_checkpoint(E, None, sha, meta={"note": "untrained (test)"}), enc)
-    latents = invert_dataset(G, E.eval(), real_frames_zip32, d / "latents.h5", generator_sha256=sha,
-                             encoder_sha256=file_sha256(enc), show_progress=False)
-    cfg = GRUTrainConfig(latents=str(latents), out=str(d / "motion"),
-                         model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),
-                                               e_hidden=(64, 64, 32, 32, 32), c_channels=(32, 64)),
-                         steps=2, batch=4, eval_windows=8, eval_long_frames=30, eval_long_num=1,
-                         generator=str(random_generator_path), encoder=str(enc), device="cpu")
-    with pytest.MonkeyPatch.context() as mp:      # module scope: the autouse quiet fixture is not active yet
-        mp.setenv("SVGEN_NO_PROGRESS", "1")
-        motion = train_gru(cfg)
-    return random_generator_path, enc, motion, G
+    """(generator, encoder, motion.pt, G) trained against real inverted latents."""
+    return build_motion_chain(random_generator_path, real_frames_zip32, tmp_path_factory.mktemp("animate"))
 
 
 def _tuned_generator(G, cache_file):
