@@ -106,8 +106,12 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--grid", type=int, default=1, show_default=True, help="Write K seeds side by side.")
 @click.option("--refine-steps", type=int, default=0, show_default=True,
               help="Optimisation steps refining the photo's inversion.")
-@click.option("--offset", type=click.Choice(["pca", "naive", "none"]), default="pca", show_default=True,
-              help="Offset trick: PCA projection (paper), naive first-frame shift, or none.")
+@click.option("--offset", type=click.Choice(["auto", "pca", "mean", "naive", "none"]), default="auto",
+              show_default=True,
+              help="How motion moves onto the photo's code: PCA projection (StyleVideoGAN's offset trick), "
+                   "mean (the training codes' mean moved onto the photo: motion around the pivot, what a "
+                   "pivotal-tuned generator needs), naive first-frame shift, or none. auto: mean with "
+                   "--tune pti, pca with --tune none.")
 @click.option("--offset-components", type=int, default=None, help="PCA components used (default all, 32).")
 @click.option("--offset-layers", default=None, help="W+ layers shifted, e.g. '0-7' (default all).")
 @click.option("--offset-strength", type=float, default=1.0, show_default=True, help="Scale of the offset.")

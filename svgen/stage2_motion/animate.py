@@ -92,7 +92,7 @@ class AnimateSettings:
     driving: Optional[str] = None
     grid: int = 1
     refine_steps: int = 0
-    offset: str = "pca"                # pca | naive | none
+    offset: str = "auto"               # auto (mean with --tune pti, else pca) | pca | mean | naive | none
     offset_components: Optional[int] = None
     offset_layers: Optional[str] = None
     offset_strength: float = 1.0
@@ -125,8 +125,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {st.tune!r}")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
-    if st.offset not in MODES:
-        raise SvgenError(f"--offset must be one of {', '.join(MODES)}, got {st.offset!r}")
+    if st.offset not in MODES + ("auto",):
+        raise SvgenError(f"--offset must be one of auto, {', '.join(MODES)}, got {st.offset!r}")
     if st.driving and st.grid > 1:
         raise SvgenError("--grid shows several sampled motions; it cannot be combined with --driving")
     if not st.driving and not st.motion:
@@ -229,9 +229,10 @@ def animate(st: AnimateSettings) -> dict:
         render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
         timing["pivotal_tuning"] = time.perf_counter() - t
 
-    # motion
+    # motion (auto offset: around the pivot for a tuned generator, the paper's PCA trick otherwise)
     t = time.perf_counter()
     details: list[dict] = []
+    offset = st.offset if st.offset != "auto" else ("mean" if st.tune == "pti" else "pca")
     if st.driving:
         traj, drive_fps = driving_trajectory(st.driving, G, E, G.img_resolution, st.landmarks,
                                              st.refine_steps, st.frames)
@@ -240,14 +241,14 @@ def animate(st: AnimateSettings) -> dict:
             raise SvgenError(f"the driving video has {len(traj)} usable frames, fewer than --frames {frames}",
                              st.driving)
         traj = traj[:frames]
-        if len(traj) < 2 and st.offset == "pca":
+        if len(traj) < 2 and offset == "pca":
             raise SvgenError("the offset trick needs at least 2 driving frames (its PCA); use more --frames",
                              st.driving)
         fps = float(st.fps or drive_fps)
         # the driving actor's own PCA spans its motion states (the offset trick's subspace)
-        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32) if st.offset == "pca" else None
+        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32) if offset in ("pca", "mean") else None
         components = None if basis is None or st.offset_components is None else min(st.offset_components, basis.k)
-        out_traj, off = apply_offset(traj, w_id, basis, mode=st.offset, components=components,
+        out_traj, off = apply_offset(traj, w_id, basis, mode=offset, components=components,
                                      layers=layers, strength=st.offset_strength)
         latents = out_traj[None]
         details.append({"source": "driving", "driving_frames": int(len(traj)), "driving_fps": drive_fps,
@@ -258,7 +259,7 @@ def animate(st: AnimateSettings) -> dict:
         seqs = []
         for k in range(st.grid):
             info: dict = {}
-            seqs.append(model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=st.offset,
+            seqs.append(model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=offset,
                                               components=st.offset_components, layers=layers,
                                               strength=st.offset_strength, info=info, slowmo=st.slowmo))
             details.append({"source": "sampled", "seed": st.seed + k, **_plain(info)})

@@ -54,7 +54,7 @@ def test_animate_writes_playable_mp4_latents_and_settings(chain, shared, tmp_pat
     settings = json.loads(out.with_suffix(".json").read_text())
     assert settings["settings"]["seed"] == 3 and settings["resolved"]["frames"] == 30
     assert settings["resolved"]["generator"] == str(chain[0].resolve())      # default from motion.pt
-    assert settings["motion"][0]["offset"]["mode"] == "pca"
+    assert settings["motion"][0]["offset"]["mode"] == "mean"        # auto: around the pivot with --tune pti
     assert settings["resolved"]["generator_sha256"] == file_sha256(chain[0])
     # the identity photo was pivotal-tuned (default --tune pti): the tuned copy renders the photo
     # at the pivot far better than the frozen generator, and it was cached for the next call

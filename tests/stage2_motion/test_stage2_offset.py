@@ -135,3 +135,23 @@ def test_pca_basis_roundtrip_and_store(tmp_path):
     again = PCABasis.from_dict(basis.to_dict())
     np.testing.assert_allclose(again.components, basis.components, atol=1e-6)
     assert (again.num_ws, again.w_dim, again.k) == (NUM_WS, W_DIM, 6)
+
+
+def test_mean_mode_moves_the_motion_around_the_new_identity():
+    """``mean``: the training codes' mean lands on w_new, so a trajectory of training-like states
+    stays within the clip's own spread of w_new (what a pivotal-tuned generator renders well),
+    where the PCA trick can leave it far away."""
+    codes, _ = _actor()
+    basis = fit_pca([codes], NUM_WS, W_DIM, n_components=32)
+    w_new = np.random.default_rng(5).standard_normal((NUM_WS, W_DIM)) * 3
+    out, info = apply_offset(codes, w_new, basis, mode="mean")
+    np.testing.assert_allclose(out.mean(0), w_new, atol=1e-4)              # centred on the photo's code
+    np.testing.assert_allclose(np.diff(out, axis=0), np.diff(codes, axis=0), atol=1e-4)   # same motion
+    spread = np.linalg.norm((codes - codes.mean(0)).reshape(len(codes), -1), axis=1).mean()
+    dist_mean = np.linalg.norm((out - w_new).reshape(len(out), -1), axis=1).mean()
+    pca, _ = apply_offset(codes, w_new, basis, mode="pca")
+    dist_pca = np.linalg.norm((pca - w_new).reshape(len(pca), -1), axis=1).mean()
+    assert dist_mean == pytest.approx(spread, rel=1e-3) and dist_pca > 1.5 * dist_mean, (dist_mean, dist_pca)
+    assert info["mode"] == "mean"
+    with pytest.raises(ValueError, match="needs a PCA basis"):
+        offset_delta(w_new, None, "mean")
