@@ -1,8 +1,10 @@
-"""Options and helpers shared by every command (``--seed``, ``--device``)."""
+"""Options and helpers shared by every command (``--seed``, ``--device``, warnings as one line)."""
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -25,3 +27,20 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be a positive integer, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def echo_warnings() -> Iterator[None]:
+    """Show library warnings as ``svgen: warning: ...`` lines on stderr, as they happen."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"svgen: warning: {' '.join(str(message).split())}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old

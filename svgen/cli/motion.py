@@ -24,7 +24,9 @@ from svgen.utils.errors import SvgenError
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="aligned.zip (StyleInV image mode; unused by the GRU).")
 @click.option("--disc", type=click.Choice(["latent", "image"]), default=None,
-              help="StyleInV discriminator domain (default latent).")
+              help="StyleInV discriminator domain. Default latent: real first-frame codes, a video "
+                   "discriminator on W codes (purely in latent space; not the paper's setting). The "
+                   "paper's setting is --disc image (discriminator on rendered frames; needs --data).")
 @click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
 @click.option("--lambda-gap", type=float, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")

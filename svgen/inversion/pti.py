@@ -6,9 +6,9 @@ synthesis network so that ``G_t(w_p)`` reproduces the photo:
 
     L = L_img(G_t(w_p), x) + lambda_loc * [ l2(G_t(w_r), G(w_r)) + msssim(G_t(w_r), G(w_r)) ]
 
-- ``L_img`` is the encoder's reconstruction loss: pixel L2 + MS-SSIM (standing in for PTI's LPIPS,
-  whose weights we cannot ship); pass a ``ReconstructionLoss`` built with an identity net (dlib's
-  face-recognition ResNet, or ArcFace) to add PTI's identity term (``id``).
+- ``L_img`` is the reconstruction loss of the encoder (pixel L2 + MS-SSIM; LPIPS and the identity
+  loss when the given loss has them; ``PTIConfig.identity`` builds one otherwise: dlib's
+  face-recognition ResNet with ``"dlib"``, off by default, see ``PTIConfig``).
 - The locality regulariser (PTI §3.3): ``w_r = w_p + alpha * (w_z - w_p) / ||w_z - w_p||`` is a step
   of fixed length from the pivot toward a random mapped code ``w_z`` (truncation 0.5); the tuned
   and the original generator must agree there, so the rest of the latent space -- and with it what
@@ -54,7 +54,8 @@ class PTIConfig:
     lr: Optional[float] = None     # None: default_lr(G) (PTI's 3e-4 for the published widths)
     l2: float = 1.0
     msssim: float = 0.5            # stands in for PTI's LPIPS when no LPIPS weights are given
-    id: float = 0.1                # identity loss weight (dlib ResNet unless ArcFace weights are given)
+    id: float = 0.1                # identity loss weight (when the loss has an identity net)
+    identity: str = "none"         # identity net of the default loss (build_identity_loss kinds)
     locality: float = 0.1          # weight of each locality term (PTI: 0.1 L2 + 0.1 LPIPS)
     locality_alpha: float = 1.0    # step length from the pivot, in mapped-code distances to w_avg
     locality_psi: float = 0.5      # truncation of the random codes w_z
@@ -93,7 +94,7 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
     target = target.detach().float().to(device)
     if target.shape[-1] != G.img_resolution:
         raise ValueError(f"target must be {G.img_resolution} px, got {tuple(target.shape)}")
-    loss = loss if loss is not None else ReconstructionLoss(device=device)
+    loss = loss if loss is not None else ReconstructionLoss(identity=cfg.identity, device=device)
     loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=0.8, id=cfg.id)
     G_t = copy.deepcopy(G).to(device)
     G_t.requires_grad_(False)

@@ -7,7 +7,8 @@ known generator allows):
   image loss plus ``latent`` * ||E(x) - w||^2;
 - real aligned frames (random horizontal flips): the image loss only.
 
-Image loss = pixel L2 + MS-SSIM (+ LPIPS and the ArcFace identity loss when weight files are given),
+Image loss = pixel L2 + MS-SSIM + the identity loss (dlib's face-recognition ResNet, shipped; ArcFace
+when its weights are given) (+ LPIPS when its weights are given),
 computed between x and G(E(x)) with the generator frozen (``noise_mode="const"``).
 
 W+ encoders are trained the e4e way (Tov et al. 2021) so their codes stay where the generator (and a
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -38,7 +40,8 @@ from svgen.inversion.encoders import (EncoderConfig, build_encoder, encoder_chec
                                       encoder_config_from_dict, make_encoder_config)
 from svgen.inversion.latent_discriminator import (LatentDiscriminator, discriminator_step,
                                                   encoder_adversarial_loss)
-from svgen.inversion.losses import ReconstructionLoss, _load_weight_file, latent_l2
+from svgen.inversion.identity import LossOffWarning
+from svgen.inversion.losses import LPIPS_EXPECTED, ReconstructionLoss, _load_weight_file, latent_l2
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, torch_save_atomic
@@ -65,7 +68,7 @@ class TrainEncoderConfig:
     msssim: float = 0.5            # (1 - MS-SSIM) weight
     latent: float = 1.0            # latent L2 on generated pairs
     lpips: float = 0.8             # used only with --lpips-weights
-    id: float = 0.1                # used only with --id-weights
+    id: float = 0.1                # identity loss weight (dlib's ResNet, or ArcFace with --id-weights)
     style_mixing: float = 0.5      # probability of a mixed W+ target (W+ encoders only)
     delta_reg: float = 2e-4        # e4e: weight of sum_i ||delta_i||_2 (W+ e4e encoders)
     progressive_start_kimg: float = 0.4   # e4e: images (thousands) trained with w0 alone (deltas locked)
@@ -289,13 +292,16 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
                   kimg: Optional[float] = None, batch: Optional[int] = None,
                   lr: Optional[float] = None, resume: bool = False,
                   lpips_weights: Optional[PathLike] = None, id_weights: Optional[PathLike] = None,
-                  backbone_weights: Optional[PathLike] = None, seed: int = 0,
+                  id_loss: str = "auto", backbone_weights: Optional[PathLike] = None, seed: int = 0,
                   device: torch.device | str = "cpu", show_progress: bool = True,
                   overrides: Optional[dict] = None,
                   stop_after: Optional[int] = None,
                   on_step: Optional[Callable[[int, dict], None]] = None) -> Path:
     """Train (or resume) an encoder; writes ``<out>/encoder.pt`` and returns its path.
 
+    ``id_loss``: the identity net (:func:`~svgen.inversion.identity.build_identity_loss`; auto = dlib's
+    ResNet, or ArcFace when ``id_weights`` is an ArcFace file). A loss that cannot be built is off with
+    one :class:`~svgen.inversion.identity.LossOffWarning` naming the file to provide.
     ``overrides`` sets any other :class:`TrainEncoderConfig` (or :class:`EncoderConfig`) field. ``stop_after`` ends the call
     after that many steps (checkpoint written, no ``encoder.pt``), which tests use for resume.
     """
@@ -315,7 +321,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
 
         dataset = AlignedDataset(data)
     # optional perceptual nets first: a wrong path fails before anything is written
-    loss = ReconstructionLoss(lpips_weights=lpips_weights, id_weights=id_weights, device=device)
+    loss = ReconstructionLoss(lpips_weights=lpips_weights, id_weights=id_weights, identity=id_loss, device=device)
     if backbone_weights and not Path(backbone_weights).is_file():
         from svgen.inversion.losses import ID_EXPECTED
 
@@ -359,6 +365,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
 
     seed_everything(cfg.seed)
     loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)
+    if loss.lpips is None and cfg.lpips > 0:
+        warnings.warn(LossOffWarning(f"LPIPS loss off: give --lpips-weights ({LPIPS_EXPECTED})"), stacklevel=2)
     trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float())
     if resume:
         trainer.load_state(ckpt)
@@ -371,7 +379,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
                          "generator_sha256": g_sha, "data": None if data is None else str(data)})
     meta = {"generator": str(gen_path), "data": None if data is None else str(data),
             "lpips_weights": None if not lpips_weights else str(lpips_weights),
-            "id_weights": None if not id_weights else str(id_weights)}
+            "id_weights": None if not id_weights else str(id_weights),
+            "id_loss": None if loss.id_loss is None else type(loss.id_loss).__name__}
     fixed = _fixed_real(dataset, G.img_resolution, device)
 
     def checkpoint(snapshot: bool) -> None:

@@ -157,3 +157,65 @@ def test_build_identity_loss_without_the_package(monkeypatch):
     with pytest.warns(LossOffWarning, match="dlib_face_recognition_resnet_model_v1.dat") as rec:
         assert build_identity_loss("dlib") is None
     assert len(rec) == 1 and "\n" not in str(rec[0].message)
+
+
+# -- train-encoder ----------------------------------------------------------------------------------------
+def test_train_encoder_names_the_files_of_losses_that_are_off(capsys, tiny_generator_path, short_zip24, tmp_path):
+    from clitools import run_cli
+
+    from svgen.utils.rundir import load_checkpoint
+
+    base = ["train-encoder", "--generator", tiny_generator_path, "--data", short_zip24, "--steps", "1",
+            "--batch", "2"]
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "default")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("svgen: warning: LPIPS loss off"), err
+    assert "--lpips-weights" in lines[0] and "lpips_alex.pth" in lines[0]
+    meta = load_checkpoint(tmp_path / "default" / "encoder.pt")["meta"]
+    assert meta["id_loss"] == "DlibIdentityLoss"      # the default identity loss is dlib's, not off
+
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "arcface", "--id-loss", "arcface")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 2 and all(ln.startswith("svgen: warning: ") for ln in lines), err
+    assert "identity loss off" in lines[0] and "model_ir_se50.pth" in lines[0]
+    assert load_checkpoint(tmp_path / "arcface" / "encoder.pt")["meta"]["id_loss"] is None
+
+
+@pytest.mark.slow
+def test_train_encoder_identity_loss_keeps_identity_on_held_out_frames(tiny_generator_path, real_frames_zip32,
+                                                                       net, tmp_path):
+    """The same short run with and without the default identity loss; held-out real frames are
+    reconstructed closer to the same person (dlib distance of their 150 px chips) with it.
+    Measured (tiny 32 px generator, 100 steps, batch 8): 0.536 without, 0.442 with (weight 0.1),
+    PSNR 21.25 -> 20.92 dB."""
+    from svgen.inversion.api import invert_images
+    from svgen.inversion.encoders import load_encoder
+    from svgen.inversion.train import train_encoder
+    from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
+    from svgen.stage1_image_gan.checkpoints import load_generator
+
+    src = AlignedDataset(real_frames_zip32)
+    train_zip, held = tmp_path / "train.zip", []
+    with AlignedDatasetWriter(train_zip, 32) as w:
+        for name, info in src.clips.items():
+            w.add_clip(name, source=info.source, fps=info.fps)
+            frames = src.read_clip(name)
+            for f in frames[:45]:
+                w.add_frame(name, f)
+            held.append(frames[45:])
+    held = np.concatenate(held)
+    G = load_generator(tiny_generator_path)
+    x = torch.from_numpy(held).permute(0, 3, 1, 2).float() / 127.5 - 1
+    loss = DlibIdentityLoss(net)
+    scores = {}
+    for kind in ("none", "auto"):
+        path = train_encoder(tiny_generator_path, tmp_path / kind, train_zip, space="w+", preset="tiny", steps=100,
+                             batch=8, seed=0, show_progress=False, id_loss=kind, overrides={"lpips": 0.0})
+        with torch.no_grad():
+            rec = G.synthesis(torch.from_numpy(invert_images(G, load_encoder(path), held)),
+                              noise_mode="const").clamp(-1, 1)
+            psnr = float(-10 * torch.log10(((rec - x) / 2).square().mean()))
+            scores[kind] = (float(loss(rec, x).mean()), psnr)
+    print(scores)
+    assert scores["auto"][0] < scores["none"][0] - 0.04, scores
+    assert scores["auto"][1] > scores["none"][1] - 1.0, scores   # pixels barely pay for it
