@@ -259,9 +259,15 @@ def animate(st: AnimateSettings) -> dict:
         seqs = []
         for k in range(st.grid):
             info: dict = {}
-            seqs.append(model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=offset,
-                                              components=st.offset_components, layers=layers,
-                                              strength=st.offset_strength, info=info, slowmo=st.slowmo))
+            seq = model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=offset,
+                                        components=st.offset_components, layers=layers,
+                                        strength=st.offset_strength, info=info, slowmo=st.slowmo)
+            if offset == "mean" and getattr(model, "pca", None) is None:
+                # StyleInV keeps no PCA of the training codes; its first frame is its reconstruction
+                # of the identity, so the motion is moved to start at the tuned generator's pivot
+                seq = (seq - seq[:1] + np.asarray(w_id, np.float32)[None]).astype(np.float32)
+                info["pivot_offset"] = "first frame moved onto the pivot"
+            seqs.append(seq)
             details.append({"source": "sampled", "seed": st.seed + k, **_plain(info)})
         latents = np.stack(seqs).astype(np.float32)              # [K, frames, num_ws, w_dim]
     timing["motion"] = time.perf_counter() - t
