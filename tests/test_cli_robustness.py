@@ -140,3 +140,121 @@ def test_stale_temporaries_of_killed_runs_are_removed(random_generator_path, tmp
     alive.write_bytes(b"y")
     ok_cli(capsys, "convert", random_generator_path, "--out", out)
     assert out.is_file() and not stale.exists() and alive.exists()
+
+
+# -- 3. an output that is one of the inputs ---------------------------------------------------------
+def _writing_commands(src: Path) -> list[list]:
+    """One invocation per command that writes a file, with --out naming the input ``src``."""
+    return [["preprocess", src, "--out", src],
+            ["align-photo", src, "--out", src],
+            ["invert", "--generator", src, "--encoder", src, "--data", src, "--out", src],
+            ["convert", src, "--out", src],
+            ["generate-images", "--generator", src, "--out", src],
+            ["reconstruct", "--latents", src, "--out", src],
+            ["animate", "--identity", src, "--motion", src, "--out", src],
+            ["evaluate", "--latents", src, "--out", src]]
+
+
+@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("link", [False, True], ids=["same-path", "hard-link"])
+def test_output_that_is_an_input_is_refused(index, link, tmp_path, capsys):
+    src = tmp_path / "input.bin"
+    src.write_bytes(b"precious input")
+    args = _writing_commands(src)[index]
+    if link:  # --out is another name of the same inode
+        other = tmp_path / "other.bin"
+        os.link(src, other)
+        args[-1] = other
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1, err
+    one_line_error(err, "the output is also an input")
+    assert src.read_bytes() == b"precious input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["input.bin"] + ["other.bin"] * link)
+
+
+# -- 5. NaN / infinity / out-of-range numbers in every float option ------------------------------
+def _float_options() -> list[tuple[str, str]]:
+    """(command, option) for every float-valued option of every command."""
+    import click
+
+    from svgen.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    return [(name, p.opts[0]) for name in COMMANDS for p in cli.get_command(ctx, name).params
+            if isinstance(p, click.Option) and p.type.name.startswith("float")]
+
+
+@pytest.mark.parametrize("command,option", _float_options())
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_option_refuses_non_finite(command, option, value, capsys):
+    code, _, err = run_cli(capsys, command, f"{option}={value}")
+    assert code == 2, err
+    assert "finite" in err and option in err and "Traceback" not in err
+
+
+def test_float_options_are_all_checked():
+    """Every float option uses FiniteFloat (a new option without it fails here)."""
+    import click
+
+    from svgen.cli.main import COMMANDS, cli
+    from svgen.utils.checks import FiniteFloat
+
+    ctx = click.Context(cli)
+    floats = [(n, p.opts[0], p.type) for n in COMMANDS for p in cli.get_command(ctx, n).params
+              if isinstance(p.type, (click.types.FloatParamType, FiniteFloat))]
+    assert floats and all(isinstance(t, FiniteFloat) for _, _, t in floats), floats
+
+
+@pytest.mark.parametrize("args", [
+    ["sample", "--batch", "0"], ["sample", "--num", "0"], ["sample", "--fps", "0"],
+    ["animate", "--batch", "0"], ["animate", "--fps", "0"], ["animate", "--slowmo", "-1"],
+    ["reconstruct", "--fps", "0"], ["preprocess", "--smooth", "-1"], ["train-image", "--p", "1.5"],
+    ["train-encoder", "--lr", "0"], ["invert", "--temporal-weight", "-0.1"],
+])
+def test_out_of_range_numbers_are_usage_errors(args, capsys):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and args[1] in err and "Traceback" not in err, err
+
+
+# -- 4. multi-file outputs appear together or not at all ----------------------------------------
+@pytest.fixture(scope="module")
+def motion_path(random_generator_path, encoder_path, real_frames_zip32, tmp_path_factory) -> Path:
+    """A GRU motion.pt trained 2 steps on latents inverted by the untrained encoder (plumbing)."""
+    from svgen.inversion.api import invert_dataset
+    from svgen.inversion.encoders import load_encoder
+    from svgen.stage1_image_gan.checkpoints import load_generator
+    from motiontools import train_tiny_gru
+
+    d = tmp_path_factory.mktemp("motion")
+    G = load_generator(random_generator_path)
+    latents = invert_dataset(G, load_encoder(encoder_path), real_frames_zip32, d / "latents.h5",
+                             generator_sha256=file_sha256(random_generator_path),
+                             encoder_sha256=file_sha256(encoder_path), show_progress=False)
+    return train_tiny_gru(latents, d / "motion", random_generator_path, encoder_path)
+
+
+def test_animate_full_disk_leaves_no_partial_set(small_disk_ok, motion_path, shared, tmp_path):
+    """The mp4 fits on the disk but its .npy does not: nothing at all may remain."""
+    disk = tmp_path / "disk"
+    photo = shared / "data" / "photos" / "hyperstyle_aligned" / "pitt.jpg"
+    code, err, left = run_on_small_disk(
+        disk, 96, "animate", "--identity", photo, "--motion", motion_path, "--frames", 40,
+        "--tune", "none", "--landmarks", "none", "--device", "cpu", "--out", disk / "a.mp4")
+    assert code == 1, err
+    one_line_error(err, "no space left on device")
+    assert left == [], left
+
+
+def test_sample_failure_leaves_nothing_and_success_writes_all(small_disk_ok, motion_path,
+                                                              random_generator_path, tmp_path, capsys):
+    disk = tmp_path / "disk"
+    code, err, left = run_on_small_disk(disk, 64, "sample", "--motion", motion_path, "--num", 2,
+                                        "--frames", 40, "--generator", random_generator_path,
+                                        "--device", "cpu", "--out", disk)
+    assert code == 1 and left == [], (err, left)
+    one_line_error(err, "no space left on device")
+    out = tmp_path / "ok"
+    ok_cli(capsys, "sample", "--motion", motion_path, "--num", 2, "--frames", 6,
+           "--generator", random_generator_path, "--device", "cpu", "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == ["latents.npy", "sample.json", "sample_000.mp4",
+                                                     "sample_001.mp4"]

@@ -274,12 +274,12 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return False
 
 
-def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], option: str = "--out") -> None:
-    """Raise a one-line SvgenError when the output ``out`` is one of the ``inputs`` (so a command
-    never replaces the file it reads)."""
-    for src in inputs:
+def refuse_input_as_output(out: PathLike, inputs: dict[str, Optional[PathLike]]) -> None:
+    """Raise a one-line SvgenError when the output ``out`` is one of the ``inputs`` (label -> path),
+    so a command never replaces a file it reads."""
+    for label, src in inputs.items():
         if src is not None and same_file(out, src):
-            raise SvgenError(f"{option} is the input file {src}; choose another output path", out)
+            raise SvgenError(f"the output is also an input ({label}); choose another output path", out)
 
 
 class ExclusiveLock:
@@ -341,6 +341,15 @@ class ExclusiveLock:
         self.release()
 
 
+def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """True when the filesystem of ``folder`` has less than ``margin`` bytes free."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 class OutputGroup:
     """Several files that appear together or not at all (a video and its ``.npy``/``.json``).
 
@@ -392,5 +401,30 @@ class OutputGroup:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.commit()
+            return
+        error = self._as_target_error(exc)
+        self.abort()
+        if error is not None:
+            raise error from None
+
+    def _as_target_error(self, exc: BaseException) -> Optional[SvgenError]:
+        """A write error about one of the temporaries, restated about its target (the user never
+        sees a hidden temporary name); a bare OSError is put on the part written last."""
+        if not self._parts:
+            return None
+        named = getattr(exc, "path", None) if isinstance(exc, SvgenError) else getattr(exc, "filename", None)
+        target = self._parts[-1][1]
+        for tmp, tgt, _ in self._parts:
+            if named is not None and tmp.name in os.fspath(named):
+                target = tgt
+                break
         else:
-            self.abort()
+            if named is not None:
+                return None
+        if isinstance(exc, SvgenError):
+            return SvgenError(exc.message, target)
+        if isinstance(exc, OSError):
+            if exc.errno is None and _nearly_full(target.parent):  # numpy reports a short write only
+                exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return _os_error(exc, target)
+        return None

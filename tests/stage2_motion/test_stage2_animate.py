@@ -23,8 +23,7 @@ def chain(random_generator_path, real_frames_zip32, tmp_path_factory):
     from svgen.inversion.api import invert_dataset
     from svgen.inversion.encoders import build_encoder, encoder_checkpoint, make_encoder_config
     from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+    from motiontools import train_tiny_gru
 
     d = tmp_path_factory.mktemp("animate")
     G = load_generator(random_generator_path)
@@ -36,14 +35,7 @@ def chain(random_generator_path, real_frames_zip32, tmp_path_factory):
     torch_save_atomic(encoder_checkpoint(E, None, sha, meta={"note": "untrained (test)"}), enc)
     latents = invert_dataset(G, E.eval(), real_frames_zip32, d / "latents.h5", generator_sha256=sha,
                              encoder_sha256=file_sha256(enc), show_progress=False)
-    cfg = GRUTrainConfig(latents=str(latents), out=str(d / "motion"),
-                         model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),
-                                               e_hidden=(64, 64, 32, 32, 32), c_channels=(32, 64)),
-                         steps=2, batch=4, eval_windows=8, eval_long_frames=30, eval_long_num=1,
-                         generator=str(random_generator_path), encoder=str(enc), device="cpu")
-    with pytest.MonkeyPatch.context() as mp:      # module scope: the autouse quiet fixture is not active yet
-        mp.setenv("SVGEN_NO_PROGRESS", "1")
-        motion = train_gru(cfg)
+    motion = train_tiny_gru(latents, d / "motion", random_generator_path, enc)
     return random_generator_path, enc, motion, G
 
 
