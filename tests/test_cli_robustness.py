@@ -258,3 +258,72 @@ def test_sample_failure_leaves_nothing_and_success_writes_all(small_disk_ok, mot
            "--generator", random_generator_path, "--device", "cpu", "--out", out)
     assert sorted(p.name for p in out.iterdir()) == ["latents.npy", "sample.json", "sample_000.mp4",
                                                      "sample_001.mp4"]
+
+
+# -- 6. tracebacks that must be one line -----------------------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` pixels (no pixel data: a decompression bomb's
+    header is all a reader needs to refuse it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [14000, 9500], ids=["196MP-bomb", "90MP"])
+def test_huge_photo_is_refused_with_the_limit(side, tmp_path, capsys):
+    big = _png_header_only(tmp_path / "big.png", side, side)
+    code, _, err = run_cli(capsys, "align-photo", big, "--out", tmp_path / "a.png", "--landmarks", "none")
+    assert code == 1, err
+    one_line_error(err, str(big), "too large", "89 megapixels")
+    assert "Warning" not in err and not (tmp_path / "a.png").exists()
+
+
+def test_train_motion_refuses_nan_latents_and_short_window(random_generator_path, encoder_path,
+                                                           real_frames_zip32, tmp_path, capsys):
+    import h5py
+
+    store = tmp_path / "l.h5"
+    ok_cli(capsys, "invert", "--generator", random_generator_path, "--encoder", encoder_path,
+           "--data", real_frames_zip32, "--out", store)
+    code, _, err = run_cli(capsys, "train-motion", "--latents", store, "--out", tmp_path / "m1",
+                           "--window", 1, "--steps", 1)
+    assert code == 1
+    one_line_error(err, "--window must be at least 2")
+    with h5py.File(store, "r+") as f:  # damage one frame, as a hostile file would
+        f["clips"][list(f["clips"])[0]]["w"][5] = np.nan
+    code, _, err = run_cli(capsys, "train-motion", "--latents", store, "--out", tmp_path / "m2",
+                           "--window", 8, "--batch", 2, "--steps", 1)
+    assert code == 1
+    one_line_error(err, str(store), "not finite", "first frame 5")
+
+
+def test_align_photo_size_has_a_minimum(shared, tmp_path, capsys):
+    photo = shared / "data" / "photos" / "hyperstyle_aligned" / "pitt.jpg"
+    code, _, err = run_cli(capsys, "align-photo", photo, "--out", tmp_path / "a.png", "--size", 3,
+                           "--landmarks", "none")
+    assert code == 2 and "--size" in err and not (tmp_path / "a.png").exists()
+
+
+# -- 8. one writer per run folder ----------------------------------------------------------------
+def test_second_training_into_a_busy_run_folder_fails(real_frames_zip32, tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom svgen.utils.rundir import RunDir\n"
+         "r = RunDir(sys.argv[1]); print('locked', flush=True); time.sleep(300)", str(run)],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = run_cli(capsys, "train-image", "--data", real_frames_zip32, "--out", run,
+                               "--preset", "tiny", "--kimg", "0.004", "--no-metrics", "--device", "cpu")
+        assert code == 1, err
+        one_line_error(err, str(run), "another svgen process")
+        assert not (run / "checkpoints" / "latest.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()

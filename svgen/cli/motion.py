@@ -42,6 +42,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
                         ("--stride", stride), ("--snapshot-every", snapshot_every)):
         if value is not None and value <= 0:
             raise SvgenError(f"{name} must be a positive integer, got {value}")
+    if window is not None and window < 2:
+        raise SvgenError(f"--window must be at least 2 frames (motion needs a next frame), got {window}")
     if preview_every is not None and preview_every < 0:
         raise SvgenError(f"--preview-every must be >= 0, got {preview_every}")
     if model == "styleinv":

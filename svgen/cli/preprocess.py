@@ -11,6 +11,8 @@ import click
 from svgen.cli.common import common_options, positive_int
 from svgen.utils.checks import NON_NEGATIVE, POSITIVE
 
+MIN_SIZE = 16  # smallest crop that still holds a face (and that StyleGAN presets start from)
+
 
 @contextlib.contextmanager
 def _echo_warnings() -> Iterator[None]:
@@ -51,7 +53,7 @@ def _torch_device(device: str) -> str:
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output dataset (aligned.zip).")
-@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=MIN_SIZE),
               help="Crop resolution in pixels.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Face landmarks backend; 'none' = generic centre crop / --box.")
@@ -102,7 +104,7 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output image (.png or .jpg).")
-@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=MIN_SIZE),
               help="Output resolution in pixels.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Face landmarks backend; 'none' = centre crop.")

@@ -410,6 +410,10 @@ class LatentStore:
         if clip not in self.f["clips"]:
             raise SvgenError(f"no clip named {clip!r} (have: {', '.join(self.clips)})", self.path)
         w = np.asarray(self.f["clips"][clip]["w"][start:stop], dtype=np.float32)
+        if not np.isfinite(w).all():
+            bad = np.flatnonzero(~np.isfinite(w.reshape(len(w), -1)).all(1)) + (start or 0)
+            raise SvgenError(f"clip {clip!r} holds latents that are not finite (NaN or infinity) in "
+                             f"{len(bad)} frame(s), first frame {int(bad[0])}: invert the clip again", self.path)
         if as_wplus and self.space == "w":
             w = np.repeat(w[:, None, :], self.num_ws, axis=1)
         return w

@@ -287,13 +287,17 @@ class ExclusiveLock:
     output; the second one fails with a one-line SvgenError naming ``target``.
 
     The lock file is removed on release; acquiring re-checks that the locked file is still the
-    one at ``lock_path`` (a releaser may have unlinked it in between).
+    one at ``lock_path`` (a releaser may have unlinked it in between). ``per_process=True`` takes
+    a POSIX record lock instead, which the same process may take again (a training run resumed
+    in-process) and which ends with the process; its lock file stays.
     """
 
-    def __init__(self, lock_path: PathLike, target: PathLike, what: str = "output"):
+    def __init__(self, lock_path: PathLike, target: PathLike, what: str = "output",
+                 per_process: bool = False):
         self.lock_path = Path(lock_path)
         self.target = Path(target)
         self.what = what
+        self.per_process = per_process
         self._fd: Optional[int] = None
 
     def acquire(self) -> "ExclusiveLock":
@@ -305,7 +309,10 @@ class ExclusiveLock:
             except OSError as exc:
                 raise _os_error(exc, self.lock_path) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if self.per_process:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -314,7 +321,7 @@ class ExclusiveLock:
                                      self.target) from None
                 raise _os_error(exc, self.lock_path) from None
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+                same = self.per_process or os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
             except OSError:
                 same = False
             if same:
@@ -327,10 +334,12 @@ class ExclusiveLock:
         return self
 
     def release(self) -> None:
+        """Give the lock up (and remove the lock file, unless ``per_process``)."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            self.lock_path.unlink()
+        if not self.per_process:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
         os.close(self._fd)
         self._fd = None
 
@@ -339,6 +348,11 @@ class ExclusiveLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
