@@ -327,3 +327,34 @@ def test_second_training_into_a_busy_run_folder_fails(real_frames_zip32, tmp_pat
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- 7. StyleInV honours --snapshot-every: a killed short run resumes -----------------------------
+@pytest.mark.slow
+def test_styleinv_killed_short_run_resumes_to_same_weights(random_generator_path, encoder_path,
+                                                           real_frames_zip32, tmp_path, capsys):
+    import signal
+    import time
+
+    store = tmp_path / "l.h5"
+    ok_cli(capsys, "invert", "--generator", random_generator_path, "--encoder", encoder_path,
+           "--data", real_frames_zip32, "--out", store)
+    base = ["train-motion", "--model", "styleinv", "--latents", store, "--generator", random_generator_path,
+            "--steps", 8, "--snapshot-every", 2, "--batch", 2, "--device", "cpu"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "svgen.cli.main", *map(str, base), "--out", str(killed)],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = killed / "checkpoints" / "latest.pt"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.exists() and not (killed / "motion.pt").exists()  # killed mid-run, after a snapshot
+    ok_cli(capsys, *base, "--out", killed, "--resume")
+    ok_cli(capsys, *base, "--out", tmp_path / "full")
+    a = torch.load(killed / "motion.pt", weights_only=True)
+    b = torch.load(tmp_path / "full" / "motion.pt", weights_only=True)
+    for k in b["SI"]:
+        torch.testing.assert_close(a["SI"][k], b["SI"][k], rtol=0, atol=1e-6)

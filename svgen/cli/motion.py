@@ -29,7 +29,8 @@ from svgen.utils.errors import SvgenError
 @click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
 @click.option("--lambda-gap", type=NON_NEGATIVE, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
-@click.option("--snapshot-every", type=int, default=None, help="GRU: epochs between checkpoints and metrics (default 10).")
+@click.option("--snapshot-every", type=int, default=None,
+              help="Between checkpoints and metrics: GRU epochs (default 10), StyleInV steps (default 1000).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @common_options
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
@@ -51,7 +52,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 
         path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
                             generator=generator, encoder=encoder, data=data, disc=disc,
-                            preview_every=preview_every, resume=resume, seed=seed, device=device)
+                            preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
+                            seed=seed, device=device)
         click.echo(f"wrote {path}" if path else f"done: {out}")
         return
 
