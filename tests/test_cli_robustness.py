@@ -358,3 +358,29 @@ def test_styleinv_killed_short_run_resumes_to_same_weights(random_generator_path
     b = torch.load(tmp_path / "full" / "motion.pt", weights_only=True)
     for k in b["SI"]:
         torch.testing.assert_close(a["SI"][k], b["SI"][k], rtol=0, atol=1e-6)
+
+
+# -- 9. resume refuses changed data ------------------------------------------------------------------
+def _with_one_frame_changed(src: Path, out: Path) -> Path:
+    """A copy of an aligned.zip whose first frame is replaced by its second (same layout)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as zout:
+        frames = sorted(n for n in zin.namelist() if n.endswith(".png"))
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(frames[1] if name == frames[0] else name))
+    return out
+
+
+def test_resume_with_changed_data_is_refused(random_generator_path, real_frames_zip32, tmp_path, capsys):
+    other = _with_one_frame_changed(real_frames_zip32, tmp_path / "other.zip")
+    img = ["train-image", "--out", tmp_path / "img", "--preset", "tiny", "--no-metrics", "--device", "cpu"]
+    ok_cli(capsys, *img, "--data", real_frames_zip32, "--kimg", "0.008")
+    code, _, err = run_cli(capsys, *img, "--data", other, "--kimg", "0.016", "--resume")
+    assert code == 1
+    one_line_error(err, str(other), "trained on other data")
+    enc = ["train-encoder", "--generator", random_generator_path, "--out", tmp_path / "enc", "--batch", 2]
+    ok_cli(capsys, *enc, "--data", real_frames_zip32, "--steps", 1)
+    code, _, err = run_cli(capsys, *enc, "--data", other, "--steps", 2, "--resume")
+    assert code == 1
+    one_line_error(err, str(other), "trained on other data")
