@@ -384,3 +384,28 @@ def test_resume_with_changed_data_is_refused(random_generator_path, real_frames_
     code, _, err = run_cli(capsys, *enc, "--data", other, "--steps", 2, "--resume")
     assert code == 1
     one_line_error(err, str(other), "trained on other data")
+
+
+# -- 10. smaller holes ---------------------------------------------------------------------------------
+def test_box_outside_the_frame_is_refused(shared, tmp_path, capsys):
+    video = shared / "data" / "videos" / "dreamtalk_mead" / "M030_front_neutral_level1_001.mp4"
+    code, _, err = run_cli(capsys, "preprocess", video, "--out", tmp_path / "a.zip", "--landmarks", "none",
+                           "--box", "-500,-500,100,100", "--max-frames", 2, "--size", 32)
+    assert code == 1
+    one_line_error(err, str(video), "outside")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inputs_of_the_wrong_kind_are_named(motion_path, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an encoder")
+    latents = motion_path.parent.parent / "latents.h5"
+    code, _, err = run_cli(capsys, "train-motion", "--latents", latents, "--out", tmp_path / "m",
+                           "--encoder", notes, "--steps", 1, "--window", 8, "--batch", 2)
+    assert code == 1
+    one_line_error(err, str(notes))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    code, _, err = run_cli(capsys, "train-image", "--data", folder, "--out", tmp_path / "r")
+    assert code == 1
+    one_line_error(err, str(folder), "is a folder")

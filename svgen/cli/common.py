@@ -1,8 +1,10 @@
 """Options and checks shared by every command (``--seed``, ``--device``, output != input)."""
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -47,3 +49,20 @@ def refuse_output_as_input(kwargs: dict) -> None:
             if item is not None:
                 inputs[f"{label} {item}"] = item
     refuse_input_as_output(kwargs["out"], inputs)
+
+
+@contextlib.contextmanager
+def echo_warnings() -> Iterator[None]:
+    """Show library warnings as ``svgen: warning: ...`` lines on stderr, as they happen."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"svgen: warning: {' '.join(str(message).split())}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old

@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from svgen.cli.common import common_options
+from svgen.cli.common import common_options, echo_warnings
 from svgen.utils.checks import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from svgen.utils.errors import SvgenError
 
@@ -144,7 +144,8 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
                          tune_cache=tune_cache)
-    summary = run_animate(st)
+    with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
+        summary = run_animate(st)
     res = summary["resolved"]
     click.echo(f"wrote {summary['outputs']['video']} ({res['frames']} frames at {res['fps']:g} fps)")
 

@@ -1,34 +1,15 @@
 """``svgen preprocess`` (videos -> aligned.zip) and ``svgen align-photo`` (one FFHQ-aligned photo)."""
 from __future__ import annotations
 
-import contextlib
-import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import click
 
-from svgen.cli.common import common_options, positive_int
+from svgen.cli.common import common_options, echo_warnings, positive_int
 from svgen.utils.checks import NON_NEGATIVE, POSITIVE
 
 MIN_SIZE = 16  # smallest crop that still holds a face (and that StyleGAN presets start from)
-
-
-@contextlib.contextmanager
-def _echo_warnings() -> Iterator[None]:
-    """Show library warnings as ``svgen: warning: ...`` lines on stderr, as they happen."""
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        click.echo(f"svgen: warning: {' '.join(str(message).split())}", err=True)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        old = warnings.showwarning
-        warnings.showwarning = show
-        try:
-            yield
-        finally:
-            warnings.showwarning = old
 
 
 def _parse_box(ctx: click.Context, param: click.Parameter, value: Optional[str]):
@@ -90,7 +71,7 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
     if box is not None and landmarks != "none":
         raise click.UsageError("--box only applies with --landmarks none")
     dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
-    with _echo_warnings():
+    with echo_warnings():
         summary = preprocess_videos(list(videos), out, size=size, landmarks=landmarks, smooth=smooth,
                                     max_frames=max_frames, fps=fps, detector=detector,
                                     detect_every=detect_every, max_gap=max_gap, min_length=min_length,
@@ -128,7 +109,7 @@ def align_photo(photo, out, size, landmarks, detector, strict, quad_json, seed, 
                                  param_hint="--out")
     ensure_parent_writable(out)  # fail before the work
     dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
-    with _echo_warnings():
+    with echo_warnings():
         res = align_photo_info(photo, size, landmarks=landmarks, strict=strict, detector=detector, device=dev)
     with atomic_path(out) as tmp:
         save_kwargs = {"quality": 95} if formats[suffix] == "JPEG" else {}

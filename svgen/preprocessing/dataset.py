@@ -182,6 +182,8 @@ class AlignedDataset:
 
     def __init__(self, path: PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise SvgenError("is a folder; expected an aligned-frame dataset (aligned.zip)", self.path)
         if not self.path.is_file():
             raise SvgenError("dataset does not exist", self.path)
         try:

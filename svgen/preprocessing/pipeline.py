@@ -294,6 +294,11 @@ def _process_video(path: Path, info: VideoInfo, cfg: PreprocessConfig, backend: 
                    disable=not show_progress or None)
 
     if cfg.landmarks == "none":
+        if cfg.box is not None:
+            x, y, w, h = cfg.box
+            if x >= info.width or y >= info.height or x + w <= 0 or y + h <= 0:
+                raise SvgenError(f"--box {x:g},{y:g},{w:g},{h:g} lies entirely outside the "
+                                 f"{info.width}x{info.height} frame", path)
         quad = _box_quad(cfg.box) if cfg.box is not None else _centre_square(info.height, info.width)
         used_names.add(base)
         first = True
