@@ -206,7 +206,7 @@ def test_float_options_are_all_checked():
 
 
 @pytest.mark.parametrize("args", [
-    ["sample", "--batch", "0"], ["sample", "--num", "0"], ["sample", "--fps", "0"],
+    ["sample", "--batch", "0"], ["sample", "--fps", "0"],
     ["animate", "--batch", "0"], ["animate", "--fps", "0"], ["animate", "--slowmo", "-1"],
     ["reconstruct", "--fps", "0"], ["preprocess", "--smooth", "-1"], ["train-image", "--p", "1.5"],
     ["train-encoder", "--lr", "0"], ["invert", "--temporal-weight", "-0.1"],

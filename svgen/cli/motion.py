@@ -77,8 +77,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 
 @click.command("sample")
 @click.option("--motion", required=True, type=click.Path(dir_okay=False), help="motion.pt")
-@click.option("--num", type=POSITIVE_INT, default=4, show_default=True, help="Number of trajectories.")
-@click.option("--frames", type=POSITIVE_INT, default=250, show_default=True, help="Frames per trajectory.")
+@click.option("--num", type=int, default=4, show_default=True, help="Number of trajectories.")
+@click.option("--frames", type=int, default=250, show_default=True, help="Frames per trajectory.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--generator", type=click.Path(dir_okay=False), default=None,
               help="Render each trajectory to an mp4 with this generator.")
