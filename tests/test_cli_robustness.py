@@ -409,3 +409,23 @@ def test_inputs_of_the_wrong_kind_are_named(motion_path, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train-image", "--data", folder, "--out", tmp_path / "r")
     assert code == 1
     one_line_error(err, str(folder), "is a folder")
+
+
+def test_latent_store_problems_are_named_exactly(random_generator_path, encoder_path, real_frames_zip32,
+                                                 tmp_path, capsys):
+    import h5py
+
+    store = tmp_path / "l.h5"
+    ok_cli(capsys, "invert", "--generator", random_generator_path, "--encoder", encoder_path,
+           "--data", real_frames_zip32, "--out", store)
+    v99, empty = tmp_path / "v99.h5", tmp_path / "empty.h5"
+    shutil.copy(store, v99)
+    shutil.copy(store, empty)
+    with h5py.File(v99, "r+") as f:
+        f.attrs["version"] = 99
+    with h5py.File(empty, "r+") as f:
+        del f["clips"]
+    for path, words in ((v99, ("version 99 is newer",)), (empty, ("no /clips group",))):
+        code, _, err = run_cli(capsys, "reconstruct", "--latents", path, "--out", tmp_path / "r.mp4")
+        assert code == 1
+        one_line_error(err, str(path), *words)

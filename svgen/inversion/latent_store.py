@@ -337,9 +337,13 @@ class LatentStore:
         a = self.f.attrs
         fmt = a.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT or "clips" not in self.f:
+        if fmt != FORMAT:
             self.f.close()
             raise SvgenError(f"not an svgen latent store (format {fmt!r})", self.path)
+        if "clips" not in self.f:
+            self.f.close()
+            raise SvgenError("latent store has no /clips group (damaged or not written by svgen invert)",
+                             self.path)
         try:
             self.space = str(a["space"])
             self.num_ws = int(a["num_ws"])
@@ -347,10 +351,11 @@ class LatentStore:
         except KeyError as exc:
             self.f.close()
             raise SvgenError(f"latent store is missing the attribute {exc}", self.path) from None
-        if int(a.get("version", VERSION)) > VERSION:
+        version = int(a.get("version", VERSION))
+        if version > VERSION:
             self.f.close()
-            raise SvgenError(f"latent store version {a.get('version')} is newer than this svgen "
-                             f"understands ({VERSION})", self.path)
+            raise SvgenError(f"latent store version {version} is newer than this svgen understands "
+                             f"({VERSION})", self.path)
         self.generator_sha256 = str(a.get("generator_sha256", ""))
         self.encoder_sha256 = str(a.get("encoder_sha256", ""))
         self.resolution = int(a.get("resolution", 0))
