@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
+
+from motiontools import train_tiny_gru
 
 
 def build_motion_chain(generator_path: Path, frames_zip: Path, out: Path) -> tuple[Path, Path, Path, object]:
@@ -14,8 +15,6 @@ def build_motion_chain(generator_path: Path, frames_zip: Path, out: Path) -> tup
     from svgen.inversion.api import invert_dataset
     from svgen.inversion.encoders import build_encoder, encoder_checkpoint, make_encoder_config
     from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
     from svgen.utils.io import file_sha256, torch_save_atomic
 
     G = load_generator(generator_path)
@@ -27,12 +26,5 @@ def build_motion_chain(generator_path: Path, frames_zip: Path, out: Path) -> tup
     torch_save_atomic(encoder_checkpoint(E, None, sha, meta={"note": "untrained (test)"}), enc)
     latents = invert_dataset(G, E.eval(), frames_zip, out / "latents.h5", generator_sha256=sha,
                              encoder_sha256=file_sha256(enc), show_progress=False)
-    cfg = GRUTrainConfig(latents=str(latents), out=str(out / "motion"),
-                         model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),
-                                               e_hidden=(64, 64, 32, 32, 32), c_channels=(32, 64)),
-                         steps=2, batch=4, eval_windows=8, eval_long_frames=30, eval_long_num=1,
-                         generator=str(generator_path), encoder=str(enc), device="cpu")
-    with pytest.MonkeyPatch.context() as mp:      # module-scoped callers: the autouse quiet fixture is not active
-        mp.setenv("SVGEN_NO_PROGRESS", "1")
-        motion = train_gru(cfg)
+    motion = train_tiny_gru(latents, out / "motion", Path(generator_path), enc)
     return Path(generator_path), enc, Path(motion), G

@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options
+from svgen.utils.checks import POSITIVE, POSITIVE_INT
 
 
 @click.command("demo")
@@ -20,8 +21,8 @@ from svgen.cli.common import common_options
 @click.option("--stage", type=click.Choice(["all", "input", "pipeline", "report"]), default="all",
               show_default=True, help="Run one part only (the Makefile's `demo` target uses this).")
 @click.option("--no-styleinv", is_flag=True, help="Skip the StyleInV motion model.")
-@click.option("--clip-frames", type=int, default=None, help="Length of the synthetic driving clip.")
-@click.option("--image-kimg", type=float, default=None, help="Stage-1 training length (kimg).")
+@click.option("--clip-frames", type=POSITIVE_INT, default=None, help="Length of the synthetic driving clip.")
+@click.option("--image-kimg", type=POSITIVE, default=None, help="Stage-1 training length (kimg).")
 @click.option("--print-make-vars", is_flag=True,
               help="Print the demo budget as Makefile variables and exit (used by `make demo`).")
 @common_options

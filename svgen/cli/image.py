@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, positive_int
+from svgen.utils.checks import FINITE
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -73,7 +74,7 @@ def convert(checkpoint: Path, out: Path, seed: int, device: str) -> None:
 @click.option("--generator", "generator", required=True, type=click.Path(path_type=Path),
               help="Generator: svgen generator.pt, NVIDIA .pkl or rosinality .pt.")
 @click.option("--seeds", default="0-15", show_default=True, help="Seeds, e.g. '0-15' or '1,4,10-12'.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
+@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True,
               help="Truncation psi (1 = off).")
 @click.option("--trunc-cutoff", type=int, default=None, callback=positive_int,
               help="Truncate only the first N ws.")

@@ -10,14 +10,9 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, positive_int
+from svgen.utils.checks import POSITIVE, UNIT_INTERVAL
 
 PRESETS = ("tiny", "paper256", "stylegan2", "auto")
-
-
-def _positive_float(ctx: click.Context, param: click.Parameter, value: Optional[float]):
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"must be positive, got {value}")
-    return value
 
 
 @click.command("train-image")
@@ -27,16 +22,16 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: Optional[
               help="Run folder: checkpoints/, samples/, log.jsonl, metrics.jsonl, generator.pt.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
               help="Network/training preset [default: auto; on --resume: the run's own].")
-@click.option("--kimg", type=float, default=None, callback=_positive_float,
+@click.option("--kimg", type=POSITIVE, default=None,
               help="Training length in thousands of real images [default: 200 for tiny, "
                    "else 25000; on --resume: the run's own].")
-@click.option("--snap", "snap_kimg", type=float, default=None, callback=_positive_float,
+@click.option("--snap", "snap_kimg", type=POSITIVE, default=None,
               help="kimg between snapshots (checkpoint, samples, SWD) [default: 10 for tiny, else 200].")
 @click.option("--batch", type=int, default=None, callback=positive_int,
               help="Total batch size over all processes [default: the preset's].")
 @click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default="ada", show_default=True,
               help="Discriminator augmentation: adaptive p, none, or a fixed p (--p).")
-@click.option("--p", "ada_p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--p", "ada_p", type=UNIT_INTERVAL, default=0.0, show_default=True,
               help="Augmentation probability: initial (ada) or constant (fixed).")
 @click.option("--mirror", is_flag=True, help="Add x-flipped copies of the frames.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/latest.pt.")

@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, echo_warnings, positive_int
+from svgen.utils.checks import NON_NEGATIVE, POSITIVE
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -26,11 +27,11 @@ def _weights_option(name: str, what: str):
 @click.option("--preset", type=click.Choice(["auto", "tiny", "ir_se50"]), default="auto",
               show_default=True, help="Backbone: tiny (CPU) or the 50-layer IR-SE; auto picks "
               "tiny for generators of 64 px or less.")
-@click.option("--kimg", type=float, default=None, help="Training length in thousands of images.")
+@click.option("--kimg", type=POSITIVE, default=None, help="Training length in thousands of images.")
 @click.option("--steps", type=int, default=None, callback=positive_int,
               help="Training length in optimizer steps (instead of --kimg).")
 @click.option("--batch", type=int, default=None, callback=positive_int, help="Images per step.")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (preset default).")
+@click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate (preset default).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @_weights_option("--lpips-weights", "LPIPS (lpips package state dict, alex or vgg)")
 @click.option("--id-weights", type=_FILE, default=None,
@@ -52,8 +53,6 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
 
     if kimg is not None and steps is not None:
         raise click.UsageError("give either --kimg or --steps, not both")
-    if kimg is not None and kimg <= 0:
-        raise click.BadParameter(f"must be positive, got {kimg}", param_hint="--kimg")
     with echo_warnings():
         path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
                    batch=batch, lr=lr, resume=resume, lpips_weights=lpips_weights,
@@ -69,7 +68,7 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
 @click.option("--out", required=True, type=_FILE, help="Latent store to write (latents.h5).")
 @click.option("--refine-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Optimisation steps per chunk after the encoder (0 = encoder only).")
-@click.option("--temporal-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--temporal-weight", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="Weight of the neighbour-smoothness term during refinement.")
 @click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
               help="Frames per chunk (also the refinement batch).")
@@ -140,7 +139,7 @@ def _report_distribution(path: Path) -> None:
               help="Generator (default: the one recorded in the store, checked by sha256).")
 @click.option("--data", type=_FILE, default=None,
               help="Aligned frames shown on the left (default: the dataset recorded in the store).")
-@click.option("--fps", type=float, default=None, help="Frame rate (default: the clip's).")
+@click.option("--fps", type=POSITIVE, default=None, help="Frame rate (default: the clip's).")
 @click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
               help="Frames rendered at once.")
 @common_options

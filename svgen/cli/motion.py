@@ -5,7 +5,8 @@ from typing import Optional
 
 import click
 
-from svgen.cli.common import common_options
+from svgen.cli.common import common_options, echo_warnings
+from svgen.utils.checks import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from svgen.utils.errors import SvgenError
 
 
@@ -29,8 +30,9 @@ from svgen.utils.errors import SvgenError
                    "paper's setting is --disc image (discriminator on rendered frames; needs --data).")
 @click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
-@click.option("--lambda-gap", type=float, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
-@click.option("--snapshot-every", type=int, default=None, help="GRU: epochs between checkpoints and metrics (default 10).")
+@click.option("--lambda-gap", type=NON_NEGATIVE, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
+@click.option("--snapshot-every", type=int, default=None,
+              help="Between checkpoints and metrics: GRU epochs (default 10), StyleInV steps (default 1000).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @common_options
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
@@ -43,6 +45,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
                         ("--stride", stride), ("--snapshot-every", snapshot_every)):
         if value is not None and value <= 0:
             raise SvgenError(f"{name} must be a positive integer, got {value}")
+    if window is not None and window < 2:
+        raise SvgenError(f"--window must be at least 2 frames (motion needs a next frame), got {window}")
     if preview_every is not None and preview_every < 0:
         raise SvgenError(f"--preview-every must be >= 0, got {preview_every}")
     if model == "styleinv":
@@ -50,7 +54,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 
         path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
                             generator=generator, encoder=encoder, data=data, disc=disc,
-                            preview_every=preview_every, resume=resume, seed=seed, device=device)
+                            preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
+                            seed=seed, device=device)
         click.echo(f"wrote {path}" if path else f"done: {out}")
         return
 
@@ -79,8 +84,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--generator", type=click.Path(dir_okay=False), default=None,
               help="Render each trajectory to an mp4 with this generator.")
-@click.option("--fps", type=float, default=None, help="Frame rate of the mp4s (default: the training fps).")
-@click.option("--batch", type=int, default=8, show_default=True, help="Frames rendered at once.")
+@click.option("--fps", type=POSITIVE, default=None, help="Frame rate of the mp4s (default: the training fps).")
+@click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
 @common_options
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
            batch: int, seed: int, device: str) -> None:
@@ -102,11 +107,11 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--encoder", type=click.Path(dir_okay=False), default=None,
               help="Encoder (default: the one recorded in the motion checkpoint).")
 @click.option("--frames", type=int, default=None, help="Frames to write (default 250, or the driving video's length).")
-@click.option("--fps", type=float, default=None, help="Frame rate (default 25, or the driving video's).")
+@click.option("--fps", type=POSITIVE, default=None, help="Frame rate (default 25, or the driving video's).")
 @click.option("--driving", type=click.Path(dir_okay=False), default=None,
               help="Transfer the motion of this real video instead of sampling motion.")
-@click.option("--grid", type=int, default=1, show_default=True, help="Write K seeds side by side.")
-@click.option("--refine-steps", type=int, default=0, show_default=True,
+@click.option("--grid", type=POSITIVE_INT, default=1, show_default=True, help="Write K seeds side by side.")
+@click.option("--refine-steps", type=NON_NEGATIVE_INT, default=0, show_default=True,
               help="Optimisation steps refining the photo's inversion.")
 @click.option("--offset", type=click.Choice(["auto", "pca", "mean", "naive", "none"]), default="auto",
               show_default=True,
@@ -114,20 +119,20 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
                    "mean (the training codes' mean moved onto the photo: motion around the pivot, what a "
                    "pivotal-tuned generator needs), naive first-frame shift, or none. auto: mean with "
                    "--tune pti, pca with --tune none.")
-@click.option("--offset-components", type=int, default=None, help="PCA components used (default all, 32).")
+@click.option("--offset-components", type=POSITIVE_INT, default=None, help="PCA components used (default all, 32).")
 @click.option("--offset-layers", default=None, help="W+ layers shifted, e.g. '0-7' (default all).")
-@click.option("--offset-strength", type=float, default=1.0, show_default=True, help="Scale of the offset.")
+@click.option("--offset-strength", type=FINITE, default=1.0, show_default=True, help="Scale of the offset.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Photo alignment backend.")
-@click.option("--batch", type=int, default=8, show_default=True, help="Frames rendered at once.")
-@click.option("--slowmo", type=float, default=1.0, show_default=True,
+@click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
+@click.option("--slowmo", type=POSITIVE, default=1.0, show_default=True,
               help="StyleInV: play the sampled motion this many times slower (no retraining).")
 @click.option("--tune", type=click.Choice(["pti", "none"]), default="pti", show_default=True,
               help="Identity: pivotal tuning (PTI) of a generator copy so it renders the photo itself, "
                    "cached per photo and generator; 'none' renders the encoder's nearest face of the "
                    "generator. Cost per new photo (350 steps): seconds at 64 px on a CPU; at 256 px about "
                    "25 min on 2 CPU cores or ~30 s on a GPU; at 1024 px a GPU is needed (~2-3 min).")
-@click.option("--tune-steps", type=int, default=350, show_default=True, help="PTI steps (stops early at 40 dB).")
+@click.option("--tune-steps", type=POSITIVE_INT, default=350, show_default=True, help="PTI steps (stops early at 40 dB).")
 @click.option("--tune-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of tuned generators [default: $SVGEN_CACHE/pti or ~/.cache/svgen/pti].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .mp4 (plus .npy and .json).")
@@ -146,7 +151,8 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
                          tune_cache=tune_cache)
-    summary = run_animate(st)
+    with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
+        summary = run_animate(st)
     res = summary["resolved"]
     click.echo(f"wrote {summary['outputs']['video']} ({res['frames']} frames at {res['fps']:g} fps)")
 

@@ -7,6 +7,9 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, echo_warnings, positive_int
+from svgen.utils.checks import NON_NEGATIVE, POSITIVE
+
+MIN_SIZE = 16  # smallest crop that still holds a face (and that StyleGAN presets start from)
 
 
 def _parse_box(ctx: click.Context, param: click.Parameter, value: Optional[str]):
@@ -21,12 +24,6 @@ def _parse_box(ctx: click.Context, param: click.Parameter, value: Optional[str])
     return parts
 
 
-def _positive_float(ctx: click.Context, param: click.Parameter, value):
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"must be positive, got {value}")
-    return value
-
-
 def _torch_device(device: str) -> str:
     from svgen.utils.device import select_device
 
@@ -37,24 +34,24 @@ def _torch_device(device: str) -> str:
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output dataset (aligned.zip).")
-@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=MIN_SIZE),
               help="Crop resolution in pixels.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Face landmarks backend; 'none' = generic centre crop / --box.")
 @click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
               help="dlib face detector (cnn = mmod, slower, finds harder faces).")
-@click.option("--smooth", type=float, default=3.0, show_default=True, metavar="FRAMES",
+@click.option("--smooth", type=NON_NEGATIVE, default=3.0, show_default=True, metavar="FRAMES",
               help="Temporal low-pass strength: Gaussian sigma in frames for the crop's centre, "
                    "rotation and scale; 0 disables.")
 @click.option("--max-frames", type=int, default=None, callback=positive_int,
               help="Use at most N frames of each video.")
-@click.option("--fps", type=float, default=None, callback=_positive_float,
+@click.option("--fps", type=POSITIVE, default=None,
               help="Resample videos to this frame rate (default: keep the source rate).")
 @click.option("--detect-every", type=int, default=5, show_default=True, callback=positive_int,
               help="Re-detect the face around its tracked position every K frames.")
-@click.option("--max-gap", type=float, default=0.5, show_default=True, metavar="SECONDS",
+@click.option("--max-gap", type=NON_NEGATIVE, default=0.5, show_default=True, metavar="SECONDS",
               help="Gaps without a face up to this long are interpolated; longer gaps split the clip.")
-@click.option("--min-length", type=float, default=0.3, show_default=True, metavar="SECONDS",
+@click.option("--min-length", type=NON_NEGATIVE, default=0.3, show_default=True, metavar="SECONDS",
               help="Drop face segments shorter than this.")
 @click.option("--box", default=None, callback=_parse_box, metavar="X,Y,W,H",
               help="With --landmarks none: crop this fixed box instead of the centre square.")
@@ -71,8 +68,6 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
     from svgen.preprocessing.pipeline import format_summary, preprocess_videos
     from svgen.utils.io import write_json
 
-    if smooth < 0:
-        raise click.BadParameter(f"must be >= 0, got {smooth}", param_hint="--smooth")
     if box is not None and landmarks != "none":
         raise click.UsageError("--box only applies with --landmarks none")
     dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
@@ -90,7 +85,7 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
 @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output image (.png or .jpg).")
-@click.option("--size", default=256, show_default=True, type=int, callback=positive_int,
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=MIN_SIZE),
               help="Output resolution in pixels.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Face landmarks backend; 'none' = centre crop.")

@@ -337,9 +337,13 @@ class LatentStore:
         a = self.f.attrs
         fmt = a.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT or "clips" not in self.f:
+        if fmt != FORMAT:
             self.f.close()
             raise SvgenError(f"not an svgen latent store (format {fmt!r})", self.path)
+        if "clips" not in self.f:
+            self.f.close()
+            raise SvgenError("latent store has no /clips group (damaged or not written by svgen invert)",
+                             self.path)
         try:
             self.space = str(a["space"])
             self.num_ws = int(a["num_ws"])
@@ -347,10 +351,11 @@ class LatentStore:
         except KeyError as exc:
             self.f.close()
             raise SvgenError(f"latent store is missing the attribute {exc}", self.path) from None
-        if int(a.get("version", VERSION)) > VERSION:
+        version = int(a.get("version", VERSION))
+        if version > VERSION:
             self.f.close()
-            raise SvgenError(f"latent store version {a.get('version')} is newer than this svgen "
-                             f"understands ({VERSION})", self.path)
+            raise SvgenError(f"latent store version {version} is newer than this svgen understands "
+                             f"({VERSION})", self.path)
         self.generator_sha256 = str(a.get("generator_sha256", ""))
         self.encoder_sha256 = str(a.get("encoder_sha256", ""))
         self.resolution = int(a.get("resolution", 0))
@@ -410,6 +415,10 @@ class LatentStore:
         if clip not in self.f["clips"]:
             raise SvgenError(f"no clip named {clip!r} (have: {', '.join(self.clips)})", self.path)
         w = np.asarray(self.f["clips"][clip]["w"][start:stop], dtype=np.float32)
+        if not np.isfinite(w).all():
+            bad = np.flatnonzero(~np.isfinite(w.reshape(len(w), -1)).all(1)) + (start or 0)
+            raise SvgenError(f"clip {clip!r} holds latents that are not finite (NaN or infinity) in "
+                             f"{len(bad)} frame(s), first frame {int(bad[0])}: invert the clip again", self.path)
         if as_wplus and self.space == "w":
             w = np.repeat(w[:, None, :], self.num_ws, axis=1)
         return w

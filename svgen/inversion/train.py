@@ -335,6 +335,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         if ckpt.get("generator_sha256") and ckpt["generator_sha256"] != g_sha:
             raise SvgenError("cannot resume: the checkpoint was trained against another generator "
                              f"({ckpt['generator_sha256'][:12]} vs {g_sha[:12]})", run.latest)
+        if dataset is not None:
+            dataset.check_resume(ckpt.get("meta", {}).get("data_fingerprint"))
         cfg = config_from_dict(TrainEncoderConfig, ckpt["train_config"])
         cfg.encoder = encoder_config_from_dict(ckpt["config"])
         cfg.betas = tuple(cfg.betas)
@@ -378,6 +380,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         run.save_config({"train": config_to_dict(cfg), "generator": str(gen_path),
                          "generator_sha256": g_sha, "data": None if data is None else str(data)})
     meta = {"generator": str(gen_path), "data": None if data is None else str(data),
+            "data_fingerprint": None if dataset is None else dataset.fingerprint(),
             "lpips_weights": None if not lpips_weights else str(lpips_weights),
             "id_weights": None if not id_weights else str(id_weights),
             "id_loss": None if loss.id_loss is None else type(loss.id_loss).__name__}

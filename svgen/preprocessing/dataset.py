@@ -4,6 +4,7 @@ NVIDIA image zips (no svgen metadata) are read as one clip of still images.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -181,6 +182,8 @@ class AlignedDataset:
 
     def __init__(self, path: PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise SvgenError("is a folder; expected an aligned-frame dataset (aligned.zip)", self.path)
         if not self.path.is_file():
             raise SvgenError("dataset does not exist", self.path)
         try:
@@ -226,6 +229,21 @@ class AlignedDataset:
             self.resolution = self._decode(images[0]).shape[0]
         if not self.frame_names:
             raise SvgenError("dataset has no frames", self.path)
+
+    def fingerprint(self) -> str:
+        """sha256 over every member's name, CRC-32 and size (from the zip directory, without
+        reading the frames): identifies the data a training run was started on."""
+        h = hashlib.sha256()
+        for info in sorted(self._zipfile().infolist(), key=lambda i: i.filename):
+            h.update(f"{info.filename}\0{info.CRC:08x}\0{info.file_size}\n".encode())
+        return h.hexdigest()
+
+    def check_resume(self, recorded: Optional[str]) -> None:
+        """Refuse to resume a run on data other than the data it recorded (``recorded`` None:
+        a run from before fingerprints, accepted)."""
+        if recorded and recorded != self.fingerprint():
+            raise SvgenError("cannot resume: the run was trained on other data (its frames differ from "
+                             "this dataset's); give the run's own --data or start a new run", self.path)
 
     # -- access -----------------------------------------------------------------------------
     def _zipfile(self) -> zipfile.ZipFile:

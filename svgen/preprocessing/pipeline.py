@@ -39,6 +39,8 @@ __all__ = ["PreprocessConfig", "preprocess_videos", "align_photo", "align_photo_
            "load_image_rgb", "PreprocessWarning", "format_summary"]
 
 LANDMARK_CHOICES = ("dlib", "face-alignment", "none")
+# photos larger than this are refused before decoding (PIL's own decompression-bomb threshold)
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 class PreprocessWarning(UserWarning):
@@ -104,10 +106,16 @@ def load_image_rgb(path_or_array: Union[PathLike, np.ndarray], name: Optional[st
     p = require_file(path_or_array, "image")
     where = str(p)
     try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            arr = _pil_to_rgb(im, where)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+            with Image.open(p) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise SvgenError(_too_large(f"{im.width}x{im.height}"), p)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                arr = _pil_to_rgb(im, where)
+    except Image.DecompressionBombError:  # PIL's own refusal, at twice its limit, in open()
+        raise SvgenError(_too_large("more than twice PIL's limit"), p) from None
     except UnidentifiedImageError:
         raise SvgenError("not an image file (or an unsupported image format)", p) from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -115,6 +123,10 @@ def load_image_rgb(path_or_array: Union[PathLike, np.ndarray], name: Optional[st
     if min(arr.shape[:2]) < 16:
         raise SvgenError(f"image is too small ({arr.shape[1]}x{arr.shape[0]})", p)
     return arr
+
+
+def _too_large(size: str) -> str:
+    return f"image is too large ({size}); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: downscale it first"
 
 
 def _pil_to_rgb(im: Image.Image, where: str) -> np.ndarray:
@@ -282,6 +294,11 @@ def _process_video(path: Path, info: VideoInfo, cfg: PreprocessConfig, backend: 
                    disable=not show_progress or None)
 
     if cfg.landmarks == "none":
+        if cfg.box is not None:
+            x, y, w, h = cfg.box
+            if x >= info.width or y >= info.height or x + w <= 0 or y + h <= 0:
+                raise SvgenError(f"--box {x:g},{y:g},{w:g},{h:g} lies entirely outside the "
+                                 f"{info.width}x{info.height} frame", path)
         quad = _box_quad(cfg.box) if cfg.box is not None else _centre_square(info.height, info.width)
         used_names.add(base)
         first = True

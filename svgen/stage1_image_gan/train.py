@@ -388,6 +388,7 @@ def _train(cfg: TrainConfig) -> Path:
         if not latest.exists():
             raise SvgenError("--resume given but the run has no checkpoint", latest)
         ckpt = load_training_checkpoint(latest)
+        dataset.check_resume(ckpt.get("meta", {}).get("dataset_fingerprint"))
     elif latest.exists():
         raise SvgenError("output folder already holds a training run; pass --resume to continue it "
                          "or choose another --out", out)
@@ -471,9 +472,12 @@ def _train(cfg: TrainConfig) -> Path:
             run.metrics.log(kimg=cur_nimg / 1000, step=step, swd=float(np.mean(levels)),
                             swd_levels=levels, num_images=len(swd_real))
 
+    data_fingerprint = dataset.fingerprint()
+
     def _meta() -> dict:
         return {"kimg": cur_nimg / 1000, "step": step, "dataset": str(cfg.data),
                 "dataset_resolution": dataset.resolution, "dataset_frames": len(dataset),
+                "dataset_fingerprint": data_fingerprint,
                 "augment": cfg.aug, "ada_p": float(augment_pipe.p) if augment_pipe is not None else 0.0,
                 "world_size": dist.world_size, "seed": cfg.seed}
 

@@ -22,8 +22,9 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
+from svgen.utils.checks import check_finite
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import atomic_write, ensure_parent_writable, file_sha256, require_file, write_json
+from svgen.utils.io import OutputGroup, ensure_parent_writable, file_sha256, require_file, write_json
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -67,9 +68,11 @@ def render_frames(G: Any, ws: Any, batch: int = 8) -> Iterator[np.ndarray]:
 
 
 def write_rendered_video(G: Any, ws: Any, out: PathLike, fps: float, batch: int = 8) -> int:
-    """Render ws [K, T, num_ws, w_dim] side by side into an mp4 (atomic); returns the frame count."""
+    """Render ws [K, T, num_ws, w_dim] side by side into an mp4 (atomic); returns the frame count.
+    Latents that are not finite are refused before anything is written."""
     from svgen.preprocessing.video_io import VideoWriter
 
+    check_finite(ws, "latents to render")
     with VideoWriter(out, fps) as writer:
         for frame in render_frames(G, ws, batch=batch):
             writer.write(frame)
@@ -177,7 +180,14 @@ def driving_trajectory(path: PathLike, G: Any, E: Any, size: int, landmarks: str
 
 # -- animate --------------------------------------------------------------------------------------
 def animate(st: AnimateSettings) -> dict:
-    """Run ``svgen animate`` end to end; returns the summary also written to ``<out>.json``."""
+    """Run ``svgen animate`` end to end; returns the summary also written to ``<out>.json``.
+
+    The mp4, ``.npy`` and ``.json`` appear together (the mp4 last) or, on any failure, not at all."""
+    with OutputGroup() as outputs:
+        return _animate(st, outputs)
+
+
+def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     from svgen.inversion.api import invert_images
     from svgen.inversion.encoders import load_encoder
     from svgen.preprocessing.pipeline import align_photo
@@ -274,10 +284,10 @@ def animate(st: AnimateSettings) -> dict:
 
     # render + encode (atomic), then the sidecars
     t = time.perf_counter()
-    n = write_rendered_video(render_G, latents, st.out, fps=fps, batch=st.batch)
+    n = write_rendered_video(render_G, latents, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
     timing["render_encode"] = time.perf_counter() - t
     npy_path, json_path = sidecar_paths(st.out)
-    with atomic_write(npy_path) as fh:
+    with open(outputs.part(npy_path), "wb") as fh:
         np.save(fh, latents)
     timing["total"] = time.perf_counter() - t0
     summary = {
@@ -294,7 +304,7 @@ def animate(st: AnimateSettings) -> dict:
         "motion": details,
         "timing_s": {k: round(v, 4) for k, v in timing.items()},
     }
-    write_json(json_path, summary)
+    write_json(outputs.part(json_path), summary)
     return summary
 
 
@@ -326,7 +336,15 @@ def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: 
                   generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
                   device: Any = "auto") -> dict:
     """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
-    [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``."""
+    [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``.
+    All files appear together (the mp4s last) or, on any failure, none of them."""
+    with OutputGroup() as outputs:
+        return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, outputs)
+
+
+def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int,
+                   generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
+                   outputs: OutputGroup) -> dict:
     from svgen.stage2_motion import load_motion
     from svgen.utils.device import select_device
 
@@ -343,19 +361,20 @@ def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: 
         model.attach_generator(G)
     ws = model.sample(int(num), int(frames), seed=int(seed))
     ws_np = ws.detach().cpu().numpy().astype(np.float32)
-    with atomic_write(out / "latents.npy") as fh:
+    check_finite(ws_np, "sampled latents", motion)
+    with open(outputs.part(out / "latents.npy"), "wb") as fh:
         np.save(fh, ws_np)
     fps = float(fps or getattr(model, "train_fps", 25.0) or 25.0)
     videos = []
     if G is not None:
         for k in range(int(num)):
             p = out / f"sample_{k:03d}.mp4"
-            write_rendered_video(G, ws_np[k:k + 1], p, fps=fps, batch=batch)
+            write_rendered_video(G, ws_np[k:k + 1], outputs.part(p, last=True), fps=fps, batch=batch)
             videos.append(str(p))
     summary = {"motion": str(Path(motion).resolve()), "model": model.model_name, "num": int(num),
                "frames": int(frames), "seed": int(seed), "fps": fps,
                "generator": None if generator is None else str(Path(generator).resolve()),
                "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
                "videos": videos}
-    write_json(out / "sample.json", summary)
+    write_json(outputs.part(out / "sample.json"), summary)
     return summary

@@ -545,12 +545,14 @@ def train_styleinv(cfg: StyleInVTrainConfig, resume: bool = False) -> Path:
 def run_from_cli(latents: Optional[str] = None, out: Optional[str] = None, epochs: Optional[int] = None,
                  steps: Optional[int] = None, batch: Optional[int] = None, window: Optional[int] = None,
                  generator: Optional[str] = None, encoder: Optional[str] = None, data: Optional[str] = None,
-                 disc: Optional[str] = None, preview_every: Optional[int] = None, resume: bool = False,
+                 disc: Optional[str] = None, preview_every: Optional[int] = None,
+                 snapshot_every: Optional[int] = None, resume: bool = False,
                  seed: int = 0, device: str = "auto", **ignored: Any) -> Path:
     """Entry point of ``svgen train-motion --model styleinv`` (options as the CLI passes them).
 
     ``steps`` sets the length; without it, ``epochs`` counts passes of one clip per real frame
-    (ceil(frames / batch) steps each); ``window`` sets the sampling window ``nframes``.
+    (ceil(frames / batch) steps each); ``window`` sets the sampling window ``nframes``;
+    ``snapshot_every`` is in steps (a killed run resumes from its last snapshot).
     """
     if not out:
         raise SvgenError("train-motion needs --out")
@@ -564,6 +566,8 @@ def run_from_cli(latents: Optional[str] = None, out: Optional[str] = None, epoch
         cfg.sampling.nframes = int(window)
     if preview_every:
         cfg.preview_every = int(preview_every)
+    if snapshot_every is not None:
+        cfg.snapshot_every = int(snapshot_every)
     if steps is not None:
         cfg.steps = int(steps)
     elif epochs is not None:

@@ -31,7 +31,7 @@ from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.prefetch import prefetch
 from svgen.utils.progress import progress
-from svgen.utils.rundir import RunDir
+from svgen.utils.rundir import RunDir, load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 FORMAT = "svgen-motion"
@@ -198,8 +198,8 @@ class GRUTrainer:
             sha = file_sha256(cfg.generator)
             self.store.check_generator(sha, cfg.generator)
             self.generator_sha256 = sha
-        if cfg.encoder:
-            require_file(cfg.encoder, "encoder")
+        if cfg.encoder:  # recorded for animate: it must be an encoder, not any file
+            load_checkpoint(cfg.encoder, expect_format="svgen-encoder")
         if cfg.preview_every and not cfg.generator:
             raise SvgenError("--preview-every needs --generator to render previews")
 

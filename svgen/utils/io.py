@@ -274,12 +274,12 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return False
 
 
-def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], option: str = "--out") -> None:
-    """Raise a one-line SvgenError when the output ``out`` is one of the ``inputs`` (so a command
-    never replaces the file it reads)."""
-    for src in inputs:
+def refuse_input_as_output(out: PathLike, inputs: dict[str, Optional[PathLike]]) -> None:
+    """Raise a one-line SvgenError when the output ``out`` is one of the ``inputs`` (label -> path),
+    so a command never replaces a file it reads."""
+    for label, src in inputs.items():
         if src is not None and same_file(out, src):
-            raise SvgenError(f"{option} is the input file {src}; choose another output path", out)
+            raise SvgenError(f"the output is also an input ({label}); choose another output path", out)
 
 
 class ExclusiveLock:
@@ -287,13 +287,17 @@ class ExclusiveLock:
     output; the second one fails with a one-line SvgenError naming ``target``.
 
     The lock file is removed on release; acquiring re-checks that the locked file is still the
-    one at ``lock_path`` (a releaser may have unlinked it in between).
+    one at ``lock_path`` (a releaser may have unlinked it in between). ``per_process=True`` takes
+    a POSIX record lock instead, which the same process may take again (a training run resumed
+    in-process) and which ends with the process; its lock file stays.
     """
 
-    def __init__(self, lock_path: PathLike, target: PathLike, what: str = "output"):
+    def __init__(self, lock_path: PathLike, target: PathLike, what: str = "output",
+                 per_process: bool = False):
         self.lock_path = Path(lock_path)
         self.target = Path(target)
         self.what = what
+        self.per_process = per_process
         self._fd: Optional[int] = None
 
     def acquire(self) -> "ExclusiveLock":
@@ -305,7 +309,10 @@ class ExclusiveLock:
             except OSError as exc:
                 raise _os_error(exc, self.lock_path) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if self.per_process:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -314,7 +321,7 @@ class ExclusiveLock:
                                      self.target) from None
                 raise _os_error(exc, self.lock_path) from None
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+                same = self.per_process or os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
             except OSError:
                 same = False
             if same:
@@ -327,10 +334,12 @@ class ExclusiveLock:
         return self
 
     def release(self) -> None:
+        """Give the lock up (and remove the lock file, unless ``per_process``)."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            self.lock_path.unlink()
+        if not self.per_process:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
         os.close(self._fd)
         self._fd = None
 
@@ -339,6 +348,20 @@ class ExclusiveLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+
+def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """True when the filesystem of ``folder`` has less than ``margin`` bytes free."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 class OutputGroup:
@@ -392,5 +415,30 @@ class OutputGroup:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.commit()
+            return
+        error = self._as_target_error(exc)
+        self.abort()
+        if error is not None:
+            raise error from None
+
+    def _as_target_error(self, exc: BaseException) -> Optional[SvgenError]:
+        """A write error about one of the temporaries, restated about its target (the user never
+        sees a hidden temporary name); a bare OSError is put on the part written last."""
+        if not self._parts:
+            return None
+        named = getattr(exc, "path", None) if isinstance(exc, SvgenError) else getattr(exc, "filename", None)
+        target = self._parts[-1][1]
+        for tmp, tgt, _ in self._parts:
+            if named is not None and tmp.name in os.fspath(named):
+                target = tgt
+                break
         else:
-            self.abort()
+            if named is not None:
+                return None
+        if isinstance(exc, SvgenError):
+            return SvgenError(exc.message, target)
+        if isinstance(exc, OSError):
+            if exc.errno is None and _nearly_full(target.parent):  # numpy reports a short write only
+                exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return _os_error(exc, target)
+        return None

@@ -10,16 +10,20 @@ import torch
 
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import ensure_parent_writable, torch_save_atomic, write_json
+from svgen.utils.io import ExclusiveLock, ensure_parent_writable, torch_save_atomic, write_json
 from svgen.utils.logging import JsonlLogger
+
+LOCK_NAME = ".svgen.lock"  # held (fcntl) by the process training into the folder
 
 
 class RunDir:
-    """A training run's folder. Creating it checks that it is writable."""
+    """A training run's folder. Creating it checks that it is writable and locks it for this
+    process, so a second run into the same folder fails at once with one line."""
 
     def __init__(self, root: PathLike):
         self.root = Path(root)
         ensure_parent_writable(self.root / "config.json")
+        self.lock = ExclusiveLock(self.root / LOCK_NAME, self.root, "run folder", per_process=True).acquire()
         self.checkpoints = self.root / "checkpoints"
         self.samples = self.root / "samples"
         self.checkpoints.mkdir(exist_ok=True)
