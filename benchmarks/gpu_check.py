@@ -307,7 +307,7 @@ class GpuCheckConfig:
 
 def _sections(cfg: GpuCheckConfig, device: torch.device, deadline: float) -> Iterator[tuple]:
     left = lambda: deadline - time.perf_counter()  # noqa: E731
-    yield "gpu_tests", lambda: gpu_tests(min(left(), 150))
+    yield "gpu_tests", lambda: gpu_tests(min(left(), 240))
     yield "parity", lambda: {str(d).replace("torch.", ""): parity(device, d)
                              for d in (torch.float32, torch.float16)}
     yield "generator_256", lambda: generator_speed(device, cfg.batch, cfg.iters)
