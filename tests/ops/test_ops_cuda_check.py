@@ -44,7 +44,8 @@ def test_clean_log_has_no_warnings_and_all_archs():
     assert cuda_check.compiler_warnings(CLEAN_LOG) == []
     assert cuda_check.missing_archs(CLEAN_LOG, ["8.0", "8.6", "9.0+PTX"]) == []
     assert cuda_check.missing_archs(CLEAN_LOG, ["8.0", "8.9", "10.0"]) == ["8.9", "10.0"]
-    assert cuda_check.arch_code("9.0a+PTX") == "sm_90a"
+    assert cuda_check.arch_code("9.0a+PTX") == "sm_90a" and cuda_check.arch_code("Hopper+PTX") is None
+    assert cuda_check.missing_archs(CLEAN_LOG, ["Ampere", "8.9"]) == ["8.9"]
 
 
 @pytest.mark.parametrize("line", WARNINGS)
