@@ -152,11 +152,13 @@ clean-venv:
 
 # -- the CUDA path --------------------------------------------------------------------------------
 # .venv-cuda holds PyPI's torch==2.13.0 (the CUDA 13.0 build). This machine's pip configuration points
-# at a local CPU wheel, so torch is installed with pip's configuration and find-links set aside; the
-# package and its dependencies follow with torch pinned, and the venv refuses to finish without CUDA.
+# at a local CPU wheel, so torch is fetched with pip's configuration and find-links set aside, into a
+# wheel folder outside the checkout (~1.4 GB, downloaded once per machine: CI's fresh clones reuse it);
+# the package and its dependencies follow with torch pinned, and the venv refuses to finish without CUDA.
 CUDA_VENV  ?= .venv-cuda
 CUDA_PY    := $(CUDA_VENV)/bin/python
 CUDA_STAMP := $(CUDA_VENV)/.svgen-installed
+CUDA_WHEELS   ?= $(HOME)/.cache/svgen/wheels-torch-2.13.0-pypi
 CUDA_HOME_DIR ?= /usr/local/cuda
 CUDA_ARCHS    ?= 8.0;8.6;9.0
 PIP_PYPI := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_NO_INDEX \
@@ -164,7 +166,9 @@ PIP_PYPI := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP
 
 $(CUDA_STAMP): pyproject.toml
 	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
-	$(PIP_PYPI) $(CUDA_PY) -m pip install -q torch==2.13.0
+	test -f $(CUDA_WHEELS)/.complete || { $(PIP_PYPI) $(CUDA_PY) -m pip download -q -d $(CUDA_WHEELS) torch==2.13.0 \
+		&& touch $(CUDA_WHEELS)/.complete; }
+	$(PIP_PYPI) $(CUDA_PY) -m pip install -q --no-index --find-links $(CUDA_WHEELS) torch==2.13.0
 	echo "torch==2.13.0" > $(CUDA_VENV)/torch-pin.txt
 	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt -e '.[dev]'
 	$(CUDA_PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'torch in $(CUDA_VENV) is not a CUDA build: ' + torch.__version__)"

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -305,9 +305,13 @@ class GpuCheckConfig:
     budget_s: float = 480.0
 
 
-def _sections(cfg: GpuCheckConfig, device: torch.device, deadline: float) -> Iterator[tuple]:
-    left = lambda: deadline - time.perf_counter()  # noqa: E731
-    yield "gpu_tests", lambda: gpu_tests(min(left(), 150))
+def _sections(cfg: GpuCheckConfig, device: torch.device,
+              deadline: float) -> Iterator[Tuple[str, Callable[[], Dict[str, Any]]]]:
+    """(name, measurement) in running order; subprocess sections get the time that is left."""
+    def left() -> float:
+        return deadline - time.perf_counter()
+
+    yield "gpu_tests", lambda: gpu_tests(min(left(), 240))
     yield "parity", lambda: {str(d).replace("torch.", ""): parity(device, d)
                              for d in (torch.float32, torch.float16)}
     yield "generator_256", lambda: generator_speed(device, cfg.batch, cfg.iters)

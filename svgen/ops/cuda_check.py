@@ -52,15 +52,20 @@ def compiler_warnings(log_text: str) -> List[str]:
             if _WARNING_RE.search(ln) and not _NINJA_STEP_RE.match(ln)]
 
 
-def arch_code(arch: str) -> str:
-    """``sm_XY`` code nvcc builds for an arch list entry: ``8.6`` -> ``sm_86``, ``9.0a+PTX`` -> ``sm_90a``."""
-    major, minor = arch.split("+")[0].split(".")
+def arch_code(arch: str) -> Optional[str]:
+    """``sm_XY`` code nvcc builds for a numeric arch list entry (``8.6`` -> ``sm_86``, ``9.0a+PTX`` ->
+    ``sm_90a``); None for a named one (``Ampere``), which torch expands itself."""
+    number = arch.split("+")[0]
+    if "." not in number:
+        return None
+    major, minor = number.split(".")
     return f"sm_{major}{minor}"
 
 
 def missing_archs(log_text: str, archs: Sequence[str]) -> List[str]:
-    """Entries of ``archs`` for which no nvcc command line of the log has ``code=sm_XY``."""
-    return [a for a in archs if not re.search(rf"code={arch_code(a)}\b", log_text)]
+    """Numeric entries of ``archs`` for which no nvcc command line of the log has ``code=sm_XY``."""
+    return [a for a in archs
+            if arch_code(a) is not None and not re.search(rf"code={arch_code(a)}\b", log_text)]
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def test_clean_log_has_no_warnings_and_all_archs():
     assert cuda_check.compiler_warnings(CLEAN_LOG) == []
     assert cuda_check.missing_archs(CLEAN_LOG, ["8.0", "8.6", "9.0+PTX"]) == []
     assert cuda_check.missing_archs(CLEAN_LOG, ["8.0", "8.9", "10.0"]) == ["8.9", "10.0"]
-    assert cuda_check.arch_code("9.0a+PTX") == "sm_90a"
+    assert cuda_check.arch_code("9.0a+PTX") == "sm_90a" and cuda_check.arch_code("Hopper+PTX") is None
+    assert cuda_check.missing_archs(CLEAN_LOG, ["Ampere", "8.9"]) == ["8.9"]
 
 
 @pytest.mark.parametrize("line", WARNINGS)
@@ -87,18 +88,24 @@ def test_cuda_home_prefers_env_then_a_default_with_nvcc(tmp_path, monkeypatch):
     assert plugin.cuda_home(tmp_path) == Path("/opt/cuda-home")
 
 
-def test_cuda_build_without_architecture_fails_with_log_path(tmp_path, monkeypatch):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a visible GPU determines the architecture")
+def test_cuda_build_without_toolkit_or_architecture_fails_with_log_path(tmp_path, monkeypatch):
     """torch_build's own checks run inside the loader: the message names the reason and the log."""
-    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-toolkit"))
-    loader = plugin.PluginLoader(root=tmp_path / "cache")
     from svgen.ops import bias_act
 
-    with pytest.raises(plugin.PluginBuildError) as err:
-        loader.get("bias_act", bias_act.SOURCES, bias_act.HEADERS)
-    log = loader.build_log("bias_act", bias_act.SOURCES, bias_act.HEADERS)
-    assert "no-toolkit has no bin/nvcc" in str(err.value)
-    assert str(err.value).endswith(f"(build log: {log})")
-    assert "no-toolkit has no bin/nvcc" in log.read_text()
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    toolkit = tmp_path / "toolkit"
+    for home, reason in [(tmp_path / "none", "none has no bin/nvcc"),
+                         (toolkit, "no GPU is visible and TORCH_CUDA_ARCH_LIST is unset")]:
+        monkeypatch.setenv("CUDA_HOME", str(home))
+        (toolkit / "bin").mkdir(parents=True, exist_ok=True)
+        (toolkit / "bin" / "nvcc").write_text("#!/bin/sh\nexit 1\n")
+        loader = plugin.PluginLoader(root=tmp_path / "cache")
+        with pytest.raises(plugin.PluginBuildError) as err:
+            loader.get("bias_act", bias_act.SOURCES, bias_act.HEADERS)
+        log = loader.build_log("bias_act", bias_act.SOURCES, bias_act.HEADERS)
+        assert reason in str(err.value) and str(err.value).endswith(f"(build log: {log})")
+        assert reason in log.read_text().splitlines()[-1]
 
 
 def test_preflight_refusals(tmp_path):
