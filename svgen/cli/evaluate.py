@@ -21,8 +21,9 @@ from svgen.utils.errors import SvgenError
 
 PIXEL_METRICS = ("fvd16", "fvd128", "fvd128_sub8", "fid", "acd")
 LATENT_METRICS = ("latent_fd", "loop")
-ALL_METRICS = PIXEL_METRICS + LATENT_METRICS + ("identity", "landmark_motion")
-OWN_INPUT_METRICS = ("identity", "landmark_motion")  # work on --animation without --motion
+TEMPORAL_ID_METRICS = ("tl_id", "tg_id")  # STIT's temporal identity of --animation (vs the first --real-video)
+ALL_METRICS = PIXEL_METRICS + LATENT_METRICS + ("identity", "landmark_motion") + TEMPORAL_ID_METRICS
+OWN_INPUT_METRICS = ("identity", "landmark_motion") + TEMPORAL_ID_METRICS  # work on --animation without --motion
 DEFAULT_WINDOW = 25  # StyleVideoGAN's training window, used when the motion model does not say
 
 
@@ -55,7 +56,7 @@ def _parse_metrics(text: str, have: dict) -> list[str]:
     need = {"motion": [m for m in names if m not in OWN_INPUT_METRICS],
             "latents": [m for m in names if m == "latent_fd"],
             "data": [m for m in names if m.startswith("fvd") or m == "fid"],
-            "animation": [m for m in names if m == "identity"],
+            "animation": [m for m in names if m == "identity" or m in TEMPORAL_ID_METRICS],
             "identity": [m for m in names if m == "identity"]}
     for what, metrics in need.items():
         if metrics and not have[what]:
@@ -185,9 +186,11 @@ def _say(msg: str) -> None:
                    "or with --real-video (landmark_motion).")
 @click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), help="The photo it was made from.")
 @click.option("--identity-frames", type=int, default=None, callback=positive_int,
-              help="Score this many evenly spaced frames of --animation (default: all).")
+              help="Score this many evenly spaced frames of --animation (default: all; tl_id/tg_id: the "
+                   "first N frames of it and of the source).")
 @click.option("--real-video", "real_videos", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Real reference for landmark_motion: a video or an aligned.zip (repeatable; default --data).")
+              help="Real reference for landmark_motion: a video or an aligned.zip (repeatable; default --data); "
+                   "for tl_id/tg_id the first one is the unedited source they are normalised by.")
 @click.option("--landmark-samples", type=int, default=4, show_default=True, callback=positive_int,
               help="landmark_motion with --motion: rendered samples (at the real videos' frame rate).")
 @click.option("--landmark-frames", type=int, default=128, show_default=True, callback=positive_int,
@@ -443,6 +446,25 @@ def _run_metrics(report: dict, chosen: list[str], opt: dict) -> None:
         report["metrics"]["identity"] = res
     if "landmark_motion" in chosen:
         _landmark_motion(report, opt, motion_model, dev, seed)
+    if any(m in chosen for m in TEMPORAL_ID_METRICS):
+        _temporal_identity(report, opt)
+
+
+def _temporal_identity(report: dict, opt: dict) -> None:
+    """TL-ID / TG-ID of --animation, normalised by the first --real-video (the unedited source) if given."""
+    from svgen.metrics.temporal_identity import temporal_identity
+    from svgen.utils.io import file_sha256
+
+    source_path = opt["real_videos"][0] if opt["real_videos"] else None
+    frames = _read_video_frames(opt["animation"], opt["identity_frames"])
+    source = _read_video_frames(source_path, opt["identity_frames"]) if source_path else None
+    res = temporal_identity(frames, source)
+    res["protocol"] = {"animation": str(opt["animation"]), "animation_sha256": file_sha256(opt["animation"]),
+                       "source": None if source_path is None else str(source_path),
+                       "source_sha256": None if source_path is None else file_sha256(source_path),
+                       "max_frames": opt["identity_frames"]}
+    report["values"]["tl_id"], report["values"]["tg_id"] = res["tl_id"], res["tg_id"]
+    report["metrics"]["temporal_identity"] = res
 
 
 def _landmark_motion(report: dict, opt: dict, motion_model: Any, dev: Any, seed: int) -> None:

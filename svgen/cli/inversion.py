@@ -8,6 +8,7 @@ import click
 
 from svgen.cli.common import common_options, echo_warnings, positive_int
 from svgen.utils.checks import NON_NEGATIVE, POSITIVE
+from svgen.cli.editing import edit_option
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -142,14 +143,15 @@ def _report_distribution(path: Path) -> None:
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate (default: the clip's).")
 @click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
               help="Frames rendered at once.")
+@edit_option
 @common_options
 def reconstruct(latents: Path, clip: Optional[str], out: Path, generator: Optional[Path],
-                data: Optional[Path], fps: Optional[float], batch: int, seed: int,
+                data: Optional[Path], fps: Optional[float], batch: int, edits: list, seed: int,
                 device: str) -> None:
     """Render stored latents of one clip, side by side with the original frames."""
     from svgen.inversion.reconstruct import reconstruct_clip
     from svgen.utils.device import select_device
 
     path = reconstruct_clip(latents, out, clip=clip, generator=generator, data=data, fps=fps,
-                            batch=batch, device=select_device(device))
+                            batch=batch, device=select_device(device), edits=edits)
     click.echo(f"wrote {path}")

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "sample": "svgen.cli.motion:sample",
     "animate": "svgen.cli.motion:animate",
     "evaluate": "svgen.cli.evaluate:evaluate",
+    "directions": "svgen.cli.editing:directions",
     "demo": "svgen.cli.demo:demo",
 }
 
@@ -48,6 +49,7 @@ SUMMARIES: dict[str, str] = {
     "sample": "Sample latent trajectories (and mp4s).",
     "animate": "Animate a photo with sampled or driving-video motion.",
     "evaluate": "Score a motion model or an animation (JSON report).",
+    "directions": "Editing directions of a generator (GANSpace) + preview.",
     "demo": "The whole pipeline on the embedded (or your) input.",
 }
 

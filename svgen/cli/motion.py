@@ -7,6 +7,7 @@ import click
 
 from svgen.cli.common import common_options, echo_warnings
 from svgen.utils.checks import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from svgen.cli.editing import edit_option
 from svgen.utils.errors import SvgenError
 
 
@@ -86,14 +87,15 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
               help="Render each trajectory to an mp4 with this generator.")
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate of the mp4s (default: the training fps).")
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
+@edit_option
 @common_options
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
-           batch: int, seed: int, device: str) -> None:
+           batch: int, edits: list, seed: int, device: str) -> None:
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
     from svgen.stage2_motion.animate import sample_to_dir
 
     summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
-                            batch=batch, device=device)
+                            batch=batch, device=device, edits=edits)
     click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
                + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
 
@@ -136,12 +138,13 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--tune-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of tuned generators [default: $SVGEN_CACHE/pti or ~/.cache/svgen/pti].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .mp4 (plus .npy and .json).")
+@edit_option
 @common_options
 def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
             frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
             offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
             landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
-            out: str, seed: int, device: str) -> None:
+            out: str, edits: list, seed: int, device: str) -> None:
     """Animate a photo with sampled (or driving-video) motion and write an mp4."""
     from svgen.stage2_motion.animate import AnimateSettings, animate as run_animate
 
@@ -150,7 +153,7 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
-                         tune_cache=tune_cache)
+                         tune_cache=tune_cache, edits=edits)
     with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
         summary = run_animate(st)
     res = summary["resolved"]

@@ -2,19 +2,20 @@
 
 Each output frame is ``[original | reconstruction]`` at the generator's resolution (the
 reconstruction alone when no dataset is available). Latents are read and rendered batch by batch,
-so long clips need no more memory than short ones.
+so long clips need no more memory than short ones. ``--edit`` edits (:mod:`svgen.editing.edits`)
+are added to the latents before rendering; ``<out>.json`` records what was rendered and every edit.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from svgen.inversion.latent_store import LatentStore
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import file_sha256
+from svgen.utils.io import file_sha256, write_json
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -41,13 +42,16 @@ def _recorded_path(store: LatentStore, key: str) -> Optional[Path]:
 
 
 def render_clip(G: torch.nn.Module, store: LatentStore, clip: str, batch: int = 16,
-                dataset=None) -> Iterator[np.ndarray]:
-    """Yield uint8 frames [R, (2)R, 3] of ``clip`` rendered from the store (streaming)."""
+                dataset=None, edits: Sequence = ()) -> Iterator[np.ndarray]:
+    """Yield uint8 frames [R, (2)R, 3] of ``clip`` rendered from the store (streaming), with ``edits``
+    (resolved :class:`svgen.editing.edits.Edit`) applied at each frame's index."""
+    from svgen.editing.edits import apply_edits
+
     n = store.num_frames(clip)
     device = G.mapping.w_avg.device
     for a in range(0, n, batch):
         b = min(a + batch, n)
-        ws = torch.from_numpy(store.read(clip, a, b, as_wplus=True)).to(device)
+        ws = torch.from_numpy(apply_edits(store.read(clip, a, b, as_wplus=True), edits, start=a)).to(device)
         with torch.no_grad():
             rec = to_uint8(G.synthesis(ws, noise_mode="const"))
         if dataset is not None:
@@ -59,8 +63,10 @@ def render_clip(G: torch.nn.Module, store: LatentStore, clip: str, batch: int = 
 def reconstruct_clip(latents: PathLike, out: PathLike, clip: Optional[str] = None,
                      generator: Optional[PathLike] = None, data: Optional[PathLike] = None,
                      fps: Optional[float] = None, batch: int = 16,
-                     device: torch.device | str = "cpu") -> Path:
-    """Write ``out`` (mp4): the clip's originals beside their reconstructions."""
+                     device: torch.device | str = "cpu", edits: Sequence = ()) -> Path:
+    """Write ``out`` (mp4): the clip's originals beside their reconstructions (``edits``: parsed
+    ``--edit`` specs), and ``<out>.json``."""
+    from svgen.editing.edits import describe_edits, load_edits
     from svgen.preprocessing.video_io import VideoWriter
     from svgen.stage1_image_gan.checkpoints import load_generator
 
@@ -79,6 +85,7 @@ def reconstruct_clip(latents: PathLike, out: PathLike, clip: Optional[str] = Non
         if G.num_ws != store.num_ws or G.w_dim != store.w_dim:
             raise SvgenError(f"store latents are {store.num_ws}x{store.w_dim} but the generator "
                              f"takes {G.num_ws}x{G.w_dim}", latents)
+        resolved = load_edits(edits, G.num_ws, G.w_dim)
         dataset = None
         data_path = Path(data) if data is not None else _recorded_path(store, "data_path")
         if data_path is not None and (data is not None or data_path.is_file()):
@@ -93,9 +100,13 @@ def reconstruct_clip(latents: PathLike, out: PathLike, clip: Optional[str] = Non
         rate = float(fps) if fps else store.fps(clip)
         try:
             with VideoWriter(out, rate) as writer:
-                for frame in render_clip(G, store, clip, batch, dataset):
+                for frame in render_clip(G, store, clip, batch, dataset, resolved):
                     writer.write(frame)
+                frames = writer.num_frames
         finally:
             if dataset is not None:
                 dataset.close()
+    write_json(Path(out).with_suffix(".json"),
+               {"latents": str(Path(latents).resolve()), "clip": clip, "generator": str(gen_path.resolve()),
+                "frames": frames, "fps": rate, "edits": describe_edits(resolved)})
     return Path(out)

@@ -15,9 +15,9 @@ import dataclasses
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,7 @@ class AnimateSettings:
     tune: str = "pti"                  # pti: pivotal tuning of a generator copy on the photo | none
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
+    edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
 
 
 TUNE_MODES = ("pti", "none")
@@ -188,6 +189,7 @@ def animate(st: AnimateSettings) -> dict:
 
 
 def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
+    from svgen.editing.edits import apply_edits, describe_edits, load_edits
     from svgen.inversion.api import invert_images
     from svgen.inversion.encoders import load_encoder
     from svgen.preprocessing.pipeline import align_photo
@@ -221,6 +223,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         layers = parse_layers(st.offset_layers, G.num_ws) if st.offset_layers else None
     except ValueError as exc:
         raise SvgenError(f"--offset-layers: {exc}") from None
+    edits = load_edits(st.edits, G.num_ws, G.w_dim)
     max_k = getattr(getattr(model, "pca", None), "k", 32)
     if st.offset_components is not None and not 1 <= st.offset_components <= max_k:
         raise SvgenError(f"--offset-components must be in 1..{max_k}, got {st.offset_components}")
@@ -282,7 +285,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         latents = np.stack(seqs).astype(np.float32)              # [K, frames, num_ws, w_dim]
     timing["motion"] = time.perf_counter() - t
 
-    # render + encode (atomic), then the sidecars
+    # edits (before rendering, so the .npy holds what was rendered), render + encode (atomic), sidecars
+    latents = apply_edits(latents, edits)
     t = time.perf_counter()
     n = write_rendered_video(render_G, latents, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
     timing["render_encode"] = time.perf_counter() - t
@@ -302,6 +306,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         "identity_latent_norm": float(np.linalg.norm(w_id)),
         "pivotal_tuning": tuning,
         "motion": details,
+        "edits": describe_edits(edits),
         "timing_s": {k: round(v, 4) for k, v in timing.items()},
     }
     write_json(outputs.part(json_path), summary)
@@ -334,17 +339,18 @@ def _plain(obj: Any) -> Any:
 # -- sample ---------------------------------------------------------------------------------------
 def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int = 0,
                   generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
-                  device: Any = "auto") -> dict:
+                  device: Any = "auto", edits: Sequence[Any] = ()) -> dict:
     """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
     [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``.
     All files appear together (the mp4s last) or, on any failure, none of them."""
     with OutputGroup() as outputs:
-        return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, outputs)
+        return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, edits, outputs)
 
 
 def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int,
                    generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
-                   outputs: OutputGroup) -> dict:
+                   edits: Sequence[Any], outputs: OutputGroup) -> dict:
+    from svgen.editing.edits import apply_edits, describe_edits, load_edits
     from svgen.stage2_motion import load_motion
     from svgen.utils.device import select_device
 
@@ -359,8 +365,9 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
     G = load_checked_generator(generator, model.generator_sha256, dev, what=motion) if generator else None
     if G is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
+    resolved = load_edits(edits, model.num_ws, model.w_dim)
     ws = model.sample(int(num), int(frames), seed=int(seed))
-    ws_np = ws.detach().cpu().numpy().astype(np.float32)
+    ws_np = apply_edits(ws.detach().cpu().numpy().astype(np.float32), resolved)
     check_finite(ws_np, "sampled latents", motion)
     with open(outputs.part(out / "latents.npy"), "wb") as fh:
         np.save(fh, ws_np)
@@ -375,6 +382,6 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
                "frames": int(frames), "seed": int(seed), "fps": fps,
                "generator": None if generator is None else str(Path(generator).resolve()),
                "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
-               "videos": videos}
+               "videos": videos, "edits": describe_edits(resolved)}
     write_json(outputs.part(out / "sample.json"), summary)
     return summary

@@ -148,3 +148,24 @@ def test_animate_driving_without_motion_names_generator_and_encoder_up_front(sha
     assert code == 1 and len(lines) == 1 and lines[0].startswith("svgen: error:"), err
     assert "--generator" in lines[0] and "--encoder" in lines[0] and "checkpoint" not in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_animate_edit_shifts_rendered_latents_and_is_recorded(chain, shared, tmp_path, capsys):
+    """--edit adds the direction to every animated frame (here a ramp) before rendering; the .json records it."""
+    from svgen.editing.directions import GanspaceConfig, ganspace, save_directions
+    from svgen.editing.edits import apply_edits, load_edits
+
+    _, _, motion, G = chain
+    dirs = save_directions(ganspace(G, GanspaceConfig(num_components=3, num_samples=2000)), tmp_path / "d.pt")
+    outs = [tmp_path / "plain.mp4", tmp_path / "edit.mp4"]
+    for out, extra in zip(outs, ((), ("--edit", f"{dirs}:1:2:ramp=0-3"))):
+        code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion, "--frames", 4,
+                            "--landmarks", "none", "--tune", "none", "--out", out, *extra)
+        assert code == 0, err
+    plain, edited = (np.load(o.with_suffix(".npy")) for o in outs)
+    np.testing.assert_allclose(edited, apply_edits(plain, load_edits([f"{dirs}:1:2:ramp=0-3"], G.num_ws, G.w_dim)),
+                               atol=1e-5)
+    assert np.array_equal(edited[:, 0], plain[:, 0]) and not np.allclose(edited[:, 3], plain[:, 3])
+    recorded = json.loads(outs[1].with_suffix(".json").read_text())
+    assert [e["edit"] for e in recorded["edits"]] == [f"{dirs}:1:2:ramp=0-3"]
+    assert recorded["settings"]["edits"][0]["index"] == 1

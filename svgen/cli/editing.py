@@ -1,0 +1,78 @@
+"""``svgen directions`` and the ``--edit`` option shared by animate, sample and reconstruct."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from svgen.cli.common import common_options, positive_int
+from svgen.utils.errors import SvgenError
+
+EDIT_HELP = ("Latent edit FILE:INDEX:STRENGTH[:layers=A-B][:ramp=A-B] (repeatable): direction INDEX of a "
+             "directions file (svgen directions, GANSpace, InterFaceGAN .pt/.npy) times STRENGTH (in sigmas "
+             "when the file has them) on W+ rows A-B, constant or ramping in from frame A to B.")
+
+
+def _parse_edits(ctx: click.Context, param: click.Parameter, value: tuple) -> list:
+    """click callback: each ``--edit`` parsed (syntax errors are usage errors, exit 2)."""
+    from svgen.editing.edits import parse_edit
+
+    try:
+        return [parse_edit(v) for v in value or ()]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def edit_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--edit`` (repeatable; the command receives a list of EditSpec as ``edits``)."""
+    return click.option("--edit", "edits", multiple=True, callback=_parse_edits, help=EDIT_HELP)(func)
+
+
+@click.command("directions")
+@click.option("--generator", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="generator.pt (or an NVIDIA .pkl / rosinality .pt).")
+@click.option("--method", type=click.Choice(["ganspace"]), default="ganspace", show_default=True,
+              help="GANSpace: principal directions of the generator's W.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="dirs.pt to write (plus dirs.png: each direction at -k..+k sigma).")
+@click.option("--num", type=int, default=20, show_default=True, callback=positive_int,
+              help="Directions to keep (by decreasing variance).")
+@click.option("--samples", type=int, default=100_000, show_default=True, callback=positive_int,
+              help="Mapped z samples for the covariance.")
+@click.option("--sigma", "span", type=float, default=2.0, show_default=True,
+              help="Preview: strengths from -SIGMA to +SIGMA standard deviations.")
+@click.option("--steps", type=int, default=5, show_default=True, callback=positive_int,
+              help="Preview: columns per direction.")
+@click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True,
+              help="Preview: truncation psi of the base sample.")
+@common_options
+def directions(generator: Path, method: str, out: Path, num: int, samples: int, span: float, steps: int,
+               truncation_psi: float, seed: int, device: str) -> None:
+    """Editing directions of a generator (GANSpace PCA of W) and a PNG preview grid."""
+    from PIL import Image
+
+    from svgen.editing.directions import GanspaceConfig, direction_grid, ganspace, save_directions
+    from svgen.stage1_image_gan.checkpoints import load_generator
+    from svgen.utils.device import select_device
+    from svgen.utils.io import atomic_path, ensure_parent_writable, file_sha256, require_file
+
+    if not span > 0:
+        raise SvgenError(f"--sigma must be positive, got {span}")
+    if out.suffix.lower() != ".pt":
+        raise SvgenError("output must be a .pt file", out)
+    require_file(generator, "generator")
+    ensure_parent_writable(out)
+    png = out.with_suffix(".png")
+    G = load_generator(generator, device=select_device(device))
+    ds = ganspace(G, GanspaceConfig(num_components=num, num_samples=samples, seed=seed))
+    grid = direction_grid(G, ds, seed=seed, span=span, steps=steps, truncation_psi=truncation_psi)
+    save_directions(ds, out, extra={"generator": str(generator.resolve()),
+                                    "generator_sha256": file_sha256(generator),
+                                    "num_ws": int(G.num_ws), "preview": str(png.resolve())})
+    with atomic_path(png) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    ratio = ds.meta["explained_variance_ratio"]
+    click.echo(f"wrote {out} ({ds.num} directions, {sum(ratio):.1%} of W's variance; first sigma "
+               f"{float(ds.sigma[0]):.3g}) and {png}")
+
