@@ -170,12 +170,20 @@ $(CUDA_STAMP): pyproject.toml
 		&& touch $(CUDA_WHEELS)/.complete; }
 	$(PIP_PYPI) $(CUDA_PY) -m pip install -q --no-index --find-links $(CUDA_WHEELS) torch==2.13.0
 	echo "torch==2.13.0" > $(CUDA_VENV)/torch-pin.txt
-	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt -e '.[dev]'
+	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt --no-deps -e .
+	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt numpy ninja
 	$(CUDA_PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'torch in $(CUDA_VENV) is not a CUDA build: ' + torch.__version__)"
 	touch $(CUDA_STAMP)
+
+# cuda-check needs only torch, numpy and ninja; gpu-check runs the whole package and its tests.
+CUDA_FULL_STAMP := $(CUDA_VENV)/.svgen-deps-installed
+$(CUDA_FULL_STAMP): $(CUDA_STAMP)
+	$(CUDA_PY) -m pip install -q -c $(CUDA_VENV)/torch-pin.txt -e '.[dev]'
+	$(CUDA_PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'installing the dependencies replaced the CUDA torch: ' + torch.__version__)"
+	touch $(CUDA_FULL_STAMP)
 
 cuda-check: $(CUDA_STAMP)
 	CUDA_HOME=$(CUDA_HOME_DIR) TORCH_CUDA_ARCH_LIST='$(CUDA_ARCHS)' $(CUDA_PY) -m svgen.ops.cuda_check
 
-gpu-check: $(CUDA_STAMP)
+gpu-check: $(CUDA_FULL_STAMP)
 	$(CUDA_PY) benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),gpu_check.json)
