@@ -171,3 +171,13 @@ def test_bad_inputs_fail_with_one_clear_line(assets: dict, tmp_path: Path) -> No
     with pytest.raises(SvgenError, match="shorter than 3 frames"):
         StyleInVTrainer(_cfg(assets, tmp_path / "c", latents=str(short)))
     assert not (tmp_path / "c" / "motion.pt").exists()
+
+
+def test_disc_help_names_the_papers_setting():
+    from click.testing import CliRunner
+
+    from svgen.cli.main import cli
+
+    out = " ".join(CliRunner().invoke(cli, ["train-motion", "--help"]).output.split())
+    assert "Default latent" in out and "not the paper's setting" in out
+    assert "The paper's setting is --disc image" in out
