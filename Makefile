@@ -81,6 +81,9 @@ help:
 	@echo "  DEMO=$(DEMO)   folder of make demo"
 	@echo "  PYTEST_ARGS=$(PYTEST_ARGS)   extra arguments of make test"
 	@echo "  PYTHON=$(PYTHON)   interpreter that creates the venv; VENV=$(VENV)   the venv folder"
+	@echo "  CUDA_VENV=$(CUDA_VENV)   venv of make cuda-check / gpu-check (CUDA torch, 4.7 GB)"
+	@echo "  CUDA_WHEELS=$(CUDA_WHEELS)   PyPI torch wheels downloaded once (2.6 GB)"
+	@echo "  CUDA_HOME_DIR=$(CUDA_HOME_DIR)   CUDA toolkit with nvcc; CUDA_ARCHS=$(CUDA_ARCHS)   architectures built"
 
 install: $(STAMP)
 

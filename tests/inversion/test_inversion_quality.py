@@ -14,7 +14,7 @@ from svgen.inversion.train import train_encoder
 from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
 
 TRAIN_FRAMES = 45  # per clip; the last 15 frames of each clip are held out
-STEPS = 100
+STEPS = 150
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def test_round_trip_on_held_out_real_frames(trained, split):
         rec = _render(G, invert_images(G, E, held))
         scores[space] = (_psnr(rec, x), float(ms_ssim(rec, x).mean()))
     print(scores)
-    # W+ is far closer than the mean face; W (one vector for all layers) closer, but less so
+    # absolute: the W+ (e4e) encoder reconstructs held-out real frames at >= 20 dB / MS-SSIM 0.8 after
+    # 150 steps against a 1-kimg generator (measured 20.7 dB / 0.87); W (one vector for all layers) less so
+    assert scores["w+"][0] >= 20.0 and scores["w+"][1] >= 0.8, scores
     assert scores["w+"][0] > scores["mean"][0] + 3.0 and scores["w+"][1] > scores["mean"][1] + 0.2, scores
     assert scores["w"][0] > scores["mean"][0] + 0.5 and scores["w"][1] > scores["mean"][1] + 0.03, scores
     assert scores["w+"][0] > scores["w"][0] + 2.0 and scores["w+"][1] > scores["w"][1] + 0.1, scores

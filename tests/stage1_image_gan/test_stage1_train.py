@@ -223,8 +223,11 @@ def test_cli_resume_errors(real_frames_zip32, tmp_path, capsys, random_generator
 
 
 def test_cli_full_disk(real_frames_zip32, tmp_path, capsys, monkeypatch):
-    def no_space(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"partial")
+    def no_space(obj, f, *args, **kwargs):   # torch.save writes to a path or a file object
+        if hasattr(f, "write"):
+            f.write(b"partial")
+        else:
+            Path(f).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
