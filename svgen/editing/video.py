@@ -14,13 +14,13 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 
 from svgen.metrics.acd import FFHQ_FACE_BOX
-from svgen.utils.errors import SvgenError
+from svgen.utils.errors import PathLike, SvgenError
 
 
 @dataclass
@@ -62,20 +62,39 @@ def face_mask(crop: np.ndarray, landmarker: Any, feather: float = 0.04, forehead
     return np.asarray(img, np.float32) / 255.0
 
 
-def _render(G: Any, ws: np.ndarray, size: int, batch: int) -> np.ndarray:
-    """Render W+ codes [T, num_ws, w_dim] -> uint8 [T, size, size, 3] (resized from the generator's)."""
+def render_faces(G: Any, ws: np.ndarray, size: int, batch: int) -> Iterator[np.ndarray]:
+    """Render W+ codes [T, num_ws, w_dim] -> uint8 [size, size, 3] per frame (resized from the
+    generator's resolution), ``batch`` frames at a time."""
     from PIL import Image
 
     from svgen.inversion.reconstruct import to_uint8
 
     device = G.mapping.w_avg.device
-    out = []
-    with torch.no_grad():
-        for a in range(0, len(ws), batch):
-            imgs = to_uint8(G.synthesis(torch.from_numpy(ws[a:a + batch]).to(device), noise_mode="const"))
-            out += [np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) if im.shape[0] != size
-                    else im for im in imgs]
-    return np.stack(out)
+    for a in range(0, len(ws), batch):
+        with torch.no_grad():
+            imgs = to_uint8(G.synthesis(torch.from_numpy(np.asarray(ws[a:a + batch])).to(device), noise_mode="const"))
+        for im in imgs:
+            yield np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) if im.shape[0] != size else im
+
+
+def write_pasted_animation(G: Any, ws: np.ndarray, photo: PathLike, out: PathLike, fps: float, batch: int = 8,
+                           landmarks: str = "dlib", crop_size: int = 256, feather: float = 0.04) -> int:
+    """``animate --paste-back``: render ws [T, num_ws, w_dim] and composite every face into the original,
+    unaligned photo (the same feathered landmark mask as edit-video); writes an mp4 of the photo's
+    size (odd sizes padded by one pixel for yuv420p) atomically and returns the frame count."""
+    from svgen.preprocessing.alignment import paste_back
+    from svgen.preprocessing.landmarks import DlibLandmarks
+    from svgen.preprocessing.pipeline import align_photo_info, load_image_rgb
+    from svgen.preprocessing.video_io import VideoWriter
+
+    size = max(int(crop_size), int(G.img_resolution))
+    image = load_image_rgb(photo)                      # EXIF-rotated, as the alignment's quad sees it
+    aligned = align_photo_info(image, size=size, landmarks=landmarks)
+    mask = face_mask(aligned.image, DlibLandmarks(), feather)
+    with VideoWriter(out, fps) as writer:
+        for face in render_faces(G, ws, size, batch):
+            writer.write(paste_back(image, face, aligned.quad, alpha=mask))
+        return writer.num_frames
 
 
 def _mux_audio(video: Path, source: Path, out: Path) -> bool:
@@ -143,7 +162,7 @@ def edit_video(cfg: EditVideoConfig) -> dict:
                                    temporal_weight=cfg.temporal_weight, seed=cfg.seed)
                 first = int(clip.frames[0]["source_frame"])
                 ws = apply_edits(ws, edits, start=first)
-                faces = _render(G, ws, size, cfg.batch)
+                faces = render_faces(G, ws, size, cfg.batch)
                 for rec, orig, face in zip(clip.frames, frames, faces):
                     pasted[int(rec["source_frame"])] = (face, face_mask(orig, landmarker, cfg.feather, cfg.forehead),
                                                         np.asarray(rec["quad"], np.float64))
