@@ -56,11 +56,13 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
     from svgen.editing.directions import GanspaceConfig, direction_grid, ganspace, save_directions
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.utils.device import select_device
-    from svgen.utils.io import atomic_path, ensure_parent_writable, file_sha256, require_file
+    from svgen.utils.io import (atomic_path, ensure_parent_writable, file_sha256, refuse_input_as_output,
+                                require_file)
 
     if out.suffix.lower() != ".pt":
         raise SvgenError("output must be a .pt file", out)
     require_file(generator, "generator")
+    refuse_input_as_output(out, [generator])
     ensure_parent_writable(out)
     png = out.with_suffix(".png")
     G = load_generator(generator, device=select_device(device))

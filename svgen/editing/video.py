@@ -143,6 +143,10 @@ def edit_video(cfg: EditVideoConfig) -> dict:
     device = select_device(cfg.device)
     G = load_generator(cfg.generator, device=device)
     E = load_encoder(cfg.encoder, device=device)
+    g_sha = file_sha256(cfg.generator)
+    if getattr(E, "generator_sha256", "") and E.generator_sha256 != g_sha:
+        raise SvgenError(f"encoder was trained against another generator (it records {E.generator_sha256[:12]}, "
+                         f"{cfg.generator} is {g_sha[:12]})", cfg.encoder)
     edits = load_edits(cfg.edits, G.num_ws, G.w_dim)
     size = max(int(cfg.crop_size), int(G.img_resolution))
     landmarker = DlibLandmarks()
@@ -191,7 +195,7 @@ def edit_video(cfg: EditVideoConfig) -> dict:
     summary = {"settings": asdict(cfg), "source": {"path": str(Path(cfg.video).resolve()),
                                                    "sha256": file_sha256(cfg.video), "fps": info.fps,
                                                    "width": info.width, "height": info.height},
-               "generator_sha256": file_sha256(cfg.generator), "frames_written": written,
+               "generator_sha256": g_sha, "frames_written": written,
                "frames_edited": len(pasted), "face_region": face_region, "clips": clips, "audio_copied": has_audio,
                "edits": describe_edits(edits)}
     write_json(out.with_suffix(".json"), summary)

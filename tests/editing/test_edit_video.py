@@ -38,6 +38,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
+@pytest.mark.slow
 def test_edit_video_keeps_size_fps_frames_audio_and_background(models, shared, tmp_path, capsys):
     from svgen.preprocessing.video_io import ffmpeg_exe, iter_frames, probe
 
@@ -73,6 +74,13 @@ def test_edit_video_refusals(models, shared, tmp_path, capsys):
                         (("--out", tmp_path / "o.mp4", "--edit", f"{tmp_path / 'x.pt'}:0:1"), "x.pt: direction file")):
         code, _, err = run_cli(capsys, "edit-video", src, "--generator", gen, "--encoder", enc, *args)
         assert code == 1 and err.startswith("svgen: error: ") and match in err and err.count("\n") == 1, err
+    code, _, err = run_cli(capsys, "edit-video", src, "--generator", shared.parent / "none", "--encoder", enc,
+                           "--out", tmp_path / "o.mp4")
+    assert code == 1 and "generator does not exist" in err
+    other = tmp_path / "other.pt"
+    other.write_bytes(gen.read_bytes() + b"\0")                  # another file: another sha256
+    code, _, err = run_cli(capsys, "edit-video", src, "--generator", other, "--encoder", enc, "--out", tmp_path / "o.mp4")
+    assert code == 1 and "encoder was trained against another generator" in err, err
     code, _, err = run_cli(capsys, "edit-video", tmp_path / "none.mp4", "--generator", gen, "--encoder", enc,
                            "--out", tmp_path / "o.mp4")
     assert code == 1 and "none.mp4: video does not exist" in err

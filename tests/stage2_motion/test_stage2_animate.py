@@ -171,6 +171,7 @@ def test_animate_edit_shifts_rendered_latents_and_is_recorded(chain, shared, tmp
     assert recorded["settings"]["edits"][0]["index"] == 1
 
 
+@pytest.mark.slow
 def test_animate_paste_back_has_the_photo_size(chain, shared, tmp_path, capsys):
     """--paste-back composites the animated face into the unaligned photo: its size, its pixels away from the face."""
     from PIL import Image
