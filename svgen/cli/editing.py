@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from svgen.cli.common import common_options, positive_int
-from svgen.utils.checks import FINITE, POSITIVE
+from svgen.utils.checks import FINITE, NON_NEGATIVE, POSITIVE, FiniteFloat
 from svgen.utils.errors import SvgenError
 
 EDIT_HELP = ("Latent edit FILE:INDEX:STRENGTH[:layers=A-B][:ramp=A-B] (repeatable): direction INDEX of a "
@@ -62,7 +62,7 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
     if out.suffix.lower() != ".pt":
         raise SvgenError("output must be a .pt file", out)
     require_file(generator, "generator")
-    refuse_input_as_output(out, [generator])
+    refuse_input_as_output(out, {"--generator": generator})
     ensure_parent_writable(out)
     png = out.with_suffix(".png")
     G = load_generator(generator, device=select_device(device))
@@ -89,11 +89,11 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
 @click.option("--max-frames", type=int, default=None, callback=positive_int, help="Edit only the first N frames.")
 @click.option("--refine-steps", type=int, default=0, show_default=True,
               help="Optimisation steps refining each chunk's inversion (with the temporal term).")
-@click.option("--temporal-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temporal-weight", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Weight of the temporal smoothness term while refining.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True,
               help="Face alignment backend.")
-@click.option("--feather", type=click.FloatRange(min=0, max=0.5), default=0.04, show_default=True,
+@click.option("--feather", type=FiniteFloat(0, 0.5), default=0.04, show_default=True,
               help="Blur of the face mask, as a fraction of the crop side.")
 @common_options
 def edit_video(video: Path, generator: Path, encoder: Path, edits: list, out: Path, max_frames: int | None,

@@ -137,7 +137,7 @@ def edit_video(cfg: EditVideoConfig) -> dict:
         raise SvgenError(f"--refine-steps must be >= 0, got {cfg.refine_steps}")
     for path, what in ((cfg.video, "video"), (cfg.generator, "generator"), (cfg.encoder, "encoder")):
         require_file(path, what)
-    refuse_input_as_output(cfg.out, [cfg.video, cfg.generator, cfg.encoder])
+    refuse_input_as_output(cfg.out, {"VIDEO": cfg.video, "--generator": cfg.generator, "--encoder": cfg.encoder})
     ensure_parent_writable(cfg.out)
     info = probe(cfg.video)
     device = select_device(cfg.device)

@@ -10,7 +10,6 @@ import math
 from typing import Any, Optional
 
 import click
-import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
 
@@ -59,6 +58,8 @@ NON_NEGATIVE_INT = click.IntRange(min=0)
 
 def check_finite(array: Any, what: str, path: Optional[PathLike] = None) -> None:
     """Raise a one-line SvgenError unless every value of ``array`` is finite (no NaN/inf)."""
+    import numpy as np  # here, not at the top: `svgen ... --help` imports this module and no numpy
+
     a = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
     if a.dtype.kind in "fc" and not np.isfinite(a).all():
         bad = int((~np.isfinite(a)).sum())
