@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from svgen.cli.common import common_options, positive_int
-from svgen.utils.checks import FINITE, POSITIVE
+from svgen.utils.checks import FINITE, NON_NEGATIVE, POSITIVE, FiniteFloat
 from svgen.utils.errors import SvgenError
 
 EDIT_HELP = ("Latent edit FILE:INDEX:STRENGTH[:layers=A-B][:ramp=A-B] (repeatable): direction INDEX of a "
@@ -56,11 +56,13 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
     from svgen.editing.directions import GanspaceConfig, direction_grid, ganspace, save_directions
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.utils.device import select_device
-    from svgen.utils.io import atomic_path, ensure_parent_writable, file_sha256, require_file
+    from svgen.utils.io import (atomic_path, ensure_parent_writable, file_sha256, refuse_input_as_output,
+                                require_file)
 
     if out.suffix.lower() != ".pt":
         raise SvgenError("output must be a .pt file", out)
     require_file(generator, "generator")
+    refuse_input_as_output(out, {"--generator": generator})
     ensure_parent_writable(out)
     png = out.with_suffix(".png")
     G = load_generator(generator, device=select_device(device))
@@ -75,3 +77,36 @@ def directions(generator: Path, method: str, out: Path, num: int, samples: int, 
     click.echo(f"wrote {out} ({ds.num} directions, {sum(ratio):.1%} of W's variance; first sigma "
                f"{float(ds.sigma[0]):.3g}) and {png}")
 
+
+
+@click.command("edit-video")
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--generator", required=True, type=click.Path(dir_okay=False, path_type=Path), help="generator.pt")
+@click.option("--encoder", required=True, type=click.Path(dir_okay=False, path_type=Path), help="encoder.pt")
+@edit_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .mp4 (source size, fps and audio) plus .json.")
+@click.option("--max-frames", type=int, default=None, callback=positive_int, help="Edit only the first N frames.")
+@click.option("--refine-steps", type=int, default=0, show_default=True,
+              help="Optimisation steps refining each chunk's inversion (with the temporal term).")
+@click.option("--temporal-weight", type=NON_NEGATIVE, default=1.0, show_default=True,
+              help="Weight of the temporal smoothness term while refining.")
+@click.option("--landmarks", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True,
+              help="Face alignment backend.")
+@click.option("--feather", type=FiniteFloat(0, 0.5), default=0.04, show_default=True,
+              help="Blur of the face mask, as a fraction of the crop side.")
+@common_options
+def edit_video(video: Path, generator: Path, encoder: Path, edits: list, out: Path, max_frames: int | None,
+               refine_steps: int, temporal_weight: float, landmarks: str, feather: float, seed: int,
+               device: str) -> None:
+    """Edit the face in VIDEO (invert, --edit, render) and paste it back into the original frames."""
+    from svgen.editing.video import EditVideoConfig, edit_video as run
+
+    summary = run(EditVideoConfig(video=str(video), generator=str(generator), encoder=str(encoder), out=str(out),
+                                  edits=edits, max_frames=max_frames, refine_steps=refine_steps,
+                                  temporal_weight=temporal_weight, landmarks=landmarks, feather=feather,
+                                  seed=seed, device=device))
+    src = summary["source"]
+    click.echo(f"wrote {out} ({summary['frames_written']} frames, {summary['frames_edited']} edited, "
+               f"{src['width']}x{src['height']} at {src['fps']:g} fps"
+               f"{', audio copied' if summary['audio_copied'] else ''})")

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "animate": "svgen.cli.motion:animate",
     "evaluate": "svgen.cli.evaluate:evaluate",
     "directions": "svgen.cli.editing:directions",
+    "edit-video": "svgen.cli.editing:edit_video",
     "demo": "svgen.cli.demo:demo",
 }
 
@@ -50,6 +51,7 @@ SUMMARIES: dict[str, str] = {
     "animate": "Animate a photo with sampled or driving-video motion.",
     "evaluate": "Score a motion model or an animation (JSON report).",
     "directions": "Editing directions of a generator (GANSpace) + preview.",
+    "edit-video": "Edit the face in a real video and paste it back.",
     "demo": "The whole pipeline on the embedded (or your) input.",
 }
 

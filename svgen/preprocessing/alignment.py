@@ -342,11 +342,12 @@ def source_to_crop(points: np.ndarray, quad: np.ndarray, size: int) -> np.ndarra
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, quad: np.ndarray,
-               feather: float = 0.0) -> np.ndarray:
+               feather: float = 0.0, alpha: Optional[np.ndarray] = None) -> np.ndarray:
     """Paste an aligned crop (e.g. a generated face) back into its source frame.
 
-    ``feather`` (fraction of the crop size) fades the crop's border into the frame. Returns a new
-    uint8 frame; pixels outside the quad are the frame's own.
+    ``feather`` (fraction of the crop size) fades the crop's border into the frame; ``alpha``
+    (float [S, S] in [0, 1], the crop's size) replaces that square mask with any mask, e.g. a
+    feathered face region. Returns a new uint8 frame; pixels outside the quad are the frame's own.
     """
     frame = np.asarray(frame)
     crop = np.asarray(crop)
@@ -357,12 +358,12 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, quad: np.ndarray,
     h, w = frame.shape[:2]
     warped = Image.fromarray(np.ascontiguousarray(crop)).transform((w, h), Image.AFFINE, coeffs,
                                                                     Image.BILINEAR)
-    alpha = np.ones((s, s), np.float32)
+    alpha = np.ones((s, s), np.float32) if alpha is None else np.clip(np.asarray(alpha, np.float32), 0, 1)
     if feather > 0:
         ramp = max(1, int(round(feather * s)))
         r = np.minimum(np.arange(s), np.arange(s)[::-1]).astype(np.float32)
         edge = np.clip((r + 0.5) / ramp, 0, 1)
-        alpha = np.minimum(edge[:, None], edge[None, :])
+        alpha = np.minimum(alpha, np.minimum(edge[:, None], edge[None, :]))
     alpha_img = Image.fromarray(np.uint8(np.rint(alpha * 255)), "L")
     a = np.asarray(alpha_img.transform((w, h), Image.AFFINE, coeffs, Image.BILINEAR),
                    dtype=np.float32)[:, :, None] / 255.0

@@ -107,6 +107,7 @@ class AnimateSettings:
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
+    paste_back: bool = False           # composite the animated face into the original, unaligned photo
 
 
 TUNE_MODES = ("pti", "none")
@@ -131,6 +132,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES + ("auto",):
         raise SvgenError(f"--offset must be one of auto, {', '.join(MODES)}, got {st.offset!r}")
+    if st.paste_back and st.grid > 1:
+        raise SvgenError("--paste-back writes one animation into the photo; it cannot be combined with --grid")
     if st.driving and st.grid > 1:
         raise SvgenError("--grid shows several sampled motions; it cannot be combined with --driving")
     if not st.driving and not st.motion:
@@ -288,7 +291,13 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     # edits (before rendering, so the .npy holds what was rendered), render + encode (atomic), sidecars
     latents = apply_edits(latents, edits)
     t = time.perf_counter()
-    n = write_rendered_video(render_G, latents, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
+    if st.paste_back:
+        from svgen.editing.video import write_pasted_animation
+
+        n = write_pasted_animation(render_G, latents[0], st.identity, outputs.part(st.out, last=True), fps,
+                                   st.batch, st.landmarks)
+    else:
+        n = write_rendered_video(render_G, latents, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
     timing["render_encode"] = time.perf_counter() - t
     npy_path, json_path = sidecar_paths(st.out)
     with open(outputs.part(npy_path), "wb") as fh:

@@ -58,7 +58,7 @@ NON_NEGATIVE_INT = click.IntRange(min=0)
 
 def check_finite(array: Any, what: str, path: Optional[PathLike] = None) -> None:
     """Raise a one-line SvgenError unless every value of ``array`` is finite (no NaN/inf)."""
-    import numpy as np   # here, not at module level: CLI option types must not load numpy for --help
+    import numpy as np  # here, not at the top: `svgen ... --help` imports this module and no numpy
 
     a = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
     if a.dtype.kind in "fc" and not np.isfinite(a).all():

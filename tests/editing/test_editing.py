@@ -261,3 +261,5 @@ def test_edit_refusals_are_one_line_and_write_nothing(capsys, store, dirs_file, 
     code, _, err = run_cli(capsys, "directions", "--generator", random_generator_path, "--out", tmp_path / "d.pt",
                            "--num", 500)
     assert code == 1 and "--num must be in 1..128" in err and not (tmp_path / "d.pt").exists()
+    code, _, err = run_cli(capsys, "directions", "--generator", random_generator_path, "--out", random_generator_path)
+    assert code == 1 and "the output is also an input" in err

@@ -32,6 +32,7 @@ def embedder():
     return FaceEmbedder()
 
 
+@pytest.mark.slow
 def test_real_clip_near_one_and_spliced_second_person_lower(clips, embedder):
     from svgen.metrics.temporal_identity import temporal_identity
 
@@ -48,6 +49,7 @@ def test_real_clip_near_one_and_spliced_second_person_lower(clips, embedder):
     assert not raw["normalised"] and raw["tg_id"] == pytest.approx(bad["video"]["global"])
 
 
+@pytest.mark.slow
 def test_evaluate_reports_tl_id_tg_id(clips, shared, tmp_path, capsys):
     from svgen.preprocessing.video_io import VideoWriter
 

@@ -169,3 +169,27 @@ def test_animate_edit_shifts_rendered_latents_and_is_recorded(chain, shared, tmp
     recorded = json.loads(outs[1].with_suffix(".json").read_text())
     assert [e["edit"] for e in recorded["edits"]] == [f"{dirs}:1:2:ramp=0-3"]
     assert recorded["settings"]["edits"][0]["index"] == 1
+
+
+@pytest.mark.slow
+def test_animate_paste_back_has_the_photo_size(chain, shared, tmp_path, capsys):
+    """--paste-back composites the animated face into the unaligned photo: its size, its pixels away from the face."""
+    from PIL import Image
+
+    from svgen.preprocessing.video_io import iter_frames, probe
+
+    _, _, motion, _ = chain
+    photo = shared / "data" / "photos" / "deep3dfacerecon" / "000031.jpg"
+    out = tmp_path / "pasted.mp4"
+    code, _, err = _cli(capsys, "animate", "--identity", photo, "--motion", motion, "--frames", 3, "--tune", "none",
+                        "--paste-back", "--out", out)
+    assert code == 0, err
+    src = np.asarray(Image.open(photo).convert("RGB")).astype(float)
+    info = probe(out)
+    assert (info.width, info.height, info.num_frames) == (src.shape[1], src.shape[0], 3)
+    frame = next(iter(iter_frames(out))).astype(float)
+    diff = np.abs(frame - src).mean(axis=2)
+    assert diff[:, :20].mean() < 4 and diff.max() > 60          # border as in the photo, the face replaced
+    code, _, err = _cli(capsys, "animate", "--identity", photo, "--motion", motion, "--frames", 3, "--grid", 2,
+                        "--paste-back", "--out", tmp_path / "g.mp4")
+    assert code == 1 and "--paste-back" in err
