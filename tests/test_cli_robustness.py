@@ -35,21 +35,19 @@ def small_disk_ok() -> None:
         pytest.skip("cannot mount a tmpfs in a user/mount namespace (unshare -rm) here")
 
 
-def run_on_small_disk(disk: Path, size_kb: int, *args: object,
-                      fill_kb: int = 0) -> tuple[int, str, list[str]]:
-    """Run ``svgen ARGS`` with a ``size_kb`` tmpfs mounted on ``disk`` (pre-filled with ``fill_kb``
-    of zeros); returns (exit status, stderr, what the command left on the disk). The mount is
+def run_on_small_disk(disk: Path, size_kb: int, *args: object) -> tuple[int, str, list[str]]:
+    """Run ``svgen ARGS`` with a ``size_kb`` tmpfs mounted on ``disk``; returns (exit status,
+    stderr, every path the command left on the disk). The mount is
     private to the child, so it vanishes with it."""
     disk.mkdir(parents=True, exist_ok=True)
-    fill = f"head -c {fill_kb * 1024} /dev/zero > {disk}/filler && " if fill_kb else ""
-    script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {disk} && {fill}"
-              f"\"$@\" >/dev/null; rc=$?; echo @@LEFT@@; ls -A {disk}; exit $rc")
+    script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {disk} && "
+              f"\"$@\" >/dev/null; rc=$?; echo @@LEFT@@; cd {disk} && find . -mindepth 1; exit $rc")
     env = dict(os.environ, PYTHONPATH=str(REPO), SVGEN_NO_PROGRESS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, "-m",
                            "svgen.cli.main", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
     left = proc.stdout.split("@@LEFT@@", 1)[-1].split()
-    return proc.returncode, proc.stderr, [n for n in left if n != "filler"]
+    return proc.returncode, proc.stderr, [n[2:] for n in left]
 
 
 def one_line_error(err: str, *words: str) -> str:
@@ -429,3 +427,13 @@ def test_latent_store_problems_are_named_exactly(random_generator_path, encoder_
         code, _, err = run_cli(capsys, "reconstruct", "--latents", path, "--out", tmp_path / "r.mp4")
         assert code == 1
         one_line_error(err, str(path), *words)
+
+
+def test_trainer_full_disk_one_line_no_checkpoint(small_disk_ok, motion_path, tmp_path):
+    disk = tmp_path / "disk"
+    latents = motion_path.parent.parent / "latents.h5"
+    code, err, left = run_on_small_disk(disk, 48, "train-motion", "--latents", latents, "--out", disk / "run",
+                                        "--steps", 2, "--batch", 2, "--window", 8, "--device", "cpu")
+    assert code == 1, err
+    one_line_error(err, str(disk / "run" / "checkpoints" / "latest.pt"), "no space left on device")
+    assert not [p for p in left if p.endswith(".pt") or ".tmp" in p], left  # no checkpoint, no temporary
