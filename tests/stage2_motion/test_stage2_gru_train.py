@@ -225,10 +225,12 @@ def test_gradient_angle_penalty_reduces_looping(tmp_path):
     assert scores[100.0]["loop_score"] < scores[0.0]["loop_score"] - 0.15, scores
 
 
-def test_fused_critic_step_equals_the_literal_computation(tmp_path):
+@pytest.mark.parametrize("units", ["raw", "normalised"])
+def test_fused_critic_step_equals_the_literal_computation(tmp_path, units):
     """The default training step (G's last affine map composed with C's first layer, gradient
-    penalty in the H1 space) gives the same losses and parameters as the literal W+ computation."""
-    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=100)
+    penalty in the H1 space) gives the same losses and parameters as the literal W+ computation,
+    with the penalty in either units."""
+    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=100, scale=0.1)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -236,7 +238,7 @@ def test_fused_critic_step_equals_the_literal_computation(tmp_path):
         for fused in (False, True):
             cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / f"run{fused}"),
                                  model=GRUMotionConfig(window=10, **SMALL), steps=3, batch=8, device="cpu",
-                                 seed=0, fused=fused)
+                                 seed=0, fused=fused, penalty_units=units)
             tr = GRUTrainer(cfg)
             stats = [tr.train_step(torch.from_numpy(real).double()) for real in tr.sampler.epoch(0)]
             runs[fused] = (stats, dict(tr.G.named_parameters()), dict(tr.C.named_parameters()))
@@ -252,14 +254,16 @@ def test_fused_critic_step_equals_the_literal_computation(tmp_path):
             torch.testing.assert_close(params1[name], p, rtol=1e-9, atol=1e-11)
 
 
-def test_training_does_not_depend_on_the_scale_of_the_latents(tmp_path):
-    """G and C work in normalised latents and the gradient penalty is measured there, so latents
-    scaled by 20 (or by 0.05, like the per-component spread of one real video) train identically."""
+def test_normalised_penalty_does_not_depend_on_the_scale_of_the_latents(tmp_path):
+    """With ``penalty_units="normalised"`` G and C work in normalised latents and the gradient penalty
+    is measured there, so latents scaled by 20 (or by 0.05, like the per-component spread of one
+    real video) train identically. (The default raw-unit penalty is the paper's, and is not.)"""
     stats = {}
     for k in (1.0, 20.0, 0.05):
         store = oscillator_store(tmp_path / f"l{k}.h5", clips=2, frames=100, scale=k)
         cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / f"run{k}"),
-                             model=GRUMotionConfig(window=10, **SMALL), steps=2, batch=8, device="cpu", seed=0)
+                             model=GRUMotionConfig(window=10, **SMALL), steps=2, batch=8, device="cpu", seed=0,
+                             penalty_units="normalised")
         tr = GRUTrainer(cfg)
         stats[k] = [tr.train_step(torch.from_numpy(real)) for real in tr.sampler.epoch(0)]
     for k in (20.0, 0.05):
