@@ -349,6 +349,13 @@ class TemporalCritic(nn.Module):
         h = self.TConv(e)                                                      # [B, C, t']
         return self.out(h.flatten(1)).squeeze(1)
 
+    @torch.no_grad()
+    def scale_input_layer(self, k: float) -> None:
+        """Multiply E's first weight by ``k``. With k = w_std the critic starts as a He-initialised
+        critic of the raw W+ codes (the paper's), whose gradient a raw-unit penalty expects near 1,
+        instead of one of the normalised codes (1/w_std times steeper in raw units)."""
+        self.E[0].weight.mul_(float(k))
+
     def input_gram(self) -> torch.Tensor:
         """K = W1 W1^T [H1, H1]: for any g, |W1^T g|^2 = g^T K g, the norm of the gradient with
         respect to the normalised input (w - w_mean) / w_std, computed in H1 dimensions."""

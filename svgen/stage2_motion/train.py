@@ -51,12 +51,12 @@ class GRUTrainConfig:
     steps: Optional[int] = None       # optional cap on critic steps = batches (short runs, CI)
     batch: int = 32
     stride: Optional[int] = None      # window stride within a clip (default: the window, see data.py)
-    lr_G: float = 4e-4                # the paper gives no rates; G at twice the critic's rate trained
-    lr_C: float = 2e-4                # steadily in our experiments
+    lr_G: float = 2e-4                # the paper gives no rates or critic schedule: equal rates and 5
+    lr_C: float = 2e-4                # critic steps per G step train with the raw-unit penalty
     betas: Tuple[float, float] = (0.5, 0.999)
     lambda_gp: float = 50.0           # paper
     penalty_units: str = "raw"        # C's gradient w.r.t. raw W+ codes (paper) or "normalised" (see gru.py)
-    n_critic: int = 1                 # critic steps (batches) per generator step
+    n_critic: int = 5                 # critic steps (batches) per generator step (benchmarks/gru_penalty.py)
     lambda_gap: float = 100.0         # paper; 0 switches the gradient angle penalty off
     gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
     ema: float = 0.995                # paper: generator EMA momentum (ramped up, see ema_momentum)
@@ -168,6 +168,8 @@ class GRUTrainer:
             std = std if std > 1e-8 else 1.0
             self.G.set_data_stats(mean, std)
             self.C.set_data_stats(mean, std)
+            if cfg.penalty_units == "raw":
+                self.C.scale_input_layer(std)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_G, betas=tuple(cfg.betas),
                                       foreach=True)
