@@ -32,6 +32,10 @@ from svgen.utils.errors import SvgenError
 @click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
 @click.option("--lambda-gap", type=NON_NEGATIVE, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
+@click.option("--penalty-units", type=click.Choice(["raw", "normalised"]), default=None,
+              help="GRU: measure the critic's gradient penalty in raw W+ units (default, the paper's) or in "
+                   "units of the latents' spread (see benchmarks/gru_penalty.py).")
+@click.option("--n-critic", type=int, default=None, help="GRU: critic steps per generator step.")
 @click.option("--snapshot-every", type=int, default=None,
               help="Between checkpoints and metrics: GRU epochs (default 10), StyleInV steps (default 1000).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
@@ -39,11 +43,13 @@ from svgen.utils.errors import SvgenError
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
                  batch: Optional[int], window: Optional[int], generator: Optional[str], encoder: Optional[str],
                  data: Optional[str], disc: Optional[str], preview_every: Optional[int], stride: Optional[int],
-                 lambda_gap: Optional[float], snapshot_every: Optional[int], resume: bool, seed: int,
+                 lambda_gap: Optional[float], penalty_units: Optional[str], n_critic: Optional[int],
+                 snapshot_every: Optional[int], resume: bool, seed: int,
                  device: str) -> None:
     """Train a motion model on latent trajectories (no frames are rendered during training)."""
     for name, value in (("--epochs", epochs), ("--steps", steps), ("--batch", batch), ("--window", window),
-                        ("--stride", stride), ("--snapshot-every", snapshot_every)):
+                        ("--stride", stride), ("--snapshot-every", snapshot_every),
+                        ("--n-critic", n_critic)):
         if value is not None and value <= 0:
             raise SvgenError(f"{name} must be a positive integer, got {value}")
     if window is not None and window < 2:
@@ -71,7 +77,7 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         cfg.model.window = window
     for name, value in (("epochs", epochs), ("steps", steps), ("batch", batch), ("stride", stride),
                         ("preview_every", preview_every), ("lambda_gap", lambda_gap),
-                        ("snapshot_every", snapshot_every)):
+                        ("penalty_units", penalty_units), ("n_critic", n_critic), ("snapshot_every", snapshot_every)):
         if value is not None:
             setattr(cfg, name, value)
     path = train_gru(cfg, resume=resume)

@@ -16,12 +16,15 @@ Critic C(w_0 .. w_{t-1}):
 
 Data normalisation: both networks carry fixed buffers ``w_mean`` [num_ws, w_dim] and ``w_std``
 (a scalar) computed from the training latents. G outputs ``w_mean + w_std * (A_j T(l) + b_j)`` and C
-reads ``(w - w_mean) / w_std``. This is only a re-parametrisation of the last affine maps of G and
+reads ``(w - w_mean) / w_std``. That part is a re-parametrisation of the last affine maps of G and
 the first layer of C (same function class as the paper) that keeps learning rates meaningful for
-any generator's W+ statistics. For the same reason the gradient penalty holds C 1-Lipschitz in
-the normalised input: with the paper's penalty on raw codes, the latents of one real video (per-
-component std ~0.1) force a critic 10x flatter than the data need, and training diverged on them.
-With w_std = 1 the two coincide.
+any generator's W+ statistics. Where the gradient penalty measures C's gradient is not: the paper
+penalises it with respect to the raw W+ codes (the default, ``penalty_units="raw"`` in
+``train.py``); measuring it in normalised units holds C 1-Lipschitz in (w - w_mean) / w_std, i.e.
+1/w_std-Lipschitz in W+. That objective equals (1/w_std) x the paper's with lambda_GP scaled by
+w_std, and the generator's adversarial gradient grows by 1/w_std against the angle penalty, so at
+w_std = 0.1 it trains like lambda_GP = 5, lambda_GAP = 10 instead of 50 and 100. It stays an option
+(``penalty_units="normalised"``); the two coincide when w_std = 1.
 """
 from __future__ import annotations
 
@@ -345,6 +348,13 @@ class TemporalCritic(nn.Module):
         e = self.E[1:](h1.reshape(b * t, -1)).reshape(b, t, -1).transpose(1, 2)   # [B, 32, t]
         h = self.TConv(e)                                                      # [B, C, t']
         return self.out(h.flatten(1)).squeeze(1)
+
+    @torch.no_grad()
+    def scale_input_layer(self, k: float) -> None:
+        """Multiply E's first weight by ``k``. With k = w_std the critic starts as a He-initialised
+        critic of the raw W+ codes (the paper's), whose gradient a raw-unit penalty expects near 1,
+        instead of one of the normalised codes (1/w_std times steeper in raw units)."""
+        self.E[0].weight.mul_(float(k))
 
     def input_gram(self) -> torch.Tensor:
         """K = W1 W1^T [H1, H1]: for any g, |W1^T g|^2 = g^T K g, the norm of the gradient with

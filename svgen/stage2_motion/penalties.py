@@ -33,9 +33,11 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                      input_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """L_GP = E[(|grad_x C(x_hat)|_2 - 1)^2] at x_hat = eps real + (1 - eps) fake, eps ~ U(0, 1) per sample.
 
-    ``input_scale`` s measures the gradient in units of x / s (the motion critic passes its w_std,
-    so the penalty holds the critic 1-Lipschitz in normalised latents whatever their scale).
-    ``create_graph=True`` so the penalty's own gradient reaches the critic's parameters.
+    ``input_scale`` s measures the gradient with respect to x / s: 1 (default) is the paper's
+    penalty on raw inputs; the motion trainer's ``penalty_units="normalised"`` option passes the
+    critic's w_std, which holds C 1-Lipschitz in normalised latents instead (a weaker constraint in
+    raw units, see ``train.py``). ``create_graph=True`` so the penalty's own gradient reaches the
+    critic's parameters.
     """
     b = real.shape[0]
     eps = torch.rand((b,) + (1,) * (real.dim() - 1), generator=generator, dtype=real.dtype)
@@ -48,14 +50,16 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
 
 
 def gradient_penalty_first_layer(critic: nn.Module, h_real: torch.Tensor, h_fake: torch.Tensor,
-                                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """``gradient_penalty(..., input_scale=critic.w_std)`` computed after the critic's first linear
-    layer (same value).
+                                 generator: torch.Generator | None = None,
+                                 input_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """``gradient_penalty(critic, real, fake, input_scale=input_scale)`` computed after the critic's
+    first linear layer (same value).
 
-    With h1 = W1 x + b1 affine in the normalised input x, the interpolate's h1 is the same
-    interpolation of h_real and h_fake ([B, t, H1]), and grad_x C = W1^T grad_h1 C, whose squared
-    norm is grad_h1^T K grad_h1 with K = ``critic.input_gram()``. No [B, t, num_ws * w_dim] tensor
-    is formed; gradients reach W1 through both h and K. The same eps draws as ``gradient_penalty``.
+    With h1 = W1 x + b1 affine in the normalised input x = (w - w_mean) / w_std, the interpolate's
+    h1 is the same interpolation of h_real and h_fake ([B, t, H1]), and grad_x C = W1^T grad_h1 C,
+    whose squared norm is grad_h1^T K grad_h1 with K = ``critic.input_gram()``; the gradient with
+    respect to w / s is that times s / w_std. No [B, t, num_ws * w_dim] tensor is formed; gradients
+    reach W1 through both h and K. The same eps draws as ``gradient_penalty``.
     """
     b = h_real.shape[0]
     eps = torch.rand((b,) + (1,) * (h_real.dim() - 1), generator=generator, dtype=h_real.dtype)
@@ -64,7 +68,7 @@ def gradient_penalty_first_layer(critic: nn.Module, h_real: torch.Tensor, h_fake
     scores = critic.from_first_layer(h_hat)
     (g,) = torch.autograd.grad(scores.sum(), h_hat, create_graph=True)       # [B, t, H1]
     sq = torch.einsum("bth,hk,btk->b", g, critic.input_gram(), g)
-    norms = sq.clamp_min(1e-24).sqrt()
+    norms = sq.clamp_min(1e-24).sqrt() * (input_scale / critic.w_std)
     return ((norms - 1.0) ** 2).mean()
 
 

@@ -1,8 +1,8 @@
 """Training loop of the StyleVideoGAN GRU motion model (``svgen train-motion --model gru``).
 
 Reads top to bottom: config -> data (windows streamed from latents.h5) + PCA for the offset trick ->
-networks, Adam, EMA -> per batch one critic step (WGAN-GP) and one generator step (WGAN +
-gradient angle penalty) -> snapshots (checkpoint, latent FD and loop score into metrics.jsonl,
+networks, Adam, EMA -> per batch one critic step (WGAN-GP), and every ``n_critic`` batches one
+generator step (WGAN + gradient angle penalty) -> snapshots (checkpoint, latent FD and loop score into metrics.jsonl,
 optional rendered preview) -> ``<out>/motion.pt``. No frame is rendered during training except
 the optional previews.
 """
@@ -35,6 +35,8 @@ from svgen.utils.rundir import RunDir, load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 FORMAT = "svgen-motion"
+PENALTY_UNITS = ("raw", "normalised")
+LEGACY_DEFAULTS = {"penalty_units": "normalised", "n_critic": 1}   # what runs saved without these fields used
 VERSION = 1
 
 
@@ -46,13 +48,15 @@ class GRUTrainConfig:
     out: str = ""
     model: GRUMotionConfig = field(default_factory=GRUMotionConfig)
     epochs: int = 350                 # paper: 350 epochs
-    steps: Optional[int] = None       # optional cap on optimisation steps (short runs, CI)
+    steps: Optional[int] = None       # optional cap on critic steps = batches (short runs, CI)
     batch: int = 32
     stride: Optional[int] = None      # window stride within a clip (default: the window, see data.py)
-    lr_G: float = 4e-4                # the paper gives no rates; G at twice the critic's rate trained
-    lr_C: float = 2e-4                # steadily in our experiments
+    lr_G: float = 2e-4                # the paper gives no rates or critic schedule: equal rates and 5
+    lr_C: float = 2e-4                # critic steps per G step train with the raw-unit penalty
     betas: Tuple[float, float] = (0.5, 0.999)
     lambda_gp: float = 50.0           # paper
+    penalty_units: str = "raw"        # C's gradient w.r.t. raw W+ codes (paper) or "normalised" (see gru.py)
+    n_critic: int = 5                 # critic steps (batches) per generator step (benchmarks/gru_penalty.py)
     lambda_gap: float = 100.0         # paper; 0 switches the gradient angle penalty off
     gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
     ema: float = 0.995                # paper: generator EMA momentum (ramped up, see ema_momentum)
@@ -145,6 +149,7 @@ class GRUTrainer:
         if state is not None:
             cfg = self._merge_resume_config(cfg, state)
         self.cfg = cfg
+        check_config(cfg)
         self._check_artifacts()
         mc = cfg.model
         if mc.num_ws != self.store.num_ws or mc.w_dim != self.store.w_dim:
@@ -163,6 +168,8 @@ class GRUTrainer:
             std = std if std > 1e-8 else 1.0
             self.G.set_data_stats(mean, std)
             self.C.set_data_stats(mean, std)
+            if cfg.penalty_units == "raw":
+                self.C.scale_input_layer(std)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_G, betas=tuple(cfg.betas),
                                       foreach=True)
@@ -178,6 +185,9 @@ class GRUTrainer:
         if state.get("format") != FORMAT or state.get("model") != "gru":
             raise SvgenError("--resume: checkpoint is not a GRU motion checkpoint", self.run.latest)
         old = config_from_dict(GRUTrainConfig, state["config"])
+        for name, value in LEGACY_DEFAULTS.items():       # runs from before these options existed
+            if name not in state["config"]:
+                setattr(old, name, value)
         ref = state.get("latents_ref", {})
         if ref.get("num_frames") != self.store.total_frames or ref.get("clips") != list(self.store.clips):
             raise SvgenError("--resume: the run was trained on other latents "
@@ -221,8 +231,13 @@ class GRUTrainer:
         return ckpt
 
     # -- one optimisation step ----------------------------------------------------------------
-    def train_step(self, real: torch.Tensor) -> dict:
-        """One critic step (WGAN-GP) and one generator step (WGAN + GAP) on a batch of real windows.
+    def gp_input_scale(self) -> float | torch.Tensor:
+        """``input_scale`` of the gradient penalty: 1 for raw W+ units, the critic's w_std for normalised."""
+        return 1.0 if self.cfg.penalty_units == "raw" else self.C.w_std
+
+    def train_step(self, real: torch.Tensor, generator_step: bool = True) -> dict:
+        """One critic step (WGAN-GP) on a batch of real windows and, if ``generator_step``, one
+        generator step (WGAN + GAP).
 
         Both steps use the same generated batch (one forward of G per step, as in the DCGAN
         recipe): the critic sees it detached, the generator step back-propagates through it.
@@ -233,35 +248,43 @@ class GRUTrainer:
         """
         cfg, G, C = self.cfg, self.G, self.C
         b, t = real.shape[:2]
-        use_gap = cfg.lambda_gap > 0
+        use_gap = cfg.lambda_gap > 0 and generator_step
         i, s = draw_noise(b, t, cfg.model.latent_dim, self.device)
         i.requires_grad_(use_gap)
         s.requires_grad_(use_gap)
-        l, _ = G.motion(i, s)                                  # [B, t, 32]
+        with torch.set_grad_enabled(generator_step):
+            l, _ = G.motion(i, s)                              # [B, t, 32]
+            y = G.T(l) if cfg.fused else G.to_wplus(l)         # before G's affine maps / W+ windows
 
         # critic: E[C(fake)] - E[C(real)] + lambda_GP L_GP
         C.requires_grad_(True)
+        scale = self.gp_input_scale()
         if cfg.fused:
-            y = G.T(l)                                         # [B, t, w_dim], before G's affine maps
             h_real = C.first_layer(real)                       # [B, t, H1]
             h_fake = C.first_layer_of_generated(_Frozen(G), y.detach())   # G's side detached
             c_real, c_fake = C.from_first_layer(h_real), C.from_first_layer(h_fake)
-            gp = gradient_penalty_first_layer(C, h_real, h_fake)
+            gp = gradient_penalty_first_layer(C, h_real, h_fake, input_scale=scale)
         else:
-            fake = G.to_wplus(l)                               # [B, t, num_ws, w_dim]
-            c_real, c_fake = C(real), C(fake.detach())
-            gp = gradient_penalty(C, real, fake.detach(), input_scale=C.w_std)
+            c_real, c_fake = C(real), C(y.detach())
+            gp = gradient_penalty(C, real, y.detach(), input_scale=scale)
         loss_C = wgan_critic_loss(c_real, c_fake) + cfg.lambda_gp * gp
         self.opt_C.zero_grad(set_to_none=True)
         loss_C.backward()
         self.opt_C.step()
+        stats = {"loss_C": loss_C.item(), "gp": gp.item(), "wdist": (c_real.mean() - c_fake.mean()).item()}
+        if generator_step:
+            stats.update(self._generator_step(l, y, i, s, use_gap))
+        return stats
 
-        # generator: -E[C(G(i, s))] + lambda_GAP L_GAP (critic frozen, already updated)
+    def _generator_step(self, l: torch.Tensor, y: torch.Tensor, i: torch.Tensor, s: torch.Tensor,
+                        use_gap: bool) -> dict:
+        """-E[C(G(i, s))] + lambda_GAP L_GAP with the critic frozen (already updated); EMA update."""
+        cfg, G, C = self.cfg, self.G, self.C
         C.requires_grad_(False)
         if cfg.fused:
             loss_adv = wgan_generator_loss(C.from_first_layer(C.first_layer_of_generated(G, y)))
         else:
-            loss_adv = wgan_generator_loss(C(fake))
+            loss_adv = wgan_generator_loss(C(y))
         stats = {}
         if use_gap:
             G.gap_stats.update(l[:, -1] - l[:, 0])
@@ -273,9 +296,8 @@ class GRUTrainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
-        ema_update(self.G_ema, G, ema_momentum(cfg.ema, self.step))
-        stats.update(loss_C=loss_C.item(), loss_G=loss_G.item(), gp=gp.item(),
-                     wdist=(c_real.mean() - c_fake.mean()).item())
+        ema_update(self.G_ema, G, ema_momentum(cfg.ema, self.step // cfg.n_critic))
+        stats["loss_G"] = loss_G.item()
         return stats
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -335,10 +357,12 @@ class GRUTrainer:
         bar = progress(total=self.total_steps(), initial=min(self.step, self.total_steps()), unit="step",
                        desc="train-motion (gru)")
         t_last = time.time()
+        stats: dict = {}     # the latest value of every statistic (G's only change on generator steps)
         try:
             while not self._done():
                 for real in prefetch(self.sampler.epoch(self.epoch, skip=self.batch_in_epoch)):
-                    stats = self.train_step(torch.from_numpy(real).to(self.device))
+                    g_step = (self.step + 1) % cfg.n_critic == 0
+                    stats.update(self.train_step(torch.from_numpy(real).to(self.device), generator_step=g_step))
                     self.step += 1
                     self.batch_in_epoch += 1
                     bar.update(1)
@@ -347,7 +371,8 @@ class GRUTrainer:
                         self.run.log.log(epoch=self.epoch, step=self.step,
                                          sec_per_step=(now - t_last) / cfg.log_every, **stats)
                         t_last = now
-                        bar.set_postfix(epoch=self.epoch, C=f"{stats['loss_C']:.3g}", G=f"{stats['loss_G']:.3g}")
+                        bar.set_postfix(epoch=self.epoch, C=f"{stats['loss_C']:.3g}",
+                                        G=f"{stats.get('loss_G', math.nan):.3g}")
                     if cfg.steps is not None and self.step >= cfg.steps:
                         break
                 else:
@@ -370,6 +395,14 @@ class GRUTrainer:
         out = Path(self.cfg.out) / "motion.pt"
         torch_save_atomic(ckpt, out)
         return out
+
+
+def check_config(cfg: GRUTrainConfig) -> None:
+    """One-line errors for settings the trainer cannot run with."""
+    if cfg.penalty_units not in PENALTY_UNITS:
+        raise SvgenError(f"penalty_units must be one of {', '.join(PENALTY_UNITS)}, got {cfg.penalty_units!r}")
+    if int(cfg.n_critic) < 1:
+        raise SvgenError(f"n_critic must be at least 1, got {cfg.n_critic}")
 
 
 def train_gru(cfg: GRUTrainConfig, resume: bool = False) -> Path:

@@ -11,7 +11,8 @@ from svgen.stage2_motion.gru import (
     GRUCell, GRUMotionConfig, GRUStack, MotionGenerator, RunningMoments, TemporalCritic, resample_trajectory,
 )
 from svgen.stage2_motion.penalties import (
-    gap_distance, gradient_angle, gradient_angle_penalty, gradient_penalty,
+    gap_distance, gradient_angle, gradient_angle_penalty, gradient_penalty, gradient_penalty_first_layer,
+    wgan_critic_loss,
 )
 
 
@@ -117,6 +118,56 @@ def test_gradient_penalty_value_and_double_backward():
     torch.testing.assert_close(critic.a.grad, 2 * (norm - 1) * a / norm)
     # measured in units of x / 0.5 (the motion critic passes its w_std)
     torch.testing.assert_close(gradient_penalty(critic, real, fake, input_scale=0.5), (0.5 * norm - 1) ** 2)
+
+
+def _critic_with_stats(sigma: float) -> tuple[TemporalCritic, torch.Tensor, torch.Tensor]:
+    """A float64 TINY critic normalising with (w_mean, sigma), and real / fake windows of spread sigma."""
+    torch.manual_seed(11)
+    C = TemporalCritic(TINY).double()
+    mean = torch.randn(TINY.num_ws, TINY.w_dim, dtype=torch.float64)
+    C.set_data_stats(mean, sigma)
+    shape = (6, TINY.window, TINY.num_ws, TINY.w_dim)
+    real = mean + sigma * torch.randn(shape, dtype=torch.float64)
+    fake = mean + sigma * torch.randn(shape, dtype=torch.float64)
+    return C, real, fake
+
+
+@pytest.mark.parametrize("units", ["raw", "normalised"])
+def test_first_layer_gradient_penalty_equals_the_literal_one(units):
+    """The H1-space penalty gives gradient_penalty's value, w.r.t. raw W+ (scale 1) or w / w_std."""
+    C, real, fake = _critic_with_stats(0.1)
+    scale = 1.0 if units == "raw" else C.w_std
+    literal = gradient_penalty(C, real, fake, torch.Generator().manual_seed(3), input_scale=scale)
+    h_real, h_fake = C.first_layer(real), C.first_layer(fake)
+    fused = gradient_penalty_first_layer(C, h_real, h_fake, torch.Generator().manual_seed(3), input_scale=scale)
+    torch.testing.assert_close(fused, literal, rtol=1e-10, atol=1e-12)
+
+
+class _Scaled(nn.Module):
+    def __init__(self, critic: nn.Module, k: float):
+        super().__init__()
+        self.critic, self.k = critic, k
+
+    def forward(self, x):
+        return self.k * self.critic(x)
+
+
+def test_normalised_penalty_is_the_paper_loss_with_a_smaller_lambda():
+    """Issue #13: the critic loss with the penalty in normalised units (lambda 50) equals 1/sigma times
+    the paper's raw-unit loss of the critic sigma * C at lambda_GP = 50 sigma: a 10x weaker penalty
+    at the spread of one real video's latents, not a re-parametrisation."""
+    sigma, lam = 0.1, 50.0
+    C, real, fake = _critic_with_stats(sigma)
+
+    def loss(critic, lam_gp, scale):
+        gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(5), input_scale=scale)
+        return wgan_critic_loss(critic(real), critic(fake)) + lam_gp * gp
+
+    normalised = loss(C, lam, sigma)
+    paper = loss(_Scaled(C, sigma), lam * sigma, 1.0)
+    torch.testing.assert_close(normalised, paper / sigma, rtol=1e-12, atol=1e-15)
+    # and it is not the paper's loss at the paper's lambda (the raw penalty of C itself)
+    assert abs(loss(C, lam, 1.0).item() - normalised.item()) > 1.0
 
 
 def test_gap_angle_on_hand_built_cases():

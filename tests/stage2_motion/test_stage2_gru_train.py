@@ -2,7 +2,8 @@
 gradient angle penalty against looping.
 
 Quality tests train on latent trajectories with a known structure (oscillators in a low-dimensional
-subspace of W+, as the issue allows), because meaningful real latents need a trained encoder.
+subspace of W+, as the issue allows), because meaningful real latents need a trained encoder;
+``test_stage2_gru_real.py`` trains on real inverted latents.
 """
 from __future__ import annotations
 
@@ -90,6 +91,20 @@ def test_resume_equals_uninterrupted(tmp_path):
             torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
 
 
+def test_runs_saved_before_the_penalty_options_resume_as_they_trained(tmp_path):
+    """A checkpoint whose config has no ``penalty_units`` / ``n_critic`` (written before issue #13)
+    resumes with the normalised penalty and one critic step, not with the new defaults."""
+    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=40)
+    GRUTrainer(_tiny_cfg(store, tmp_path / "a", 2, penalty_units="normalised", n_critic=1)).train()
+    latest = tmp_path / "a" / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    del state["config"]["penalty_units"], state["config"]["n_critic"]
+    torch.save(state, latest)
+    resumed = GRUTrainer(_tiny_cfg(store, tmp_path / "a", 4), resume=True)
+    assert (resumed.cfg.penalty_units, resumed.cfg.n_critic) == ("normalised", 1)
+    assert GRUTrainer(_tiny_cfg(store, tmp_path / "b", 4)).cfg.penalty_units == "raw"
+
+
 def test_motion_checkpoint_loads_and_animates(tmp_path):
     store = oscillator_store(tmp_path / "l.h5", clips=2, frames=40, generator_sha256="abc")
     path = GRUTrainer(_tiny_cfg(store, tmp_path / "r", 3)).train()
@@ -133,6 +148,7 @@ def test_cli_train_motion_and_sample(tmp_path, capsys, random_generator_path):
     assert str(motion) in out and motion.is_file()
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["window"] == 8 and cfg["steps"] == 2 and cfg["lambda_gap"] == 100.0
+    assert (cfg["lambda_gp"], cfg["penalty_units"], cfg["n_critic"]) == (50.0, "raw", 5)
     m = load_motion(motion)
     assert m.generator_sha256 == sha and m.generator_path == str(random_generator_path.resolve())
 
@@ -169,6 +185,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, random_generator_path):
     fails(*base[:-4], "--window", 64, "--device", "cpu", match="no clip has the 64 frames")
     fails(*base, "--resume", match="no checkpoint")
     fails(*base, "--epochs", 0, match="--epochs must be a positive")
+    fails(*base, "--n-critic", 0, match="--n-critic must be a positive")
     (tmp_path / "file").write_text("x")
     fails("train-motion", "--latents", store, "--out", tmp_path / "file" / "sub", "--steps", 1,
           match="cannot create output folder")
@@ -225,10 +242,12 @@ def test_gradient_angle_penalty_reduces_looping(tmp_path):
     assert scores[100.0]["loop_score"] < scores[0.0]["loop_score"] - 0.15, scores
 
 
-def test_fused_critic_step_equals_the_literal_computation(tmp_path):
+@pytest.mark.parametrize("units", ["raw", "normalised"])
+def test_fused_critic_step_equals_the_literal_computation(tmp_path, units):
     """The default training step (G's last affine map composed with C's first layer, gradient
-    penalty in the H1 space) gives the same losses and parameters as the literal W+ computation."""
-    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=100)
+    penalty in the H1 space) gives the same losses and parameters as the literal W+ computation,
+    with the penalty in either units."""
+    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=100, scale=0.1)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -236,7 +255,7 @@ def test_fused_critic_step_equals_the_literal_computation(tmp_path):
         for fused in (False, True):
             cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / f"run{fused}"),
                                  model=GRUMotionConfig(window=10, **SMALL), steps=3, batch=8, device="cpu",
-                                 seed=0, fused=fused)
+                                 seed=0, fused=fused, penalty_units=units)
             tr = GRUTrainer(cfg)
             stats = [tr.train_step(torch.from_numpy(real).double()) for real in tr.sampler.epoch(0)]
             runs[fused] = (stats, dict(tr.G.named_parameters()), dict(tr.C.named_parameters()))
@@ -252,14 +271,16 @@ def test_fused_critic_step_equals_the_literal_computation(tmp_path):
             torch.testing.assert_close(params1[name], p, rtol=1e-9, atol=1e-11)
 
 
-def test_training_does_not_depend_on_the_scale_of_the_latents(tmp_path):
-    """G and C work in normalised latents and the gradient penalty is measured there, so latents
-    scaled by 20 (or by 0.05, like the per-component spread of one real video) train identically."""
+def test_normalised_penalty_does_not_depend_on_the_scale_of_the_latents(tmp_path):
+    """With ``penalty_units="normalised"`` G and C work in normalised latents and the gradient penalty
+    is measured there, so latents scaled by 20 (or by 0.05, like the per-component spread of one
+    real video) train identically. (The default raw-unit penalty is the paper's, and is not.)"""
     stats = {}
     for k in (1.0, 20.0, 0.05):
         store = oscillator_store(tmp_path / f"l{k}.h5", clips=2, frames=100, scale=k)
         cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / f"run{k}"),
-                             model=GRUMotionConfig(window=10, **SMALL), steps=2, batch=8, device="cpu", seed=0)
+                             model=GRUMotionConfig(window=10, **SMALL), steps=2, batch=8, device="cpu", seed=0,
+                             penalty_units="normalised")
         tr = GRUTrainer(cfg)
         stats[k] = [tr.train_step(torch.from_numpy(real)) for real in tr.sampler.epoch(0)]
     for k in (20.0, 0.05):
