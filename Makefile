@@ -31,7 +31,7 @@ DEMO           ?= demo
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.runner.make_vars), for a first run on your own video
-FIRST_HOUR := SIZE=64 IMAGE_KIMG=12.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=200 STYLEINV_STEPS=150 FRAMES=100 FPS=25
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=12.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=400 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 GENERATOR := $(WORK)/image/generator.pt
@@ -72,7 +72,7 @@ help:
 	@echo "  ENCODER_W_KIMG=$(ENCODER_W_KIMG)   W encoder (MODEL=styleinv) in kimg; empty = 16 for tiny, demo 1"
 	@echo "  SPACE=$(SPACE)   encoder latent space for invert (w+ | w)"
 	@echo "  MODEL=$(MODEL)   motion model (gru | styleinv)"
-	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 200"
+	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 400"
 	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 150"
 	@echo "  FRAMES=$(FRAMES)   frames animate writes"
 	@echo "  FPS=$(FPS)   frame rate of the animation"

@@ -28,7 +28,7 @@ class DemoConfig:
     image_kimg: float = 12.0        # stage-1 training length
     encoder_kimg: float = 3.0       # W+ encoder training length
     encoder_w_kimg: float = 1.0     # W encoder (initialises StyleInV)
-    motion_epochs: int = 200        # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
+    motion_epochs: int = 400        # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
     styleinv_steps: int = 150       # StyleInV iterations (latent mode)
     frames: int = 100               # length of the animation
     fps: float = 25.0
