@@ -24,7 +24,9 @@ penalises it with respect to the raw W+ codes (the default, ``penalty_units="raw
 1/w_std-Lipschitz in W+. That objective equals (1/w_std) x the paper's with lambda_GP scaled by
 w_std, and the generator's adversarial gradient grows by 1/w_std against the angle penalty, so at
 w_std = 0.1 it trains like lambda_GP = 5, lambda_GAP = 10 instead of 50 and 100. It stays an option
-(``penalty_units="normalised"``); the two coincide when w_std = 1.
+(``penalty_units="normalised"``); the two coincide when w_std = 1. With raw units the trainer also
+multiplies E's first weight by w_std at initialisation (``scale_input_layer``), so C starts as a
+He-initialised critic of raw codes, with a raw-unit gradient near 1 rather than 1/w_std.
 """
 from __future__ import annotations
 

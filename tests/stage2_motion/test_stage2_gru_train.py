@@ -221,8 +221,8 @@ def test_gradient_angle_penalty_reduces_looping(tmp_path):
     for lambda_gap in (100.0, 0.0):
         out = tmp_path / f"gap{lambda_gap:g}"
         cfg = GRUTrainConfig(latents=str(store), out=str(out), model=GRUMotionConfig(window=window, **SMALL),
-                             epochs=10_000, steps=steps, batch=32, stride=1, lr_G=2e-3, lr_C=1e-3,
-                             lambda_gap=lambda_gap, snapshot_every=10_000, eval_windows=64, eval_long_frames=50,
+                             epochs=10_000, steps=steps * GRUTrainConfig.n_critic, batch=32, stride=1,
+                             lr_G=2e-3, lr_C=1e-3, lambda_gap=lambda_gap, snapshot_every=10_000, eval_windows=64, eval_long_frames=50,
                              eval_long_num=1, device="cpu", seed=0)
         tr = GRUTrainer(cfg)
         tr.train()
@@ -232,7 +232,7 @@ def test_gradient_angle_penalty_reduces_looping(tmp_path):
         scores[lambda_gap] = trajectory_stats(long, min_lag=window)
     with LatentStore(store) as st:
         real = loop_score(st.read("sentence"), window)
-    print(f"\nlatent FD init -> {steps} steps (rank-2 data: large values): with GAP {fds[100.0][0]:.0f} -> "
+    print(f"\nlatent FD init -> {steps} generator steps (rank-2 data: large values): with GAP {fds[100.0][0]:.0f} -> "
           f"{fds[100.0][1]:.0f}, without GAP {fds[0.0][0]:.0f} -> {fds[0.0][1]:.0f}")
     print(f"loop score (min lag {window}, 8 x {15 * window} frames): real {real:.3f}, "
           f"with GAP {scores[100.0]['loop_score']:.3f} (motion {scores[100.0]['motion_magnitude']:.2f}), "
