@@ -35,7 +35,8 @@ from svgen.utils.errors import SvgenError
 @click.option("--penalty-units", type=click.Choice(["raw", "normalised"]), default=None,
               help="GRU: measure the critic's gradient penalty in raw W+ units (default, the paper's) or in "
                    "units of the latents' spread (see benchmarks/gru_penalty.py).")
-@click.option("--n-critic", type=int, default=None, help="GRU: critic steps per generator step.")
+@click.option("--n-critic", type=int, default=None,
+              help="GRU: critic steps (one batch each) per generator step (default 5).")
 @click.option("--snapshot-every", type=int, default=None,
               help="Between checkpoints and metrics: GRU epochs (default 10), StyleInV steps (default 1000).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
