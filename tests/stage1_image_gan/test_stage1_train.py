@@ -222,8 +222,8 @@ def test_cli_resume_errors(real_frames_zip32, tmp_path, capsys, random_generator
 
 
 def test_cli_full_disk(real_frames_zip32, tmp_path, capsys, monkeypatch):
-    def no_space(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"partial")
+    def no_space(obj, f, *args, **kwargs):  # torch_save_atomic hands torch.save a file object
+        f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
