@@ -43,7 +43,9 @@ def test_pti_reconstructs_an_unseen_real_photo(G, shared, name, grey):
     """A generator trained on two MEAD actors renders a new person (colour and greyscale) at >= 24 dB."""
     x = _target(shared, name, G.img_resolution, grey)
     assert default_lr(G) == pytest.approx(3e-3)           # the tiny preset is narrow
-    G_t, summary = pivotal_tuning(G, _pivot(G), x, PTIConfig(steps=350, seed=0))
+    # From w_avg of a generator trained for only 1 kimg, 350 steps (PTI's count) sit at the threshold
+    # (measured 25.2 / 23.0 dB); 500 steps give 27.2 / 27.7 dB, leaving room for other CPUs' numerics.
+    G_t, summary = pivotal_tuning(G, _pivot(G), x, PTIConfig(steps=500, seed=0))
     print(name, summary["psnr_before"], summary["psnr_after"], _far_agreement(G, G_t))
     assert summary["psnr_before"] < 15 and summary["psnr_after"] >= 24.0, summary
     with torch.no_grad():                                  # G itself is untouched
