@@ -322,3 +322,92 @@ class TorchFrames:
         import torch
 
         return torch.from_numpy(self.dataset[self.indices[i]].copy()).permute(2, 0, 1)
+
+
+# -- several datasets into one ---------------------------------------------------------------------
+def copy_clips(writer: AlignedDatasetWriter, path: PathLike, continue_last: bool = False) -> int:
+    """Append every clip of the dataset ``path`` to ``writer`` (PNG bytes copied, not re-encoded).
+
+    A clip name already in ``writer`` is an error naming ``path``, except with ``continue_last``
+    for the clip written last (the pieces of one long video). Returns the number of frames copied.
+    """
+    p = Path(path)
+    copied = 0
+    last = next(reversed(writer.clips), None)
+    with zipfile.ZipFile(p) as zf:
+        meta = json.loads(zf.read("dataset.json"))
+        for name, clip in meta["clips"].items():
+            if name in writer.clips:
+                if not (continue_last and name == last):
+                    raise SvgenError(f"clip {name!r} is already in another part (parts must hold different "
+                                     "clips)", p)
+            else:
+                writer.add_clip(name, source=clip.get("source", ""), fps=float(clip.get("fps", 25.0)))
+            for i, f in enumerate(clip["frames"]):
+                writer.add_encoded_frame(name, zf.read(f"{name}/{i:06d}.png"), source_frame=f.get("source_frame", -1),
+                                         quad=f.get("quad"), detected=f.get("detected", True))
+                copied += 1
+            last = name
+    return copied
+
+
+def _shard_order(parts: list, metas: list) -> list:
+    """The parts in shard order when they are the shards of one split (else as given), checked complete."""
+    shards = [m.get("shard") for m in metas]
+    if not any(shards):
+        return list(range(len(parts)))
+    first = next(k for k, s in enumerate(shards) if s)
+    ref = shards[first]
+    seen: dict = {}
+    for k, s in enumerate(shards):
+        if not s:
+            raise SvgenError(f"is not a shard, but {parts[first]} is (merge the shards of one split)", parts[k])
+        if s.get("count") != ref.get("count") or s.get("inputs_sha256") != ref.get("inputs_sha256"):
+            raise SvgenError(f"is shard {s.get('index')}/{s.get('count')} of another split of the inputs than "
+                             f"{parts[first]} (shard {ref.get('index')}/{ref.get('count')})", parts[k])
+        if s["index"] in seen:
+            raise SvgenError(f"is shard {s['index']}/{s['count']} again (also {parts[seen[s['index']]]})",
+                             parts[k])
+        seen[s["index"]] = k
+    count = int(ref["count"])
+    missing = ", ".join(f"{i}/{count}" for i in range(count) if i not in seen)
+    if missing:
+        raise SvgenError(f"shard(s) {missing} of this split are missing: give every shard", parts[first])
+    return [seen[i] for i in sorted(seen)]
+
+
+def merge_datasets(parts: Sequence[PathLike], out: PathLike) -> dict:
+    """Join several ``aligned.zip`` (e.g. the shards of ``svgen preprocess --shard``) into ``out``.
+
+    All parts must have the same resolution and alignment settings (``preprocess`` in dataset.json);
+    the first that differs is named in the error. Shards of one split are put in shard order (and
+    must all be there), so the result equals the unsharded run's dataset.
+    """
+    paths = [Path(p) for p in parts]
+    if len(paths) < 1:
+        raise SvgenError("no datasets to merge")
+    metas = []
+    for p in paths:
+        ds = AlignedDataset(p)   # validates: readable, complete, svgen format
+        ds.close()
+        if ds.meta.get("format") != FORMAT:
+            raise SvgenError("is a plain image zip, not an svgen aligned dataset (no clips to merge)", p)
+        metas.append(ds.meta)
+    ref = metas[0]
+    for p, m in zip(paths[1:], metas[1:]):
+        if int(m["resolution"]) != int(ref["resolution"]):
+            raise SvgenError(f"has resolution {m['resolution']}, {paths[0]} has {ref['resolution']}", p)
+        a, b = ref.get("preprocess") or {}, m.get("preprocess") or {}
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if differ:
+            k = differ[0]
+            raise SvgenError(f"was made with other alignment settings than {paths[0]} ({k}: {b.get(k)!r} vs "
+                             f"{a.get(k)!r})", p)
+    order = _shard_order(paths, metas)
+    extra = {"preprocess": ref["preprocess"]} if "preprocess" in ref else {}
+    frames = 0
+    with AlignedDatasetWriter(out, int(ref["resolution"]), extra=extra) as writer:
+        for k in order:
+            frames += copy_clips(writer, paths[k])
+        clips = len(writer.clips)
+    return {"out": str(out), "parts": [str(paths[k]) for k in order], "clips": clips, "frames": frames}
