@@ -84,6 +84,10 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
            temporal_weight: float, batch: int, resume: bool, shard: Optional[str], lpips_weights: Optional[Path],
            id_weights: Optional[Path], seed: int, device: str) -> None:
     """Invert every frame of an aligned dataset into an HDF5 latent store."""
+    import os
+
+    import torch
+
     from svgen.inversion.api import invert_dataset
     from svgen.inversion.encoders import load_encoder
     from svgen.inversion.losses import ReconstructionLoss
@@ -97,6 +101,8 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
     shard_ij = None if shard is None else parse_shard(shard)
     seed_everything(seed)
     dev = select_device(device)
+    if shard == "env" and dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())  # torchrun
     require_file(generator, "generator")
     require_file(encoder, "encoder")
     require_file(data, "dataset")

@@ -28,6 +28,7 @@ import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import ExclusiveLock, fsync_dir, ensure_parent_writable
+from svgen.utils.shard import shard_order
 
 FORMAT = "svgen-latents"
 VERSION = 1
@@ -472,30 +473,6 @@ def _attr(attrs, key: str):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _store_order(paths: list, attrs: list) -> list:
-    """Indices of the parts in shard order when they are the shards of one split, checked complete."""
-    if not any("shard_count" in a for a in attrs):
-        return list(range(len(paths)))
-    first = next(k for k, a in enumerate(attrs) if "shard_count" in a)
-    ref = attrs[first]
-    seen: dict = {}
-    for k, a in enumerate(attrs):
-        if "shard_count" not in a:
-            raise SvgenError(f"is not a shard, but {paths[first]} is (merge the shards of one split)", paths[k])
-        if any(a[key] != ref[key] for key in ("shard_count", "shard_clips_sha256")):
-            raise SvgenError(f"is shard {a['shard_index']}/{a['shard_count']} of another split (or dataset) "
-                             f"than {paths[first]}", paths[k])
-        if a["shard_index"] in seen:
-            raise SvgenError(f"is shard {a['shard_index']}/{a['shard_count']} again (also "
-                             f"{paths[seen[a['shard_index']]]})", paths[k])
-        seen[a["shard_index"]] = k
-    count = int(ref["shard_count"])
-    missing = ", ".join(f"{i}/{count}" for i in range(count) if i not in seen)
-    if missing:
-        raise SvgenError(f"shard(s) {missing} of this split are missing: give every shard", paths[first])
-    return [seen[i] for i in sorted(seen)]
-
-
 def merge_latent_stores(parts: Sequence[PathLike], out: PathLike, block: int = 1024) -> dict:
     """Join finished stores (e.g. the shards of ``svgen invert --shard``) into the store ``out``.
 
@@ -520,7 +497,8 @@ def merge_latent_stores(parts: Sequence[PathLike], out: PathLike, block: int = 1
                     shown = (lambda v: str(v)[:12]) if key.endswith("sha256") else repr
                     raise SvgenError(f"was inverted with {what} than {paths[0]} ({key}: {shown(a.get(key))} vs "
                                      f"{shown(ref.get(key))})", p)
-        order = _store_order(paths, attrs)
+        order = shard_order(paths, [(a["shard_index"], a["shard_count"], a.get("shard_clips_sha256"))
+                                    if "shard_count" in a else None for a in attrs])
         writer = LatentStoreWriter(out, space=ref["space"], num_ws=ref["num_ws"], w_dim=ref["w_dim"],
                                    generator_sha256=ref.get("generator_sha256") or "",
                                    encoder_sha256=ref.get("encoder_sha256") or "",

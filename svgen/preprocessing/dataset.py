@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - the wheel exists for the usual platfor
 
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path
+from svgen.utils.shard import shard_order
 
 FORMAT = "svgen-aligned"
 VERSION = 1
@@ -351,31 +352,6 @@ def copy_clips(writer: AlignedDatasetWriter, path: PathLike, continue_last: bool
     return copied
 
 
-def _shard_order(parts: list, metas: list) -> list:
-    """The parts in shard order when they are the shards of one split (else as given), checked complete."""
-    shards = [m.get("shard") for m in metas]
-    if not any(shards):
-        return list(range(len(parts)))
-    first = next(k for k, s in enumerate(shards) if s)
-    ref = shards[first]
-    seen: dict = {}
-    for k, s in enumerate(shards):
-        if not s:
-            raise SvgenError(f"is not a shard, but {parts[first]} is (merge the shards of one split)", parts[k])
-        if s.get("count") != ref.get("count") or s.get("inputs_sha256") != ref.get("inputs_sha256"):
-            raise SvgenError(f"is shard {s.get('index')}/{s.get('count')} of another split of the inputs than "
-                             f"{parts[first]} (shard {ref.get('index')}/{ref.get('count')})", parts[k])
-        if s["index"] in seen:
-            raise SvgenError(f"is shard {s['index']}/{s['count']} again (also {parts[seen[s['index']]]})",
-                             parts[k])
-        seen[s["index"]] = k
-    count = int(ref["count"])
-    missing = ", ".join(f"{i}/{count}" for i in range(count) if i not in seen)
-    if missing:
-        raise SvgenError(f"shard(s) {missing} of this split are missing: give every shard", parts[first])
-    return [seen[i] for i in sorted(seen)]
-
-
 def merge_datasets(parts: Sequence[PathLike], out: PathLike) -> dict:
     """Join several ``aligned.zip`` (e.g. the shards of ``svgen preprocess --shard``) into ``out``.
 
@@ -403,7 +379,8 @@ def merge_datasets(parts: Sequence[PathLike], out: PathLike) -> dict:
             k = differ[0]
             raise SvgenError(f"was made with other alignment settings than {paths[0]} ({k}: {b.get(k)!r} vs "
                              f"{a.get(k)!r})", p)
-    order = _shard_order(paths, metas)
+    order = shard_order(paths, [(m["shard"]["index"], m["shard"]["count"], m["shard"].get("inputs_sha256"))
+                                if m.get("shard") else None for m in metas])
     extra = {"preprocess": ref["preprocess"]} if "preprocess" in ref else {}
     frames = 0
     with AlignedDatasetWriter(out, int(ref["resolution"]), extra=extra) as writer:

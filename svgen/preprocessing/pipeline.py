@@ -451,7 +451,7 @@ def preprocess_videos(videos: Sequence[PathLike], out: PathLike, size: int = 256
 
     ``options`` are further :class:`PreprocessConfig` fields (``detector``, ``detect_every``,
     ``max_gap``, ``box``, ``device``, ``workers``, ``chunk_frames`` ...); ``backend`` reuses a loaded
-    landmark backend (one process only). ``shard=(I, N)`` processes the I-th of N contiguous blocks
+    landmark backend (shared with forked workers). ``shard=(I, N)`` processes the I-th of N contiguous blocks
     of the inputs, named as in the whole run (``svgen merge-datasets`` joins the shards). Every
     input is checked before any work; on any error nothing is left under ``out``.
     """
@@ -482,7 +482,8 @@ def preprocess_videos(videos: Sequence[PathLike], out: PathLike, size: int = 256
         if cfg.workers > 1:
             from svgen.preprocessing.parallel import preprocess_parallel
 
-            summaries = preprocess_parallel(paths, infos, bases, set(all_bases), cfg, writer, show_progress)
+            summaries = preprocess_parallel(paths, infos, bases, set(all_bases), cfg, writer, show_progress,
+                                            backend)
         else:
             summaries = _preprocess_here(paths, infos, bases, set(all_bases), cfg, writer, backend,
                                          show_progress)

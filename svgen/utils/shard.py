@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from svgen.utils.errors import SvgenError
 
-__all__ = ["parse_shard", "shard_slice", "inputs_digest", "shard_from_env"]
+__all__ = ["parse_shard", "shard_slice", "inputs_digest", "shard_from_env", "shard_order"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -51,3 +51,27 @@ def shard_slice(count: int, shard: tuple[int, int]) -> range:
 def inputs_digest(names: Sequence[str]) -> str:
     """sha256 of an item list: the shards of one split record the same digest."""
     return hashlib.sha256("\0".join(str(n) for n in names).encode()).hexdigest()
+
+
+def shard_order(paths: Sequence, shards: Sequence[Optional[tuple[int, int, str]]]) -> list[int]:
+    """Order in which to join parts: ``shards[k]`` is part k's (index, count, digest of the split's
+    inputs) or None. Parts that are not shards keep the given order; the shards of one split are
+    sorted by index and must all be there; anything else is a one-line error naming the part."""
+    if not any(shards):
+        return list(range(len(paths)))
+    first = next(k for k, s in enumerate(shards) if s)
+    _, count, digest = shards[first]
+    seen: dict = {}
+    for k, s in enumerate(shards):
+        if not s:
+            raise SvgenError(f"is not a shard, but {paths[first]} is (merge the shards of one split)", paths[k])
+        if (s[1], s[2]) != (count, digest):
+            raise SvgenError(f"is shard {s[0]}/{s[1]} of another split of the inputs than {paths[first]} "
+                             f"(shard {shards[first][0]}/{count})", paths[k])
+        if s[0] in seen:
+            raise SvgenError(f"is shard {s[0]}/{s[1]} again (also {paths[seen[s[0]]]})", paths[k])
+        seen[s[0]] = k
+    missing = ", ".join(f"{i}/{count}" for i in range(count) if i not in seen)
+    if missing:
+        raise SvgenError(f"shard(s) {missing} of this split are missing: give every shard", paths[first])
+    return [seen[i] for i in sorted(seen)]
