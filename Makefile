@@ -32,6 +32,8 @@ DEMO           ?= demo
 # Bring your own generator: an NVIDIA .pkl, rosinality .pt or svgen generator.pt, converted once into
 # WORK/pretrained_<stem>/generator.pt and used instead of training one (train-image is skipped)
 GENERATOR      ?=
+# preprocess processes (empty = 1; same dataset with any number)
+WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.runner.make_vars), for a first run on your own video
@@ -71,6 +73,7 @@ help:
 	@echo "  VIDEO=$(VIDEO)   talking-head video for preprocess (required there)"
 	@echo "  PHOTO=$(PHOTO)   identity photo for animate; output WORK/animation_<photo stem>_<MODEL>.mp4"
 	@echo "  WORK=$(WORK)   folder of every artifact (aligned.zip, image/, encoder/, latents.h5, motion_*/)"
+	@echo "  WORKERS=$(WORKERS)   preprocess processes, over videos and a long video's chunks; empty = 1 (same result)"
 	@echo "  SIZE=$(SIZE)   aligned crop size in px; 64 suits the tiny preset on a CPU (paper256: 43 CPU-s a step)"
 	@echo "  PRESET=$(PRESET)   stage-1 network preset (tiny | paper256 | stylegan2 | auto)"
 	@echo "  GENERATOR=$(GENERATOR)   your own generator (NVIDIA .pkl, rosinality .pt, svgen .pt): converted once to"
@@ -105,7 +108,7 @@ $(STAMP): pyproject.toml
 preprocess: $(ALIGNED)
 $(ALIGNED): $(STAMP) $(VIDEO)
 	@test -n "$(VIDEO)" || { echo "make preprocess needs VIDEO=path/to/video.mp4" >&2; exit 2; }
-	$(SVGEN) preprocess $(VIDEO) --out $@ --size $(SIZE) --seed $(SEED)
+	$(SVGEN) preprocess $(VIDEO) --out $@ --size $(SIZE) --seed $(SEED) $(call opt,--workers,$(WORKERS))
 
 ifeq ($(GENERATOR),)
 train-image: $(G_PT)
