@@ -1,6 +1,7 @@
 # svgen: file-based pipeline. Each artifact depends on its inputs, so
 #   make preprocess train-image invert train-motion animate VIDEO=talk.mp4 PHOTO=me.jpg
 # works exactly as typed; `make help` lists every variable, its default and what that costs.
+# GENERATOR=ffhq.pkl (or a rosinality / svgen .pt) is converted once into WORK and replaces train-image.
 # The first target that needs Python creates .venv (torch==2.13.0 first, then the package).
 
 PYTHON ?= python3
@@ -28,13 +29,19 @@ MOTION_EPOCHS  ?=
 STYLEINV_STEPS ?=
 PYTEST_ARGS    ?=
 DEMO           ?= demo
+# Bring your own generator: an NVIDIA .pkl, rosinality .pt or svgen generator.pt, converted once into
+# WORK/pretrained_<stem>/generator.pt and used instead of training one (train-image is skipped)
+GENERATOR      ?=
+# preprocess processes (empty = 1; same dataset with any number)
+WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.runner.make_vars), for a first run on your own video
 FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=1200 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
-GENERATOR := $(WORK)/image/generator.pt
+# the generator every later step uses: trained by train-image, or converted from GENERATOR=
+G_PT := $(if $(GENERATOR),$(WORK)/pretrained_$(basename $(notdir $(GENERATOR)))/generator.pt,$(WORK)/image/generator.pt)
 ENCODER   := $(WORK)/encoder/encoder.pt
 W_ENCODER := $(WORK)/encoder_w/encoder.pt
 LATENTS   := $(WORK)/latents.h5
@@ -58,6 +65,7 @@ help:
 	@echo "make gpu-check     on a GPU machine: gpu tests, CUDA/reference parity and speed, JSON of figures"
 	@echo "Your own video, step by step (each target makes what it needs first):"
 	@echo "  make preprocess train-image train-encoder invert train-motion animate VIDEO=talk.mp4 PHOTO=me.jpg"
+	@echo "  With a pretrained generator (no train-image): make invert train-motion animate GENERATOR=ffhq.pkl VIDEO=... PHOTO=..."
 	@echo "  Budget: the defaults below are full-length runs (hours to days on 2 CPU cores); for a first hour add the"
 	@echo "  demo's budget: $(FIRST_HOUR)   (README: 'Your first hour')"
 	@echo ""
@@ -65,8 +73,11 @@ help:
 	@echo "  VIDEO=$(VIDEO)   talking-head video for preprocess (required there)"
 	@echo "  PHOTO=$(PHOTO)   identity photo for animate; output WORK/animation_<photo stem>_<MODEL>.mp4"
 	@echo "  WORK=$(WORK)   folder of every artifact (aligned.zip, image/, encoder/, latents.h5, motion_*/)"
+	@echo "  WORKERS=$(WORKERS)   preprocess processes, over videos and a long video's chunks; empty = 1 (same result)"
 	@echo "  SIZE=$(SIZE)   aligned crop size in px; 64 suits the tiny preset on a CPU (paper256: 43 CPU-s a step)"
 	@echo "  PRESET=$(PRESET)   stage-1 network preset (tiny | paper256 | stylegan2 | auto)"
+	@echo "  GENERATOR=$(GENERATOR)   your own generator (NVIDIA .pkl, rosinality .pt, svgen .pt): converted once to"
+	@echo "      WORK/pretrained_<stem>/generator.pt (seconds) and used instead of train-image (skipped); empty = train one"
 	@echo "  IMAGE_KIMG=$(IMAGE_KIMG)   stage-1 length in kimg; empty = 200 for tiny (50 000 steps at batch 4; ~3 h on 2 CPU cores: 12 kimg took 11 min), demo 12"
 	@echo "  ENCODER_KIMG=$(ENCODER_KIMG)   W+ encoder length in kimg; empty = 16 for tiny (1000 steps), demo 3"
 	@echo "  ENCODER_W_KIMG=$(ENCODER_W_KIMG)   W encoder (MODEL=styleinv) in kimg; empty = 16 for tiny, demo 1"
@@ -97,39 +108,46 @@ $(STAMP): pyproject.toml
 preprocess: $(ALIGNED)
 $(ALIGNED): $(STAMP) $(VIDEO)
 	@test -n "$(VIDEO)" || { echo "make preprocess needs VIDEO=path/to/video.mp4" >&2; exit 2; }
-	$(SVGEN) preprocess $(VIDEO) --out $@ --size $(SIZE) --seed $(SEED)
+	$(SVGEN) preprocess $(VIDEO) --out $@ --size $(SIZE) --seed $(SEED) $(call opt,--workers,$(WORKERS))
 
-train-image: $(GENERATOR)
-$(GENERATOR): $(ALIGNED)
+ifeq ($(GENERATOR),)
+train-image: $(G_PT)
+$(G_PT): $(ALIGNED)
 	$(SVGEN) train-image --data $< --out $(WORK)/image --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
 		$(call opt,--kimg,$(IMAGE_KIMG)) $(if $(wildcard $(WORK)/image/checkpoints/latest.pt),--resume)
+else
+train-image: $(G_PT)
+	@echo "train-image skipped: GENERATOR=$(GENERATOR) is used, converted to $(G_PT)"
+$(G_PT): $(GENERATOR) | $(STAMP)
+	$(SVGEN) convert $(GENERATOR) --out $@
+endif
 
 train-encoder: $(ENCODER)
-$(ENCODER): $(GENERATOR) $(ALIGNED)
-	$(SVGEN) train-encoder --generator $(GENERATOR) --data $(ALIGNED) --space $(SPACE) --out $(WORK)/encoder \
+$(ENCODER): $(G_PT) $(ALIGNED)
+	$(SVGEN) train-encoder --generator $(G_PT) --data $(ALIGNED) --space $(SPACE) --out $(WORK)/encoder \
 		--device $(DEVICE) --seed $(SEED) $(call opt,--kimg,$(ENCODER_KIMG)) \
 		$(if $(wildcard $(WORK)/encoder/checkpoints/latest.pt),--resume)
 
-$(W_ENCODER): $(GENERATOR) $(ALIGNED)
-	$(SVGEN) train-encoder --generator $(GENERATOR) --data $(ALIGNED) --space w --out $(WORK)/encoder_w \
+$(W_ENCODER): $(G_PT) $(ALIGNED)
+	$(SVGEN) train-encoder --generator $(G_PT) --data $(ALIGNED) --space w --out $(WORK)/encoder_w \
 		--device $(DEVICE) --seed $(SEED) $(call opt,--kimg,$(ENCODER_W_KIMG)) \
 		$(if $(wildcard $(WORK)/encoder_w/checkpoints/latest.pt),--resume)
 
 invert: $(LATENTS)
-$(LATENTS): $(ENCODER) $(GENERATOR) $(ALIGNED)
-	$(SVGEN) invert --generator $(GENERATOR) --encoder $(ENCODER) --data $(ALIGNED) --out $@ \
+$(LATENTS): $(ENCODER) $(G_PT) $(ALIGNED)
+	$(SVGEN) invert --generator $(G_PT) --encoder $(ENCODER) --data $(ALIGNED) --out $@ \
 		--device $(DEVICE) --seed $(SEED) $(if $(wildcard $@.partial),--resume)
 
 train-motion: $(MOTION)
-$(MOTION): $(LATENTS) $(GENERATOR) $(MOTION_ENCODER)
-	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(GENERATOR) --encoder $(MOTION_ENCODER) \
+$(MOTION): $(LATENTS) $(G_PT) $(MOTION_ENCODER)
+	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(G_PT) --encoder $(MOTION_ENCODER) \
 		--data $(ALIGNED) --out $(WORK)/motion_$(MODEL) --device $(DEVICE) --seed $(SEED) $(MOTION_LENGTH) \
 		$(if $(wildcard $(WORK)/motion_$(MODEL)/checkpoints/latest.pt),--resume)
 
 animate: $(ANIMATION)
-$(ANIMATION): $(MOTION) $(GENERATOR) $(MOTION_ENCODER) $(PHOTO)
+$(ANIMATION): $(MOTION) $(G_PT) $(MOTION_ENCODER) $(PHOTO)
 	@test -n "$(PHOTO)" || { echo "make animate needs PHOTO=path/to/photo.jpg" >&2; exit 2; }
-	$(SVGEN) animate --identity $(PHOTO) --motion $(MOTION) --generator $(GENERATOR) --encoder $(MOTION_ENCODER) \
+	$(SVGEN) animate --identity $(PHOTO) --motion $(MOTION) --generator $(G_PT) --encoder $(MOTION_ENCODER) \
 		--frames $(FRAMES) --fps $(FPS) --seed $(SEED) --device $(DEVICE) --out $@
 
 # The demo: embedded input (or VIDEO=/PHOTO=), then the user's own targets with the demo budget

@@ -74,13 +74,20 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
 @click.option("--batch", type=int, default=16, show_default=True, callback=positive_int,
               help="Frames per chunk (also the refinement batch).")
 @click.option("--resume", is_flag=True, help="Continue OUT.partial after a crash or kill.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only the I-th of N contiguous blocks of the dataset's clips (a job-array task; 'env' "
+                   "reads SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE); join with `svgen merge-latents`.")
 @_weights_option("--lpips-weights", "LPIPS for refinement")
 @_weights_option("--id-weights", "ArcFace IR-SE50 for refinement")
 @common_options
 def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: int,
-           temporal_weight: float, batch: int, resume: bool, lpips_weights: Optional[Path],
+           temporal_weight: float, batch: int, resume: bool, shard: Optional[str], lpips_weights: Optional[Path],
            id_weights: Optional[Path], seed: int, device: str) -> None:
     """Invert every frame of an aligned dataset into an HDF5 latent store."""
+    import os
+
+    import torch
+
     from svgen.inversion.api import invert_dataset
     from svgen.inversion.encoders import load_encoder
     from svgen.inversion.losses import ReconstructionLoss
@@ -89,9 +96,13 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
     from svgen.utils.errors import SvgenError
     from svgen.utils.io import file_sha256, require_file
     from svgen.utils.seed import seed_everything
+    from svgen.utils.shard import parse_shard
 
+    shard_ij = None if shard is None else parse_shard(shard)
     seed_everything(seed)
     dev = select_device(device)
+    if shard == "env" and dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())  # torchrun
     require_file(generator, "generator")
     require_file(encoder, "encoder")
     require_file(data, "dataset")
@@ -109,7 +120,7 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
              "data_path": str(data.resolve())}
     path = invert_dataset(G, E, data, out, generator_sha256=g_sha, encoder_sha256=e_sha,
                           refine_steps=refine_steps, temporal_weight=temporal_weight, batch=batch,
-                          resume=resume, seed=seed, loss=loss, extra_attrs=attrs)
+                          resume=resume, seed=seed, loss=loss, extra_attrs=attrs, shard=shard_ij)
     _report_distribution(path)
     click.echo(f"wrote {path}")
 
@@ -130,6 +141,24 @@ def _report_distribution(path: Path) -> None:
         click.echo(f"svgen: warning: {path}: the codes lie outside the generator's W distribution (ratio "
                    f"{ratio:.2f} > {OFF_DISTRIBUTION_RATIO}); renders and motion will be poor: train the "
                    f"encoder longer (e4e structure) or check that it matches this generator", err=True)
+
+
+@click.command("merge-latents")
+@click.argument("parts", nargs=-1, required=True, type=_FILE)
+@click.option("--out", required=True, type=_FILE, help="Latent store to write (latents.h5).")
+@common_options
+def merge_latents(parts: tuple, out: Path, seed: int, device: str) -> None:
+    """Join latent stores (the shards of `svgen invert --shard`) into one latents.h5.
+
+    Every part must come from the same generator and encoder (sha256) and inversion settings; the
+    error names the first file that differs. Shards of one split must all be given.
+    """
+    from svgen.inversion.latent_store import merge_latent_stores
+    from svgen.utils.io import refuse_input_as_output
+
+    refuse_input_as_output(out, {f"part {k + 1}": p for k, p in enumerate(parts)})
+    res = merge_latent_stores(list(parts), out)
+    click.echo(f"{len(res['parts'])} part(s) -> {out}: {res['clips']} clip(s), {res['frames']} frames")
 
 
 @click.command("reconstruct")

@@ -55,11 +55,19 @@ def _torch_device(device: str) -> str:
               help="Drop face segments shorter than this.")
 @click.option("--box", default=None, callback=_parse_box, metavar="X,Y,W,H",
               help="With --landmarks none: crop this fixed box instead of the centre square.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes: over videos, and over the chunks of a long video (same dataset as 1).")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=1500, show_default=True,
+              help="A video is tracked in chunks of this many frames, each from a fresh face detection "
+                   "(the work a worker takes); the low-pass still runs over the whole video.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only the I-th of N contiguous blocks of the VIDEOs (a job-array task; 'env' reads "
+                   "SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE); join with `svgen merge-datasets`.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the summary as JSON.")
 @common_options
 def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, detect_every, max_gap,
-               min_length, box, summary_json, seed, device) -> None:
+               min_length, box, workers, chunk_frames, shard, summary_json, seed, device) -> None:
     """Turn talking-head VIDEOs into a stabilised, FFHQ-aligned frame dataset (aligned.zip).
 
     Faces are tracked, cropped from the eye corners (StyleVideoGAN) and low-passed over time;
@@ -67,15 +75,18 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
     """
     from svgen.preprocessing.pipeline import format_summary, preprocess_videos
     from svgen.utils.io import write_json
+    from svgen.utils.shard import parse_shard
 
     if box is not None and landmarks != "none":
         raise click.UsageError("--box only applies with --landmarks none")
+    shard_ij = None if shard is None else parse_shard(shard)
     dev = _torch_device(device) if landmarks == "face-alignment" else "cpu"
     with echo_warnings():
         summary = preprocess_videos(list(videos), out, size=size, landmarks=landmarks, smooth=smooth,
                                     max_frames=max_frames, fps=fps, detector=detector,
                                     detect_every=detect_every, max_gap=max_gap, min_length=min_length,
-                                    box=box, device=dev)
+                                    box=box, device=dev, workers=workers, chunk_frames=chunk_frames,
+                                    shard=shard_ij)
     click.echo(format_summary(summary))
     if summary_json is not None:
         write_json(summary_json, summary)
@@ -122,4 +133,23 @@ def align_photo(photo, out, size, landmarks, detector, strict, quad_json, seed, 
                if landmarks != "none" else f"{photo} -> {out} ({size}x{size}, centre crop)")
 
 
-__all__ = ["preprocess", "align_photo"]
+@click.command("merge-datasets")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Dataset to write (aligned.zip).")
+@common_options
+def merge_datasets(parts, out, seed, device) -> None:
+    """Join aligned datasets (the shards of `svgen preprocess --shard`) into one aligned.zip.
+
+    Every part must have the same resolution and alignment settings; shards of one split are put
+    in shard order and must all be given, so the result equals the unsharded dataset.
+    """
+    from svgen.preprocessing.dataset import merge_datasets as merge
+    from svgen.utils.io import refuse_input_as_output
+
+    refuse_input_as_output(out, {f"part {k + 1}": p for k, p in enumerate(parts)})
+    res = merge(list(parts), out)
+    click.echo(f"{len(res['parts'])} part(s) -> {out}: {res['clips']} clip(s), {res['frames']} frames")
+
+
+__all__ = ["preprocess", "align_photo", "merge_datasets"]

@@ -146,19 +146,31 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
                    extra_attrs: Optional[dict] = None, flush_frames: int = CHUNK_FRAMES,
                    flush_seconds: float = 10.0,
                    on_chunk: Optional[Callable[[str, int, int], None]] = None,
-                   show_progress: bool = True) -> Path:
+                   show_progress: bool = True, shard: Optional[tuple[int, int]] = None) -> Path:
     """Invert every frame of ``aligned.zip`` into the latent store ``out`` (via ``out.partial``).
 
     Latents of whole batches are buffered and flushed to the store (``frames_done`` updated) every
     ``flush_frames`` frames (one compressed HDF5 chunk), every ``flush_seconds`` and at the end of
     each clip. Resuming continues each clip at its ``frames_done``; the batch size of the partial
     store is reused so the finished store equals an uninterrupted run. ``on_chunk(clip, start,
-    stop)`` is called after each flush (tests use it to interrupt).
+    stop)`` is called after each flush (tests use it to interrupt). ``shard=(I, N)`` inverts only the
+    I-th of N contiguous blocks of the dataset's clips (``svgen merge-latents`` joins the shards).
     """
     from svgen.preprocessing.dataset import AlignedDataset
     from svgen.utils.progress import progress
+    from svgen.utils.shard import inputs_digest, shard_slice
 
     dataset = AlignedDataset(data)
+    names = list(dataset.clips)
+    shard_attrs: dict = {}
+    if shard is not None:
+        picked = shard_slice(len(names), shard)
+        if not picked:
+            dataset.close()
+            raise SvgenError(f"--shard {shard[0]}/{shard[1]} selects no clip: the dataset has {len(names)}", data)
+        shard_attrs = {"shard_index": int(shard[0]), "shard_count": int(shard[1]),
+                       "shard_clips_sha256": inputs_digest(names + [dataset.fingerprint()])}
+        names = [names[k] for k in picked]
     refine = RefineConfig(steps=int(refine_steps), temporal_weight=float(temporal_weight))
     inv = ChunkInverter(G, E, refine, loss, seed)
     resuming = bool(resume) and partial_path(out).exists()
@@ -167,6 +179,9 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
                                resolution=int(G.img_resolution), resume=resume)
     try:
         attrs = writer.f.attrs
+        have = {k: attrs[k] for k in ("shard_index", "shard_count", "shard_clips_sha256") if k in attrs}
+        if resuming and (have.keys() != shard_attrs.keys() or any(have[k] != v for k, v in shard_attrs.items())):
+            raise SvgenError("cannot resume: the partial store holds another --shard (or none)", writer.tmp)
         if resuming and "batch" in attrs:
             batch = int(attrs["batch"])  # same chunk boundaries as the interrupted run
             for key, want in (("refine_steps", refine.steps), ("temporal_weight", refine.temporal_weight),
@@ -177,16 +192,17 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
         else:
             attrs.update({"batch": int(batch), "refine_steps": refine.steps,
                           "temporal_weight": refine.temporal_weight, "seed": int(seed)})
-            for k, v in (extra_attrs or {}).items():
+            for k, v in {**(extra_attrs or {}), **shard_attrs}.items():
                 attrs[k] = v
         batch = max(1, int(batch))
         todo = []
-        for name, info in dataset.clips.items():
+        for name in names:
+            info = dataset.clips[name]
             n = info.num_frames
             detected = [bool(f.get("detected", True)) for f in info.frames]
             done = writer.create_clip(name, n, source=info.source, fps=info.fps, detected=detected)
             todo += [(name, s, min(s + batch, n)) for s in range(done, n, batch)]
-        total = len(dataset)
+        total = sum(dataset.clips[name].num_frames for name in names)
         remaining = sum(b - a for _, a, b in todo)
         bar = progress(total=total, initial=total - remaining, unit="frame", desc="invert",
                        **({} if show_progress else {"disable": True}))

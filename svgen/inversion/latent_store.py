@@ -28,6 +28,7 @@ import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import ExclusiveLock, fsync_dir, ensure_parent_writable
+from svgen.utils.shard import shard_order
 
 FORMAT = "svgen-latents"
 VERSION = 1
@@ -456,3 +457,83 @@ def write_pca(path: PathLike, mean: np.ndarray, components: np.ndarray,
         g.create_dataset("mean", data=np.asarray(mean, np.float32))
         g.create_dataset("components", data=np.asarray(components, np.float32))
         g.create_dataset("explained_variance", data=np.asarray(explained_variance, np.float32))
+
+
+# -- several stores into one -----------------------------------------------------------------------
+# attributes that must agree between the parts of one store: the latents are only comparable when
+# the same generator, encoder and inversion settings made them
+_SAME_SOURCE = ("generator_sha256", "encoder_sha256", "space", "num_ws", "w_dim", "resolution")
+_SAME_SETTINGS = ("refine_steps", "temporal_weight", "seed")
+_SHARD_ATTRS = ("shard_index", "shard_count", "shard_clips_sha256")
+
+
+def _attr(attrs, key: str):
+    v = attrs.get(key)
+    v = v.decode() if isinstance(v, bytes) else v
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def merge_latent_stores(parts: Sequence[PathLike], out: PathLike, block: int = 1024) -> dict:
+    """Join finished stores (e.g. the shards of ``svgen invert --shard``) into the store ``out``.
+
+    Every part must come from the same generator and encoder (sha256), latent space and inversion
+    settings; the first part that differs is named in the error, as is a clip found in two parts.
+    Latents are copied exactly, so the result holds what an unsharded run writes.
+    """
+    paths = [Path(p) for p in parts]
+    if not paths:
+        raise SvgenError("no latent stores to merge")
+    stores = []
+    try:
+        for p in paths:
+            stores.append(LatentStore(p))
+        attrs = [{k: _attr(s.f.attrs, k) for k in s.f.attrs.keys()} for s in stores]
+        ref = attrs[0]
+        for p, a in zip(paths[1:], attrs[1:]):
+            for key in _SAME_SOURCE + _SAME_SETTINGS:
+                if a.get(key) != ref.get(key):
+                    what = {"generator_sha256": "another generator", "encoder_sha256": "another encoder"}.get(
+                        key, f"other settings ({key} {a.get(key)!r})")
+                    shown = (lambda v: str(v)[:12]) if key.endswith("sha256") else repr
+                    raise SvgenError(f"was inverted with {what} than {paths[0]} ({key}: {shown(a.get(key))} vs "
+                                     f"{shown(ref.get(key))})", p)
+        order = shard_order(paths, [(a["shard_index"], a["shard_count"], a.get("shard_clips_sha256"))
+                                    if "shard_count" in a else None for a in attrs])
+        writer = LatentStoreWriter(out, space=ref["space"], num_ws=ref["num_ws"], w_dim=ref["w_dim"],
+                                   generator_sha256=ref.get("generator_sha256") or "",
+                                   encoder_sha256=ref.get("encoder_sha256") or "",
+                                   resolution=int(ref.get("resolution") or 0))
+        try:
+            keep = {k: v for k, v in ref.items() if k not in _SHARD_ATTRS and k not in writer.f.attrs
+                    and not k.startswith("w_dist") and k != "data_sha256"}
+            writer.f.attrs.update(keep)
+            frames, dist_sum, dist_count = 0, 0.0, 0
+            owner: dict = {}
+            for k in order:
+                s, a = stores[k], attrs[k]
+                for name in s.clips:
+                    if name in owner:
+                        raise SvgenError(f"clip {name!r} is also in {owner[name]} (parts must hold different "
+                                         "clips)", paths[k])
+                    owner[name] = paths[k]
+                    n = s.num_frames(name)
+                    writer.create_clip(name, n, source=s.source(name), fps=s.fps(name), detected=s.detected(name))
+                    for a0 in range(0, n, block):
+                        writer.write(name, a0, np.asarray(s.f["clips"][name]["w"][a0:a0 + block], np.float32))
+                    frames += n
+                if "w_dist_codes" in a:   # distance to w_avg: a mean over every W entry of the part
+                    entries = sum(s.num_frames(c) for c in s.clips) * (s.num_ws if s.space == "w+" else 1)
+                    dist_sum += float(a["w_dist_codes"]) * entries
+                    dist_count += entries
+            if dist_count and "w_dist_mapped" in ref:
+                codes = dist_sum / dist_count
+                writer.f.attrs.update({"w_dist_codes": codes, "w_dist_mapped": ref["w_dist_mapped"],
+                                       "w_dist_ratio": codes / max(float(ref["w_dist_mapped"]), 1e-12)})
+            path = writer.finalize()
+        except BaseException:
+            writer.discard()
+            raise
+    finally:
+        for s in stores:
+            s.close()
+    return {"out": str(path), "parts": [str(paths[k]) for k in order], "clips": len(owner), "frames": frames}

@@ -7,5 +7,6 @@ Modules (imported on demand; nothing heavy is loaded by ``import svgen.preproces
 - ``alignment``  FFHQ quad, the eye-corner video variant, ``warp_quad`` and its inverse
 - ``stabilize``  gap filling, segment split and zero-phase low-pass of the crop over time
 - ``pipeline``   ``preprocess_videos`` (``svgen preprocess``) and ``align_photo`` (``svgen align-photo``)
-- ``dataset``    the ``aligned.zip`` writer and readers
+- ``parallel``   ``--workers N``: processes over videos and over a long video's chunks
+- ``dataset``    the ``aligned.zip`` writer and readers, ``merge_datasets`` (``svgen merge-datasets``)
 """

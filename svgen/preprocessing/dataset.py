@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - the wheel exists for the usual platfor
 
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path
+from svgen.utils.shard import shard_order
 
 FORMAT = "svgen-aligned"
 VERSION = 1
@@ -322,3 +323,68 @@ class TorchFrames:
         import torch
 
         return torch.from_numpy(self.dataset[self.indices[i]].copy()).permute(2, 0, 1)
+
+
+# -- several datasets into one ---------------------------------------------------------------------
+def copy_clips(writer: AlignedDatasetWriter, path: PathLike, continue_last: bool = False) -> int:
+    """Append every clip of the dataset ``path`` to ``writer`` (PNG bytes copied, not re-encoded).
+
+    A clip name already in ``writer`` is an error naming ``path``, except with ``continue_last``
+    for the clip written last (the pieces of one long video). Returns the number of frames copied.
+    """
+    p = Path(path)
+    copied = 0
+    last = next(reversed(writer.clips), None)
+    with zipfile.ZipFile(p) as zf:
+        meta = json.loads(zf.read("dataset.json"))
+        for name, clip in meta["clips"].items():
+            if name in writer.clips:
+                if not (continue_last and name == last):
+                    raise SvgenError(f"clip {name!r} is already in another part (parts must hold different "
+                                     "clips)", p)
+            else:
+                writer.add_clip(name, source=clip.get("source", ""), fps=float(clip.get("fps", 25.0)))
+            for i, f in enumerate(clip["frames"]):
+                writer.add_encoded_frame(name, zf.read(f"{name}/{i:06d}.png"), source_frame=f.get("source_frame", -1),
+                                         quad=f.get("quad"), detected=f.get("detected", True))
+                copied += 1
+            last = name
+    return copied
+
+
+def merge_datasets(parts: Sequence[PathLike], out: PathLike) -> dict:
+    """Join several ``aligned.zip`` (e.g. the shards of ``svgen preprocess --shard``) into ``out``.
+
+    All parts must have the same resolution and alignment settings (``preprocess`` in dataset.json);
+    the first that differs is named in the error. Shards of one split are put in shard order (and
+    must all be there), so the result equals the unsharded run's dataset.
+    """
+    paths = [Path(p) for p in parts]
+    if len(paths) < 1:
+        raise SvgenError("no datasets to merge")
+    metas = []
+    for p in paths:
+        ds = AlignedDataset(p)   # validates: readable, complete, svgen format
+        ds.close()
+        if ds.meta.get("format") != FORMAT:
+            raise SvgenError("is a plain image zip, not an svgen aligned dataset (no clips to merge)", p)
+        metas.append(ds.meta)
+    ref = metas[0]
+    for p, m in zip(paths[1:], metas[1:]):
+        if int(m["resolution"]) != int(ref["resolution"]):
+            raise SvgenError(f"has resolution {m['resolution']}, {paths[0]} has {ref['resolution']}", p)
+        a, b = ref.get("preprocess") or {}, m.get("preprocess") or {}
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if differ:
+            k = differ[0]
+            raise SvgenError(f"was made with other alignment settings than {paths[0]} ({k}: {b.get(k)!r} vs "
+                             f"{a.get(k)!r})", p)
+    order = shard_order(paths, [(m["shard"]["index"], m["shard"]["count"], m["shard"].get("inputs_sha256"))
+                                if m.get("shard") else None for m in metas])
+    extra = {"preprocess": ref["preprocess"]} if "preprocess" in ref else {}
+    frames = 0
+    with AlignedDatasetWriter(out, int(ref["resolution"]), extra=extra) as writer:
+        for k in order:
+            frames += copy_clips(writer, paths[k])
+        clips = len(writer.clips)
+    return {"out": str(out), "parts": [str(paths[k]) for k in order], "clips": clips, "frames": frames}

@@ -34,6 +34,7 @@ from svgen.preprocessing.video_io import VideoInfo, iter_frames_indexed, probe
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import require_file
 from svgen.utils.progress import progress
+from svgen.utils.shard import inputs_digest, shard_slice
 
 __all__ = ["PreprocessConfig", "preprocess_videos", "align_photo", "align_photo_info", "PhotoAlignment",
            "load_image_rgb", "PreprocessWarning", "format_summary"]
@@ -60,7 +61,11 @@ class PreprocessConfig:
     min_length: float = 0.3          # seconds: shorter segments are dropped
     detect_every: int = 5            # re-detect around the tracked face every k frames
     detect_size: int = 800           # long side of the downscaled frame for full detections
-    workers: int = 2                 # threads that warp and encode frames
+    render_threads: int = 2          # threads that warp and encode frames (per process)
+    workers: int = 1                 # processes: over videos and over a long video's chunks
+    chunk_frames: int = 1500         # a video is tracked in chunks of this many frames, each from a
+    #                                  fresh face detection, whatever --workers is (so the result never
+    #                                  depends on it); the low-pass runs over the whole video at once
     max_frames: Optional[int] = None  # per video, after fps resampling
     fps: Optional[float] = None      # resample to this frame rate
     box: Optional[tuple[float, float, float, float]] = None  # --landmarks none: x, y, w, h
@@ -73,6 +78,10 @@ class PreprocessConfig:
             raise SvgenError(f"unknown --landmarks {self.landmarks!r} (use {', '.join(LANDMARK_CHOICES)})")
         if self.smooth < 0:
             raise SvgenError(f"--smooth must be >= 0, got {self.smooth}")
+        if self.workers < 1:
+            raise SvgenError(f"--workers must be at least 1, got {self.workers}")
+        if self.chunk_frames < 1:
+            raise SvgenError(f"--chunk-frames must be at least 1, got {self.chunk_frames}")
         if self.box is not None and (self.box[2] <= 0 or self.box[3] <= 0):
             raise SvgenError(f"--box needs a positive width and height, got {self.box}")
 
@@ -229,12 +238,84 @@ def align_photo(path_or_array: Union[PathLike, np.ndarray], size: int = 256, lan
 
 
 # -- videos -------------------------------------------------------------------------------------
-def _clip_base(path: Path, used: set) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "clip"
-    name, k = base, 2
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
+def clip_bases(paths: Sequence[Path]) -> list[str]:
+    """The base clip name of every input video, unique over the whole input list (a sharded run
+    computes them over all inputs, so every shard names its clips as the unsharded run would)."""
+    used: set = set()
+    out = []
+    for path in paths:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem).strip("._") or "clip"
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        out.append(name)
+    return out
+
+
+def segment_name(base: str, segment: int, bases: set) -> str:
+    """Clip name of a video's ``segment``-th kept face segment: ``base``, ``base_part2``, ...
+    (``_`` appended while it equals another input's base; part names never collide otherwise)."""
+    if segment == 0:
+        return base
+    name = f"{base}_part{segment + 1}"
+    while name in bases:
+        name += "_"
     return name
+
+
+def output_frames(info: VideoInfo, cfg: PreprocessConfig) -> int:
+    """How many frames a video yields after ``--fps`` and ``--max-frames`` (0 when unknown)."""
+    total = info.num_frames if cfg.fps is None else int(info.duration * float(cfg.fps))
+    if cfg.max_frames:
+        total = min(total, cfg.max_frames) if total else cfg.max_frames
+    return total
+
+
+def stabilize_config(cfg: PreprocessConfig, fps_out: float) -> StabilizeConfig:
+    return StabilizeConfig(smooth=cfg.smooth, center_ratio=cfg.center_ratio,
+                           max_gap=max(0, int(round(cfg.max_gap * fps_out))),
+                           min_length=max(2, int(round(cfg.min_length * fps_out))))
+
+
+def new_tracker(backend: LandmarkBackend, cfg: PreprocessConfig, stab_cfg: StabilizeConfig) -> FaceTracker:
+    return FaceTracker(backend, TrackerConfig(detect_every=cfg.detect_every, detect_size=cfg.detect_size,
+                                              forget_after=max(stab_cfg.max_gap, 1)))
+
+
+def measure(tracker: FaceTracker, frame: np.ndarray) -> Optional[np.ndarray]:
+    """The crop parameters (cx, cy, theta, log s) of the tracked face in ``frame``, or None."""
+    lm = tracker(frame)
+    if lm is None:
+        return None
+    c, x, _ = eye_corner_transform(lm)
+    return params_from_transform(c, x)
+
+
+def fixed_quad(info: VideoInfo, cfg: PreprocessConfig, path: Path) -> np.ndarray:
+    """--landmarks none: the crop of every frame (the --box, else the centre square)."""
+    if cfg.box is not None:
+        x, y, w, h = cfg.box
+        if x >= info.width or y >= info.height or x + w <= 0 or y + h <= 0:
+            raise SvgenError(f"--box {x:g},{y:g},{w:g},{h:g} lies entirely outside the "
+                             f"{info.width}x{info.height} frame", path)
+        return _box_quad(cfg.box)
+    return _centre_square(info.height, info.width)
+
+
+def add_tracker_stats(total: dict, stats: dict) -> None:
+    for k, v in stats.items():
+        total[k] = total.get(k, 0) + v
+
+
+def check_found(summary: VideoSummary, found: int, min_length: int, path: Path) -> None:
+    """The one-line errors of a video in which no usable face was found."""
+    if found == 0:
+        raise SvgenError(f"no face found in any of the {summary.frames} frames (for non-face videos use "
+                         "--landmarks none; small or profile faces may need --detector cnn)", path)
+    if summary.kept == 0:
+        raise SvgenError(f"a face was found in only {found} of {summary.frames} frames, never in a run "
+                         f"of at least {min_length} frames; nothing to keep", path)
 
 
 def _render_png(frame: np.ndarray, quad: np.ndarray, size: int) -> bytes:
@@ -280,27 +361,23 @@ class _Renderer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _process_video(path: Path, info: VideoInfo, cfg: PreprocessConfig, backend: Optional[LandmarkBackend],
-                   renderer: _Renderer, used_names: set, show_progress: bool) -> VideoSummary:
+def process_video(path: Path, info: VideoInfo, cfg: PreprocessConfig, backend: Optional[LandmarkBackend],
+                  renderer: "_Renderer", base: str, bases: set, show_progress: bool) -> VideoSummary:
+    """One video in one streaming pass (decode, track, low-pass, warp) into ``renderer``'s dataset.
+
+    The tracker restarts every ``cfg.chunk_frames`` frames, exactly as the chunked parallel path
+    (``svgen.preprocessing.parallel``) does, so both give the same dataset.
+    """
     t0 = time.perf_counter()
     fps_out = float(cfg.fps or info.fps)
     summary = VideoSummary(source=str(path), fps=fps_out)
-    base = _clip_base(path, used_names)
-    total = info.num_frames if cfg.fps is None else int(info.duration * fps_out)
-    if cfg.max_frames:
-        total = min(total, cfg.max_frames) if total else cfg.max_frames
+    total = output_frames(info, cfg)
     frames = iter_frames_indexed(path, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
     bar = progress(total=total or None, desc=path.name[:24], unit="frame", leave=False,
                    disable=not show_progress or None)
 
     if cfg.landmarks == "none":
-        if cfg.box is not None:
-            x, y, w, h = cfg.box
-            if x >= info.width or y >= info.height or x + w <= 0 or y + h <= 0:
-                raise SvgenError(f"--box {x:g},{y:g},{w:g},{h:g} lies entirely outside the "
-                                 f"{info.width}x{info.height} frame", path)
-        quad = _box_quad(cfg.box) if cfg.box is not None else _centre_square(info.height, info.width)
-        used_names.add(base)
+        quad = fixed_quad(info, cfg, path)
         first = True
         try:
             for src, frame in frames:
@@ -315,73 +392,67 @@ def _process_video(path: Path, info: VideoInfo, cfg: PreprocessConfig, backend: 
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    stab_cfg = StabilizeConfig(smooth=cfg.smooth, center_ratio=cfg.center_ratio,
-                               max_gap=max(0, int(round(cfg.max_gap * fps_out))),
-                               min_length=max(2, int(round(cfg.min_length * fps_out))))
+    stab_cfg = stabilize_config(cfg, fps_out)
     stab = StreamingStabilizer(stab_cfg)
-    tracker = FaceTracker(backend, TrackerConfig(detect_every=cfg.detect_every, detect_size=cfg.detect_size,
-                                                 forget_after=max(stab_cfg.max_gap, 1)))
+    tracker = None
     buffer: dict[int, tuple[int, np.ndarray]] = {}
-    seg_names: dict[int, str] = {}
     found = 0
 
     def handle(decisions) -> None:
         for d in decisions:
             src, frame = buffer.pop(d.index)
-            if not d.keep:
-                summary.dropped += 1
+            name = record_decision(summary, d, base, bases)
+            if name is None:
                 continue
-            new_clip = None
-            if d.segment not in seg_names:
-                name = base if d.segment == 0 else f"{base}_part{d.segment + 1}"
-                while name in used_names:
-                    name += "_"
-                seg_names[d.segment] = name
-                used_names.add(name)
-                summary.clips[name] = 0
-                new_clip = (str(path), fps_out)
-            name = seg_names[d.segment]
+            new_clip = (str(path), fps_out) if summary.clips[name] == 1 else None
             c, x = transform_from_params(d.params)
             renderer.submit(name, new_clip, frame, quad_from_transform(c, x), src, d.detected)
-            summary.clips[name] += 1
-            summary.kept += 1
-            summary.interpolated += int(not d.detected)
 
     try:
         for i, (src, frame) in enumerate(frames):
+            if i % cfg.chunk_frames == 0:   # a fresh detection at every chunk start
+                if tracker is not None:
+                    add_tracker_stats(summary.tracker, tracker.stats)
+                tracker = new_tracker(backend, cfg, stab_cfg)
             buffer[i] = (src, frame)
-            lm = tracker(frame)
-            params = None
-            if lm is not None:
-                found += 1
-                c, x, _ = eye_corner_transform(lm)
-                params = params_from_transform(c, x)
+            params = measure(tracker, frame)
+            found += params is not None
             handle(stab.push(params))
             summary.frames += 1
             bar.update(1)
         handle(stab.flush())
     finally:
         bar.close()
-    summary.tracker = dict(tracker.stats)
+    if tracker is not None:
+        add_tracker_stats(summary.tracker, tracker.stats)
     summary.short_segments = stab.short_segments
     summary.seconds = time.perf_counter() - t0
-    if found == 0:
-        raise SvgenError(f"no face found in any of the {summary.frames} frames (for non-face videos use "
-                         "--landmarks none; small or profile faces may need --detector cnn)", path)
-    if summary.kept == 0:
-        raise SvgenError(f"a face was found in only {found} of {summary.frames} frames, never in a run "
-                         f"of at least {stab_cfg.min_length} frames; nothing to keep", path)
+    check_found(summary, found, stab_cfg.min_length, path)
     return summary
+
+
+def record_decision(summary: VideoSummary, d, base: str, bases: set) -> Optional[str]:
+    """Count a stabiliser decision into ``summary``; the frame's clip name, or None if dropped."""
+    if not d.keep:
+        summary.dropped += 1
+        return None
+    name = segment_name(base, d.segment, bases)
+    summary.clips[name] = summary.clips.get(name, 0) + 1
+    summary.kept += 1
+    summary.interpolated += int(not d.detected)
+    return name
 
 
 def preprocess_videos(videos: Sequence[PathLike], out: PathLike, size: int = 256, landmarks: str = "dlib",
                       smooth: float = 3.0, max_frames: Optional[int] = None, fps: Optional[float] = None,
                       show_progress: bool = True, backend: Optional[LandmarkBackend] = None,
-                      **options) -> dict:
+                      shard: Optional[tuple[int, int]] = None, **options) -> dict:
     """Turn videos into one ``aligned.zip`` (one clip per continuous face segment); returns a summary.
 
     ``options`` are further :class:`PreprocessConfig` fields (``detector``, ``detect_every``,
-    ``max_gap``, ``box``, ``device``, ...); ``backend`` reuses a loaded landmark backend. Every
+    ``max_gap``, ``box``, ``device``, ``workers``, ``chunk_frames`` ...); ``backend`` reuses a loaded
+    landmark backend (shared with forked workers). ``shard=(I, N)`` processes the I-th of N contiguous blocks
+    of the inputs, named as in the whole run (``svgen merge-datasets`` joins the shards). Every
     input is checked before any work; on any error nothing is left under ``out``.
     """
     cfg = PreprocessConfig(size=int(size), landmarks=landmarks, smooth=float(smooth), max_frames=max_frames,
@@ -389,29 +460,39 @@ def preprocess_videos(videos: Sequence[PathLike], out: PathLike, size: int = 256
     cfg.validate()
     if not videos:
         raise SvgenError("no input videos given")
-    paths = [Path(v) for v in videos]
+    all_paths = [Path(v) for v in videos]
+    all_bases = clip_bases(all_paths)
+    extra: dict = {}
+    picked = range(len(all_paths))
+    if shard is not None:
+        picked = shard_slice(len(all_paths), shard)
+        if not picked:
+            raise SvgenError(f"--shard {shard[0]}/{shard[1]} selects no video: only {len(all_paths)} "
+                             f"input(s) for {shard[1]} shards")
+        extra["shard"] = {"index": shard[0], "count": shard[1], "inputs": len(all_paths),
+                          "inputs_sha256": inputs_digest([str(p) for p in all_paths])}
+    paths = [all_paths[k] for k in picked]
+    bases = [all_bases[k] for k in picked]
     infos = [probe(p) for p in paths]  # fail fast on unreadable inputs
-    if cfg.landmarks == "none":
-        backend = None
-    elif backend is None:
-        backend = make_backend(cfg.landmarks, cfg.detector, cfg.device)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "render_threads")}
     settings["crop"] = "eye-corners" if cfg.landmarks != "none" else ("box" if cfg.box else "centre")
+    extra["preprocess"] = settings
     t0 = time.perf_counter()
-    summaries: list[VideoSummary] = []
-    used: set = set()
-    with AlignedDatasetWriter(out, cfg.size, extra={"preprocess": settings}) as writer:
-        renderer = _Renderer(writer, cfg.size, workers=min(cfg.workers, os.cpu_count() or 1))
-        try:
-            for p, info in zip(paths, infos):
-                summaries.append(_process_video(p, info, cfg, backend, renderer, used, show_progress))
-            renderer.drain()
-        finally:
-            renderer.close()
+    with AlignedDatasetWriter(out, cfg.size, extra=extra) as writer:
+        if cfg.workers > 1:
+            from svgen.preprocessing.parallel import preprocess_parallel
+
+            summaries = preprocess_parallel(paths, infos, bases, set(all_bases), cfg, writer, show_progress,
+                                            backend)
+        else:
+            summaries = _preprocess_here(paths, infos, bases, set(all_bases), cfg, writer, backend,
+                                         show_progress)
     videos_out = [asdict(s) for s in summaries]
     return {
         "out": str(out),
         "resolution": cfg.size,
+        "workers": cfg.workers,
+        "shard": extra.get("shard"),
         "videos": videos_out,
         "frames": sum(s.frames for s in summaries),
         "kept": sum(s.kept for s in summaries),
@@ -420,6 +501,25 @@ def preprocess_videos(videos: Sequence[PathLike], out: PathLike, size: int = 256
         "clips": sum(len(s.clips) for s in summaries),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _preprocess_here(paths: Sequence[Path], infos: Sequence[VideoInfo], bases: Sequence[str], all_bases: set,
+                     cfg: PreprocessConfig, writer: AlignedDatasetWriter, backend: Optional[LandmarkBackend],
+                     show_progress: bool) -> list[VideoSummary]:
+    """Every video in this process, one after the other (``--workers 1``)."""
+    if cfg.landmarks == "none":
+        backend = None
+    elif backend is None:
+        backend = make_backend(cfg.landmarks, cfg.detector, cfg.device)
+    summaries = []
+    renderer = _Renderer(writer, cfg.size, workers=min(cfg.render_threads, os.cpu_count() or 1))
+    try:
+        for p, info, base in zip(paths, infos, bases):
+            summaries.append(process_video(p, info, cfg, backend, renderer, base, all_bases, show_progress))
+        renderer.drain()
+    finally:
+        renderer.close()
+    return summaries
 
 
 def format_summary(summary: dict) -> str:

@@ -169,14 +169,19 @@ def probe(path: PathLike) -> VideoInfo:
 class _FFmpegReader:
     """Raw RGB frames from an ffmpeg subprocess, optionally read ahead on a thread."""
 
-    def __init__(self, path: Path, info: VideoInfo, prefetch: int = 4):
+    def __init__(self, path: Path, info: VideoInfo, prefetch: int = 4, start: int = 0):
         self.path = path
         self.info = info
         self.frame_bytes = info.width * info.height * 3
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
                "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough"]
+        filters = []
+        if start > 0:  # skip by decoded-frame count (exact, unlike a seek by time): no conversion or pipe
+            filters.append(f"select=gte(n\\,{int(start)})")
         if info.sar != 1.0:  # non-square pixels: resample (after autorotation) to the display size
-            cmd += ["-vf", f"scale={info.width}:{info.height}:flags=bicubic,setsar=1"]
+            filters.append(f"scale={info.width}:{info.height}:flags=bicubic,setsar=1")
+        if filters:
+            cmd += ["-vf", ",".join(filters)]
         cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         self._stderr = _TailBuffer()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -250,26 +255,28 @@ class _TailBuffer:
 
 def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames: Optional[int] = None,
                         info: Optional[VideoInfo] = None, prefetch: int = 4,
-                        check_truncated: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                        check_truncated: bool = True, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(source_frame_index, rgb uint8 [H, W, 3])`` in display orientation.
 
     ``fps`` resamples the timeline by picking the nearest source frame for each output time
     (frames repeat when upsampling), assuming a constant source frame rate. ``max_frames`` caps the
     number of yielded frames. A stream that ends well before its header's duration raises
     :class:`SvgenError` (truncated file) when ``check_truncated``. Frames are read-only views:
-    copy before modifying.
+    copy before modifying. ``start`` begins at that output frame (source frames before it are
+    decoded but neither converted nor piped), for processing a long video in pieces.
     """
     p = Path(path)
     info = info or probe(p)
     if fps is not None and fps <= 0:
         raise ValueError("fps must be positive")
     step = None if fps is None else info.fps / float(fps)
-    reader = _FFmpegReader(p, info, prefetch=prefetch)
-    decoded = 0
+    src_start = int(start) if step is None else int(np.floor(int(start) * step + 0.5))
+    reader = _FFmpegReader(p, info, prefetch=prefetch, start=src_start)
+    decoded = src_start
     emitted = 0
     try:
-        next_out = 0  # next output index (when resampling)
-        for src_idx, frame in enumerate(reader):
+        next_out = int(start)  # next output index (when resampling)
+        for src_idx, frame in enumerate(reader, start=src_start):
             decoded += 1
             if step is None:
                 yield src_idx, frame
