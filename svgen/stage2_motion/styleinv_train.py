@@ -41,13 +41,8 @@ from svgen.stage2_motion.styleinv import (
     styleinv_config_for,
 )
 from svgen.stage2_motion.styleinv_data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
-from svgen.stage2_motion.styleinv_disc import (
-    DiscConfig,
-    build_discriminator,
-    d_loss,
-    nonsaturating_g_loss,
-    r1_penalty,
-)
+from svgen.nn.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
@@ -390,7 +385,7 @@ class StyleInVTrainer:
             clip_fake = torch.cat([x0[:, None], imgs[:, 1:]], dim=1)       # [B, 4, 3, R, R]
             recon = (imgs[:, 0] - x0).square().mean()
         d_in = augment_clips(self.augment, clip_fake) if self.augment is not None else clip_fake
-        adv = nonsaturating_g_loss(D(d_in, t_fake))
+        adv = g_nonsaturating_loss(D(d_in, t_fake)).mean()
         w_reg = (w_fake - w0[:, None]).norm(dim=-1).mean()
         loss_si = cfg.lambda_adv * adv + cfg.lambda_recon * recon + cfg.lambda_w_reg * w_reg
         _optimizer_step(self.opt_si, si, loss_si)
@@ -405,7 +400,7 @@ class StyleInVTrainer:
         real_aug = augment_clips(self.augment, real_in) if self.augment is not None else real_in
         logits_real = D(real_aug, t_real)
         logits_fake = D(fake_in, t_fake)
-        loss_d = d_loss(logits_real, logits_fake)
+        loss_d = d_logistic_loss(logits_real, logits_fake)
         stats = {}
         if do_r1:
             scale = D.input_scale() if hasattr(D, "input_scale") else None
