@@ -4,8 +4,12 @@
 were: stage 1's loop function, ``EncoderTrainer``, ``GRUTrainer``, ``StyleInVTrainer``). Each run is a
 few seeded steps at a tiny size; the fingerprints are float64 sums and sums of squares of every
 network, EMA copy and optimizer state, and every logged loss. The refactor keeps the arithmetic order,
-so the comparison is exact, with one exception:
+so the comparison is exact, with two exceptions (``TOLERANCE``):
 
+- the EMA copies of the GRU and StyleInV: every trainer now updates its EMA with StyleGAN2-ADA's
+  ``p_ema = lerp(p, p_ema, beta)`` where these two wrote ``p_ema.lerp_(p, 1 - beta)``: the same
+  average with ``1 - beta`` rounded once more (float32 vs float64), <= 1e-15 relative in the
+  fingerprint (measured). The EMA copy never feeds training, so everything else stays exact;
 - ``styleinv_latent``: the latent clip discriminator's lrelu layers are now ``svgen.nn.EqualLinear``,
   which adds the bias after the matrix product (``bias_act``, as StyleGAN2's FullyConnectedLayer does)
   where StyleInV's own copy added it inside ``addmm``. Same maths, different last-bit rounding of 2-D
@@ -24,7 +28,8 @@ import torch
 from golden_runs import run_all  # pytest puts this folder on sys.path (no __init__.py)
 
 GOLDEN = json.loads((Path(__file__).with_name("golden_trainers.json")).read_text())
-TOLERANCE = {"styleinv_latent": 1e-5}   # see the module docstring; all others are exact
+# trainer -> {fingerprint key or "*": relative/absolute tolerance}; see the module docstring
+TOLERANCE = {"gru": {"ema": 1e-12}, "styleinv_image": {"ema": 1e-12}, "styleinv_latent": {"*": 1e-5}}
 
 
 def _same(got, want, tol: float) -> bool:
@@ -48,9 +53,10 @@ def results(real_frames_zip32: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.parametrize("trainer", sorted(GOLDEN))
 def test_trainer_matches_the_recorded_run(results: dict, trainer: str) -> None:
     got, want = results[trainer], GOLDEN[trainer]
-    tol = TOLERANCE.get(trainer, 0.0)
+    tols = TOLERANCE.get(trainer, {})
     assert sorted(got) == sorted(want)
     for key in want:
+        tol = tols.get(key, tols.get("*", 0.0))
         if key == "log":
             assert len(got["log"]) == len(want["log"])
             for i, (g, w) in enumerate(zip(got["log"], want["log"])):
