@@ -8,8 +8,8 @@ so the comparison is exact, with two exceptions (``TOLERANCE``):
 
 - the EMA copies of the GRU and StyleInV: every trainer now updates its EMA with StyleGAN2-ADA's
   ``p_ema = lerp(p, p_ema, beta)`` where these two wrote ``p_ema.lerp_(p, 1 - beta)``: the same
-  average with ``1 - beta`` rounded once more (float32 vs float64), <= 1e-15 relative in the
-  fingerprint (measured). The EMA copy never feeds training, so everything else stays exact;
+  average with ``1 - beta`` rounded differently (float32 vs float64): 1e-16 (GRU) and 7e-11 (StyleInV)
+  relative in the fingerprint (measured), compared at 1e-9. The EMA copy never feeds training, so everything else stays exact;
 - ``styleinv_latent``: the latent clip discriminator's lrelu layers are now ``svgen.nn.EqualLinear``,
   which adds the bias after the matrix product (``bias_act``, as StyleGAN2's FullyConnectedLayer does)
   where StyleInV's own copy added it inside ``addmm``. Same maths, different last-bit rounding of 2-D
@@ -29,7 +29,7 @@ from golden_runs import run_all  # pytest puts this folder on sys.path (no __ini
 
 GOLDEN = json.loads((Path(__file__).with_name("golden_trainers.json")).read_text())
 # trainer -> {fingerprint key or "*": relative/absolute tolerance}; see the module docstring
-TOLERANCE = {"gru": {"ema": 1e-12}, "styleinv_image": {"ema": 1e-12}, "styleinv_latent": {"*": 1e-5}}
+TOLERANCE = {"gru": {"ema": 1e-9}, "styleinv_image": {"ema": 1e-9}, "styleinv_latent": {"*": 1e-5}}
 
 
 def _same(got, want, tol: float) -> bool:
