@@ -61,15 +61,15 @@ def run_one(preset_name: str, resolution: int, batch: int, device_name: str, rep
     from svgen.stage1_image_gan.loss import StyleGAN2Loss
     from svgen.stage1_image_gan.networks import Discriminator, Generator
     from svgen.stage1_image_gan.presets import get_preset
-    from svgen.stage1_image_gan.train import make_optimizer
+    from svgen.training.optim import lazy_regularised_adam
 
     device = torch.device(device_name)
     preset = dataclasses.replace(get_preset(preset_name, resolution), batch=batch)
     torch.manual_seed(0)
     G = Generator(preset.G).to(device).train().requires_grad_(False)
     D = Discriminator(preset.D).to(device).train().requires_grad_(False)
-    opt_G = make_optimizer(G, preset.lr_G, preset.betas, preset.G_reg_interval)
-    opt_D = make_optimizer(D, preset.lr_D, preset.betas, preset.D_reg_interval)
+    opt_G = lazy_regularised_adam(G.parameters(), preset.lr_G, preset.betas, preset.G_reg_interval)
+    opt_D = lazy_regularised_adam(D.parameters(), preset.lr_D, preset.betas, preset.D_reg_interval)
     loss = StyleGAN2Loss(G, D, None, r1_gamma=preset.r1_gamma,
                          style_mixing_prob=preset.style_mixing_prob, pl_weight=preset.pl_weight)
     real = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1

@@ -59,8 +59,8 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
 
     from svgen.stage1_image_gan.train import (TrainConfig, check_batch, open_dataset, preset_for,
                                               train)
+    from svgen.training.run import check_run_folder
     from svgen.utils.device import select_device
-    from svgen.utils.errors import SvgenError
     from svgen.utils.io import ensure_parent_writable
 
     in_worker = "WORLD_SIZE" in os.environ and "RANK" in os.environ
@@ -81,12 +81,7 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
         check_batch(train_preset, world)
     elif batch is not None:
         raise click.UsageError("--batch cannot change on --resume")
-    latest = out / "checkpoints" / "latest.pt"
-    if resume and not latest.exists():
-        raise SvgenError("--resume given but the run has no checkpoint", latest)
-    if not resume and latest.exists():
-        raise SvgenError("output folder already holds a training run; pass --resume to continue "
-                         "it or choose another --out", out)
+    latest = check_run_folder(out, resume)
     if resume:
         from svgen.stage1_image_gan.train import load_training_checkpoint
 

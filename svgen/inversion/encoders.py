@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svgen.inversion.backbone import BACKBONE_PRESETS, BackboneConfig, IRSEBackbone
+from svgen.nn.equalized import EqualLinear
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 
@@ -74,21 +75,6 @@ def make_encoder_config(space: str, preset: str, num_ws: int, w_dim: int,
     return EncoderConfig(space=space, preset=preset, num_ws=int(num_ws), w_dim=int(w_dim),
                          resolution=resolution, img_resolution=int(img_resolution),
                          structure=structure, backbone=BACKBONE_PRESETS[preset])
-
-
-class EqualLinear(nn.Module):
-    """StyleGAN's equalized-learning-rate linear layer: w = weight * lr_mul / sqrt(in)."""
-
-    def __init__(self, in_features: int, out_features: int, lr_mul: float = 1.0,
-                 init_gain: float = 1.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) * init_gain / lr_mul)
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = lr_mul / math.sqrt(in_features)
-        self.lr_mul = lr_mul
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
 class GradualStyleBlock(nn.Module):

@@ -10,10 +10,9 @@ learning rate works for any generator's latent scale.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from svgen.stage1_image_gan.loss import g_nonsaturating_loss
+from svgen.nn.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
 
 class LatentDiscriminator(nn.Module):
@@ -43,23 +42,17 @@ def discriminator_step(D: LatentDiscriminator, opt: torch.optim.Optimizer, w_rea
                        w_fake: torch.Tensor, r1_gamma: float, do_r1: bool, r1_interval: int) -> dict:
     """One D update on real codes ``w_real [N, w_dim]`` and detached encoder codes ``w_fake [M, w_dim]``."""
     # the logistic D loss of stage 1, with real and fake batches of different sizes
-    loss = F.softplus(-D(w_real)).mean() + F.softplus(D(w_fake.detach())).mean()
+    loss = d_logistic_loss(D(w_real), D(w_fake.detach()))
     logs = {"wdisc_d": float(loss.detach())}
     if do_r1 and r1_gamma > 0:
         real = w_real.detach().requires_grad_(True)
-        r1 = r1_penalty_vec(real, D(real))
+        r1 = r1_penalty(D(real), real)
         loss = loss + r1.mean() * (r1_gamma / 2) * r1_interval
         logs["wdisc_r1"] = float(r1.detach().mean())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return logs
-
-
-def r1_penalty_vec(w: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """||dD(w)/dw||^2 per code [N] (the image R1 of stage 1, for vectors)."""
-    (grads,) = torch.autograd.grad(logits.sum(), w, create_graph=True)
-    return grads.square().sum(dim=1)
 
 
 def encoder_adversarial_loss(D: LatentDiscriminator, ws: torch.Tensor, active: int) -> torch.Tensor:

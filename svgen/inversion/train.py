@@ -24,6 +24,7 @@ random stream. The result is ``<out>/encoder.pt``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import warnings
@@ -42,10 +43,10 @@ from svgen.inversion.latent_discriminator import (LatentDiscriminator, discrimin
                                                   encoder_adversarial_loss)
 from svgen.inversion.identity import LossOffWarning
 from svgen.inversion.losses import LPIPS_EXPECTED, ReconstructionLoss, _load_weight_file, latent_l2
-from svgen.utils.config import config_from_dict, config_to_dict
+from svgen.training import Run, from_invocation, half_life_beta, resumed_config, saved_config, update_ema
+from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, torch_save_atomic
-from svgen.utils.rundir import RunDir
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 # kimg (thousands of training images) by encoder preset when neither --kimg nor --steps is given
@@ -61,7 +62,7 @@ class TrainEncoderConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     batch: int = 16                # images per step, generated + real
     real_fraction: float = 0.5     # share of real frames in a batch (0 when the data is absent)
-    total_steps: int = 1000
+    total_steps: int = from_invocation(1000, if_given=True)   # a resumed run takes --steps / --kimg
     lr: float = 1e-3
     betas: tuple = (0.9, 0.999)
     l2: float = 1.0                # pixel L2 weight
@@ -225,21 +226,10 @@ class EncoderTrainer:
                                            ws_hat[:, :active].reshape(-1, ws_hat.shape[-1]),
                                            cfg.w_disc_r1, self.step % 16 == 0, 16))
         self.step += 1
-        self.update_ema()
+        update_ema(self.E_ema, self.E, half_life_beta(cfg.batch, self.step * cfg.batch, cfg.ema_kimg,
+                                                      cfg.ema_rampup if cfg.ema_rampup > 0 else None))
         logs["loss"] = float(total.detach())
         return logs
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        cfg = self.cfg
-        ema_nimg = cfg.ema_kimg * 1000
-        if cfg.ema_rampup > 0:
-            ema_nimg = min(ema_nimg, self.step * cfg.batch * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.E_ema.parameters(), self.E.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.E_ema.buffers(), self.E.buffers()):
-            b_ema.copy_(b)
 
     @torch.no_grad()
     def sample_grid(self, path: Path, real: Optional[torch.Tensor]) -> None:
@@ -326,7 +316,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         from svgen.inversion.losses import ID_EXPECTED
 
         raise SvgenError(f"backbone weights not found; expected {ID_EXPECTED}", backbone_weights)
-    run = RunDir(out)
+    run = Run(out, resume)
 
     if resume:
         ckpt = run.load_latest(map_location=device)
@@ -337,11 +327,11 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
                              f"({ckpt['generator_sha256'][:12]} vs {g_sha[:12]})", run.latest)
         if dataset is not None:
             dataset.check_resume(ckpt.get("meta", {}).get("data_fingerprint"))
-        cfg = config_from_dict(TrainEncoderConfig, ckpt["train_config"])
-        cfg.encoder = encoder_config_from_dict(ckpt["config"])
-        cfg.betas = tuple(cfg.betas)
-        if steps is not None or kimg is not None:  # extend (or shorten) the run
-            cfg.total_steps = steps if steps is not None else math.ceil(kimg * 1000 / cfg.batch)
+        saved = saved_config(TrainEncoderConfig, ckpt["train_config"])
+        saved.encoder = encoder_config_from_dict(ckpt["config"])
+        saved.betas = tuple(saved.betas)
+        length = steps if steps is not None else None if kimg is None else math.ceil(kimg * 1000 / saved.batch)
+        cfg = resumed_config(saved, dataclasses.replace(saved, total_steps=length))  # extend or shorten
     else:
         if preset == "auto":
             preset = "tiny" if G.img_resolution <= 64 else "ir_se50"
@@ -402,12 +392,13 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
             on_step(trainer.step, logs)
         if trainer.step % cfg.log_every == 0 or trainer.step == end:
             sec = (time.time() - t0) / max(1, trainer.step - s0)
-            run.log.log(step=trainer.step, kimg=trainer.step * cfg.batch / 1000, sec_per_step=sec, **logs)
+            run.log_step(step=trainer.step, kimg=trainer.step * cfg.batch / 1000, sec_per_step=sec, **logs)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if trainer.step % cfg.checkpoint_every == 0 or trainer.step == end:
             checkpoint(trainer.step % cfg.snapshot_every == 0)
             trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
     bar.close()
+    run.close()
     if trainer.step < cfg.total_steps:
         return run.latest
     final = Path(out) / "encoder.pt"

@@ -1,7 +1,8 @@
 """StyleGAN2 building blocks (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN").
 
-Every layer uses the *equalized learning rate*: weights are stored as N(0, 1) (divided by the lr
-multiplier) and scaled at run time by ``lr_multiplier / sqrt(fan_in)``. Module and parameter names
+Every layer uses the *equalized learning rate* (the dense and plain conv layers are
+:mod:`svgen.nn.equalized`'s): weights are stored as N(0, 1) (divided by the lr multiplier) and scaled
+at run time by ``lr_multiplier / sqrt(fan_in)``. Module and parameter names
 follow the public stylegan2-ada-pytorch layout (``fc0``, ``b64.conv0.affine``, ``noise_const``, ...)
 so that NVIDIA checkpoints map onto these modules key for key.
 
@@ -15,89 +16,17 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from svgen.nn.equalized import EqualConv2d, EqualLinear, activation_gain
 from svgen.ops.bias_act import bias_act
-from svgen.ops.conv2d_resample import conv2d_resample
 from svgen.ops.modulated_conv import modulated_conv2d
 from svgen.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
-LRELU_GAIN = math.sqrt(2.0)
-
-
-def activation_gain(activation: str) -> float:
-    """Default output gain of an activation (sqrt(2) for relu/lrelu, so He-init variance is kept)."""
-    return LRELU_GAIN if activation in ("relu", "lrelu", "swish") else 1.0
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """x / sqrt(mean(x^2)): the StyleGAN 'pixel norm' applied to z (and label embeddings)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
-
-
-class FullyConnectedLayer(nn.Module):
-    """Equalized-lr dense layer: y = act(x @ (W * lr_mul / sqrt(in))^T + b * lr_mul)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.activation = activation
-        self.lr_multiplier = lr_multiplier
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)  # [O, I]
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, I] -> [N, O]
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        x = x.matmul(w.t())
-        return bias_act(x, b, act=self.activation)
-
-    def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, act={self.activation}, "
-                f"lr_mul={self.lr_multiplier:g}")
-
-
-class Conv2dLayer(nn.Module):
-    """Equalized-lr convolution with optional FIR up/down-sampling, bias, activation and clamp."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", up: int = 1, down: int = 1,
-                 resample_filter: Sequence[int] = (1, 3, 3, 1), conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.activation = activation
-        self.up = up
-        self.down = down
-        self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
-        self.padding = kernel_size // 2
-        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size ** 2)
-        self.act_gain = activation_gain(activation)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
-        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:  # [N,I,H,W] -> [N,O,H',W']
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down,
-                                             padding=self.padding, flip_weight=(self.up == 1))
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
-
-    def extra_repr(self) -> str:
-        k = self.weight.shape[-1]
-        return (f"in={self.in_channels}, out={self.out_channels}, k={k}, up={self.up}, "
-                f"down={self.down}, act={self.activation}")
 
 
 class SynthesisLayer(nn.Module):
@@ -122,7 +51,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
         self.act_gain = activation_gain(activation)
-        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))  # [H, W]
@@ -161,7 +90,7 @@ class ToRGBLayer(nn.Module):
                  conv_clamp: Optional[float] = None):
         super().__init__()
         self.conv_clamp = conv_clamp
-        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size ** 2)
@@ -217,7 +146,7 @@ class SynthesisBlock(nn.Module):
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
-            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+            self.skip = EqualConv2d(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter)
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
@@ -279,14 +208,14 @@ class DiscriminatorBlock(nn.Module):
         self.use_fp16 = use_fp16
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         if in_channels == 0 or architecture == "skip":
-            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1,
+            self.fromrgb = EqualConv2d(img_channels, tmp_channels, kernel_size=1,
                                        activation=activation, conv_clamp=conv_clamp)
-        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
+        self.conv0 = EqualConv2d(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
                                  conv_clamp=conv_clamp)
-        self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation=activation,
+        self.conv1 = EqualConv2d(tmp_channels, out_channels, kernel_size=3, activation=activation,
                                  down=2, resample_filter=resample_filter, conv_clamp=conv_clamp)
         if architecture == "resnet":
-            self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
+            self.skip = EqualConv2d(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
                                     resample_filter=resample_filter)
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor],
@@ -360,13 +289,13 @@ class DiscriminatorEpilogue(nn.Module):
         self.img_channels = img_channels
         self.architecture = architecture
         if architecture == "skip":
-            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
+            self.fromrgb = EqualConv2d(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = (MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)
                       if mbstd_num_channels > 0 else None)
-        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3,
+        self.conv = EqualConv2d(in_channels + mbstd_num_channels, in_channels, kernel_size=3,
                                 activation=activation, conv_clamp=conv_clamp)
-        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation=activation)
-        self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
+        self.fc = EqualLinear(in_channels * resolution ** 2, in_channels, activation=activation)
+        self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, img: Optional[torch.Tensor],
                 cmap: Optional[torch.Tensor]) -> torch.Tensor:  # [N, C, 4, 4] -> [N, 1]

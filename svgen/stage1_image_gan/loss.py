@@ -1,4 +1,5 @@
-"""StyleGAN2 losses (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN").
+"""StyleGAN2 losses (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN"),
+assembled per training phase from the shared pieces of :mod:`svgen.nn.losses`:
 
 * non-saturating logistic loss: L_G = softplus(-D(G(z))), L_D = softplus(D(G(z))) + softplus(-D(x));
 * R1 on reals (Mescheder et al. 2018): gamma/2 * ||dD(x)/dx||^2, "lazy" (every D_reg_interval
@@ -15,51 +16,14 @@ D sees every image (real and fake) through the ADA pipeline when one is given. T
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
+
+from svgen.nn.losses import (d_logistic_fake, d_logistic_real, g_nonsaturating_loss, path_length_penalty,
+                             path_lengths, r1_penalty)
 
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
-
-
-# -- loss pieces (pure functions) -------------------------------------------------------------
-
-def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """softplus(-D(G(z))) per sample (= -log sigmoid(D(G(z))))."""
-    return F.softplus(-fake_logits)
-
-
-def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """softplus(D(G(z))) + softplus(-D(x)) per sample."""
-    return F.softplus(fake_logits) + F.softplus(-real_logits)
-
-
-def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
-    """||dD(x)/dx||^2 per sample [N]; ``real_img`` must require grad. Keeps the graph for backward."""
-    (grads,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True)
-    return grads.square().sum(dim=[1, 2, 3])
-
-
-def path_lengths(img: torch.Tensor, ws: torch.Tensor,
-                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """||J_w^T y|| per sample [N] for y ~ N(0, I)/sqrt(H W) (``noise`` overrides y).
-
-    ``img`` [N, C, H, W] must be a differentiable function of ``ws`` [N, num_ws, w_dim]; the
-    squared gradient is summed over w_dim and averaged over the num_ws vectors.
-    """
-    if noise is None:
-        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-    (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)  # [N, num_ws, w_dim]
-    return grads.square().sum(dim=2).mean(dim=1).sqrt()
-
-
-def path_length_penalty(lengths: torch.Tensor, pl_mean: torch.Tensor,
-                        decay: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penalty [N] = (length - a)^2, updated a = lerp(pl_mean, mean(lengths), decay))."""
-    a = pl_mean.lerp(lengths.mean(), decay)
-    return (lengths - a).square(), a
 
 
 # -- the loss object the training loop drives ---------------------------------------------------
@@ -141,9 +105,9 @@ class StyleGAN2Loss:
             if self.mean_across_ranks is not None:
                 # The same running mean on every rank; the gradient path stays local.
                 mean_len = mean_len + (self.mean_across_ranks(mean_len.detach()) - mean_len.detach())
-            a = self.pl_mean.lerp(mean_len, self.pl_decay)
+            penalty, a = path_length_penalty(lengths, self.pl_mean, self.pl_decay, mean_length=mean_len)
             self.pl_mean.copy_(a.detach())
-            loss_pl = (lengths - a).square() * self.pl_weight
+            loss_pl = penalty * self.pl_weight
             (gen_img[:, 0, 0, 0] * 0 + loss_pl).mean().mul(gain).backward()
             stats["loss_pl"] = float(loss_pl.detach().mean())
             stats["pl_length"] = float(lengths.detach().mean())
@@ -152,7 +116,7 @@ class StyleGAN2Loss:
             with torch.no_grad():
                 gen_img, _ = self.run_G(gen_z, gen_c)
             gen_logits = self.run_D(gen_img, gen_c)
-            loss_Dgen = F.softplus(gen_logits)
+            loss_Dgen = d_logistic_fake(gen_logits)
             loss_Dgen.mean().mul(gain).backward()
             stats["fake_score"] = float(gen_logits.detach().mean())
 
@@ -163,11 +127,11 @@ class StyleGAN2Loss:
             stats["real_score"] = float(real_logits.detach().mean())
             loss = real_logits * 0
             if do_Dmain:
-                loss_Dreal = F.softplus(-real_logits)
+                loss_Dreal = d_logistic_real(real_logits)
                 loss = loss + loss_Dreal
                 stats["loss_D"] = float(loss_Dreal.detach().mean()) + float(loss_Dgen.detach().mean())
             if do_Dr1:
-                r1 = r1_penalty(real_img_tmp, real_logits)
+                r1 = r1_penalty(real_logits, real_img_tmp)
                 loss_r1 = r1 * (self.r1_gamma / 2)
                 loss = loss + loss_r1[:, None]
                 stats["loss_r1"] = float(loss_r1.detach().mean())

@@ -13,10 +13,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from svgen.nn.equalized import EqualLinear
 from svgen.stage1_image_gan.layers import (
     DiscriminatorBlock,
     DiscriminatorEpilogue,
-    FullyConnectedLayer,
     SynthesisBlock,
     normalize_2nd_moment,
 )
@@ -60,9 +60,9 @@ class MappingNetwork(nn.Module):
         layer_features = w_dim if layer_features is None else layer_features
         features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
         if c_dim > 0:
-            self.embed = FullyConnectedLayer(c_dim, embed_features)
+            self.embed = EqualLinear(c_dim, embed_features)
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1],
+            setattr(self, f"fc{idx}", EqualLinear(features[idx], features[idx + 1],
                                                           activation=activation,
                                                           lr_multiplier=lr_multiplier))
         if num_ws is not None and w_avg_beta is not None:

@@ -37,12 +37,13 @@ from svgen.stage1_image_gan.checkpoints import make_generator_checkpoint
 from svgen.stage1_image_gan.loss import StyleGAN2Loss
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, get_preset, preset_from_dict
+from svgen.training import (Dist, Run, check_consistency, from_invocation, half_life_beta, init_distributed,
+                            lazy_regularised_adam, reduce_gradients, resumed_config, update_ema)
 from svgen.utils.config import config_to_dict
-from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import atomic_write, torch_save_atomic
 from svgen.utils.progress import progress
-from svgen.utils.rundir import RunDir, load_checkpoint
+from svgen.utils.rundir import load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 AUG_MODES = ("ada", "noaug", "fixed")
@@ -53,72 +54,23 @@ TRAINING_KEYS = ("opt_G", "opt_D", "step", "cur_nimg", "train_config")
 class TrainConfig:
     """Everything a training run depends on (saved in ``config.json`` and every checkpoint)."""
 
-    data: str                          # aligned.zip
-    out: str                           # run directory
+    data: str = from_invocation()      # aligned.zip
+    out: str = from_invocation()       # run directory
     preset: Optional[TrainPreset] = None  # None only with resume (taken from the checkpoint)
-    kimg: Optional[float] = None       # training length in thousands of real images shown
-                                       # (None: the preset's default, or the resumed run's)
-    snap_kimg: Optional[float] = None  # checkpoint / samples / SWD interval (None: default)
+    kimg: Optional[float] = from_invocation(None, if_given=True)  # training length in thousands of
+                                       # real images shown (None: the preset's default, or the resumed run's)
+    snap_kimg: Optional[float] = from_invocation(None, if_given=True)  # checkpoint / samples / SWD
+                                       # interval (None: default)
     seed: int = 0
     aug: str = "ada"                   # "ada" (adaptive p), "noaug", "fixed" (constant p)
     ada_p: float = 0.0                 # initial p ("ada") or the constant p ("fixed")
     mirror: bool = False               # add x-flipped copies of the frames
-    workers: int = 0                   # DataLoader worker processes
-    device: str = "auto"
-    log_every: int = 20                # iterations between log.jsonl records
+    workers: int = from_invocation(0)  # DataLoader worker processes
+    device: str = from_invocation("auto")
+    log_every: int = from_invocation(20)  # iterations between log.jsonl records
     grid_size: int = 16                # images in the fixed-latent sample grid
     swd_images: int = 128              # real/fake images for the snapshot SWD (0: off)
-    resume: bool = False
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-@dataclass
-class Dist:
-    """This process's place in a (possibly single-process) data-parallel run."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return t
-        buf = t.to(self.device).clone()
-        torch.distributed.all_reduce(buf)
-        return buf.to(t.device)
-
-    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
-        return self.all_reduce_sum(t) / self.world_size if self.world_size > 1 else t
-
-    def gather(self, obj: Any) -> list:
-        if self.world_size == 1:
-            return [obj]
-        out: list = [None] * self.world_size
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-
-def init_distributed(device_name: str) -> Dist:
-    """Join the process group that ``torchrun`` set up (env WORLD_SIZE/RANK/LOCAL_RANK), if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = select_device(device_name)
-    if world > 1:
-        if device.type == "cuda":
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            if local_rank >= torch.cuda.device_count():
-                raise SvgenError(f"process {rank} needs GPU {local_rank} but only "
-                                 f"{torch.cuda.device_count()} are visible")
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not torch.distributed.is_initialized():
-            torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank=rank, world_size=world, device=device)
+    resume: bool = from_invocation(False)
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -288,11 +240,7 @@ def resolve_config(cfg: TrainConfig, ckpt: Optional[dict]) -> TrainConfig:
                          "same settings", Path(cfg.out) / "checkpoints" / "latest.pt")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     old = TrainConfig(**{k: v for k, v in saved.items() if k in known}, preset=preset)
-    return dataclasses.replace(old, data=cfg.data, out=cfg.out,
-                               kimg=old.kimg if cfg.kimg is None else cfg.kimg,
-                               snap_kimg=old.snap_kimg if cfg.snap_kimg is None else cfg.snap_kimg,
-                               workers=cfg.workers, device=cfg.device, log_every=cfg.log_every,
-                               resume=True)
+    return resumed_config(old, dataclasses.replace(cfg, resume=True))
 
 
 def check_batch(preset: TrainPreset, world_size: int) -> int:
@@ -315,48 +263,6 @@ class Phase:
     interval: int
 
 
-def make_optimizer(module: torch.nn.Module, lr: float, betas: tuple[float, float],
-                   reg_interval: int) -> torch.optim.Adam:
-    """Adam with the lazy-regularisation correction: lr * r and betas ** r, r = I / (I + 1)."""
-    r = reg_interval / (reg_interval + 1)
-    return torch.optim.Adam(module.parameters(), lr=lr * r, betas=(betas[0] ** r, betas[1] ** r),
-                            eps=1e-8)
-
-
-def reduce_gradients(module: torch.nn.Module, dist: Dist) -> None:
-    """Average gradients over processes and replace NaN/inf (nan_to_num, as in SG2-ADA)."""
-    params = list(module.parameters())
-    if dist.world_size > 1:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= dist.world_size
-        torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad = g.view_as(p)
-    else:
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-
-
-@torch.no_grad()
-def update_ema(G_ema: Generator, G: Generator, beta: float) -> None:
-    """Parameters: p_ema = lerp(p, p_ema, beta); buffers (w_avg, noise_const) are copied."""
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
-
-
-def ema_beta(preset: TrainPreset, batch: int, cur_nimg: int) -> float:
-    """Per-step EMA decay for a half-life of ``ema_kimg`` (shortened early by ``ema_rampup``)."""
-    ema_nimg = preset.ema_kimg * 1000
-    if preset.ema_rampup is not None:
-        ema_nimg = min(ema_nimg, cur_nimg * preset.ema_rampup)
-    return 0.5 ** (batch / max(ema_nimg, 1e-8))
-
-
 # -- the loop ------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig) -> Path:
@@ -367,202 +273,199 @@ def train(cfg: TrainConfig) -> Path:
     """
     caller_rng = get_rng_state()
     try:
-        return _train(cfg)
+        return ImageGANTrainer(cfg).train()
     finally:
         set_rng_state(caller_rng)
 
 
-def _train(cfg: TrainConfig) -> Path:
-    dist = init_distributed(cfg.device)
-    device = dist.device
-    if cfg.aug not in AUG_MODES:
-        raise SvgenError(f"unknown --aug {cfg.aug!r} (use {', '.join(AUG_MODES)})")
+class ImageGANTrainer:
+    """One process's share of a stage-1 run: networks, optimizers, ADA, loss and data stream."""
 
-    # Dataset, run folder, resume state.
-    dataset = open_dataset(cfg.data)
-    out = Path(cfg.out)
-    run = RunDir(out) if dist.is_main else None
-    latest = out / "checkpoints" / "latest.pt"
-    ckpt = None
-    if cfg.resume:
-        if not latest.exists():
-            raise SvgenError("--resume given but the run has no checkpoint", latest)
-        ckpt = load_training_checkpoint(latest)
-        dataset.check_resume(ckpt.get("meta", {}).get("dataset_fingerprint"))
-    elif latest.exists():
-        raise SvgenError("output folder already holds a training run; pass --resume to continue it "
-                         "or choose another --out", out)
-    cfg = resolve_config(cfg, ckpt)
-    preset = cfg.preset
-    if dataset.resolution != preset.G.img_resolution:
-        raise SvgenError(f"dataset resolution {dataset.resolution} does not match the preset's "
-                         f"{preset.G.img_resolution}", dataset.path)
-    batch = preset.batch
-    batch_gpu = check_batch(preset, dist.world_size)
+    def __init__(self, cfg: TrainConfig):
+        self.dist = dist = init_distributed(cfg.device)
+        device = dist.device
+        if cfg.aug not in AUG_MODES:
+            raise SvgenError(f"unknown --aug {cfg.aug!r} (use {', '.join(AUG_MODES)})")
 
-    # Networks (identical initialisation on every process), optimizers, augmentation, loss.
-    seed_everything(cfg.seed)
-    G = Generator(preset.G).to(device).train().requires_grad_(False)
-    D = Discriminator(preset.D).to(device).train().requires_grad_(False)
-    G_ema = copy.deepcopy(G).eval()
-    augment_pipe = None
-    if cfg.aug != "noaug":
-        augment_pipe = AugmentPipe(augment_config(preset.augpipe), p=cfg.ada_p).to(device)
-    ada = AdaptiveP(augment_pipe, batch, preset.ada_target, 4, preset.ada_kimg) \
-        if cfg.aug == "ada" else None
-    opt_G = make_optimizer(G, preset.lr_G, preset.betas, preset.G_reg_interval)
-    opt_D = make_optimizer(D, preset.lr_D, preset.betas, preset.D_reg_interval)
-    loss = StyleGAN2Loss(G, D, augment_pipe, r1_gamma=preset.r1_gamma,
-                         style_mixing_prob=preset.style_mixing_prob, pl_weight=preset.pl_weight,
-                         pl_batch_shrink=preset.pl_batch_shrink, pl_decay=preset.pl_decay,
-                         mean_across_ranks=dist.all_reduce_mean if dist.world_size > 1 else None)
-    phases = [Phase("Gmain", G, opt_G, 1), Phase("Greg", G, opt_G, preset.G_reg_interval),
-              Phase("Dmain", D, opt_D, 1), Phase("Dreg", D, opt_D, preset.D_reg_interval)]
-    if preset.pl_weight == 0:
-        phases = [ph for ph in phases if ph.name != "Greg"]
-    if preset.r1_gamma == 0:
-        phases = [ph for ph in phases if ph.name != "Dreg"]
+        # Dataset, run folder, resume state.
+        self.dataset = dataset = open_dataset(cfg.data)
+        self.run = Run(cfg.out, cfg.resume, main=dist.is_main)
+        ckpt = None
+        if cfg.resume:
+            ckpt = load_training_checkpoint(self.run.latest)
+            dataset.check_resume(ckpt.get("meta", {}).get("dataset_fingerprint"))
+        self.cfg = cfg = resolve_config(cfg, ckpt)
+        self.preset = preset = cfg.preset
+        if dataset.resolution != preset.G.img_resolution:
+            raise SvgenError(f"dataset resolution {dataset.resolution} does not match the preset's "
+                             f"{preset.G.img_resolution}", dataset.path)
+        self.batch_gpu = check_batch(preset, dist.world_size)
 
-    step, cur_nimg = 0, 0
-    if ckpt is not None:
-        G.load_state_dict(ckpt["G"])
-        G_ema.load_state_dict(ckpt["G_ema"])
-        D.load_state_dict(ckpt["D"])
-        opt_G.load_state_dict(ckpt["opt_G"])
-        opt_D.load_state_dict(ckpt["opt_D"])
-        loss.pl_mean.copy_(ckpt["pl_mean"])
-        if augment_pipe is not None:
-            augment_pipe.p.copy_(torch.as_tensor(float(ckpt.get("augment_p", cfg.ada_p))))
-        if ada is not None and "ada" in ckpt:
-            ada.load_state_dict(ckpt["ada"])
-        step, cur_nimg = int(ckpt["step"]), int(ckpt["cur_nimg"])
-    # Training randomness differs per process; a resumed run continues its saved streams.
-    seed_everything(cfg.seed * dist.world_size + dist.rank)
-    rng = ckpt.get("rng") if ckpt is not None else None
-    if rng is not None and len(rng) == dist.world_size:
-        set_rng_state(rng[dist.rank])
+        # Networks (identical initialisation on every process), optimizers, augmentation, loss.
+        seed_everything(cfg.seed)
+        self.G = Generator(preset.G).to(device).train().requires_grad_(False)
+        self.D = Discriminator(preset.D).to(device).train().requires_grad_(False)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        self.augment_pipe = None
+        if cfg.aug != "noaug":
+            self.augment_pipe = AugmentPipe(augment_config(preset.augpipe), p=cfg.ada_p).to(device)
+        self.ada = AdaptiveP(self.augment_pipe, preset.batch, preset.ada_target, 4, preset.ada_kimg) \
+            if cfg.aug == "ada" else None
+        self.opt_G = lazy_regularised_adam(self.G.parameters(), preset.lr_G, preset.betas, preset.G_reg_interval)
+        self.opt_D = lazy_regularised_adam(self.D.parameters(), preset.lr_D, preset.betas, preset.D_reg_interval)
+        self.loss = StyleGAN2Loss(self.G, self.D, self.augment_pipe, r1_gamma=preset.r1_gamma,
+                                  style_mixing_prob=preset.style_mixing_prob, pl_weight=preset.pl_weight,
+                                  pl_batch_shrink=preset.pl_batch_shrink, pl_decay=preset.pl_decay,
+                                  mean_across_ranks=dist.all_reduce_mean if dist.world_size > 1 else None)
+        phases = [Phase("Gmain", self.G, self.opt_G, 1), Phase("Greg", self.G, self.opt_G, preset.G_reg_interval),
+                  Phase("Dmain", self.D, self.opt_D, 1), Phase("Dreg", self.D, self.opt_D, preset.D_reg_interval)]
+        self.phases = [ph for ph in phases if not (ph.name == "Greg" and preset.pl_weight == 0)
+                       and not (ph.name == "Dreg" and preset.r1_gamma == 0)]
 
-    frames = Frames(dataset, mirror=cfg.mirror)
-    reals = real_batches(frames, cfg, dist, start=step)
-    swd_real = real_reference(dataset, cfg.swd_images) if dist.is_main and cfg.swd_images else None
-    total_nimg = int(round(cfg.kimg * 1000))
-    snap_nimg = max(int(round(cfg.snap_kimg * 1000)), 1)
-    next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
+        self.step, self.cur_nimg = 0, 0
+        if ckpt is not None:
+            self._load_state(ckpt)
+        # Training randomness differs per process; a resumed run continues its saved streams.
+        seed_everything(cfg.seed * dist.world_size + dist.rank)
+        rng = ckpt.get("rng") if ckpt is not None else None
+        if rng is not None and len(rng) == dist.world_size:
+            set_rng_state(rng[dist.rank])
 
-    def snapshot() -> None:
-        """Checkpoint + samples + SWD. Collective (RNG states of all processes are gathered)."""
-        rng_all = dist.gather(_to_cpu(get_rng_state()))
-        if not dist.is_main:
-            return
-        tag = snapshot_tag(cur_nimg)
-        state = make_generator_checkpoint(preset, G, G_ema, D, meta=_meta())
-        state.update(_to_cpu({
-            "train_config": config_to_dict(cfg), "opt_G": opt_G.state_dict(),
-            "opt_D": opt_D.state_dict(), "pl_mean": loss.pl_mean,
-            "augment_p": float(augment_pipe.p) if augment_pipe is not None else 0.0,
-            "ada": ada.state_dict() if ada is not None else None,
-            "rng": rng_all, "step": step, "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000,
-            "world_size": dist.world_size}))
-        run.save_checkpoint(state, snapshot_name=f"network-snapshot-{tag}.pt")
-        fakes = generate_images(G_ema, cfg.grid_size, cfg.seed, device)
-        save_image_grid(fakes, run.samples / f"fakes{tag}.png")
-        if swd_real is not None:
-            fake = generate_images(G_ema, len(swd_real), cfg.seed + 1, device)
-            levels = swd_per_level(swd_real, fake, seed=cfg.seed)
-            run.metrics.log(kimg=cur_nimg / 1000, step=step, swd=float(np.mean(levels)),
-                            swd_levels=levels, num_images=len(swd_real))
+        self.reals = real_batches(Frames(dataset, mirror=cfg.mirror), cfg, dist, start=self.step)
+        self.swd_real = real_reference(dataset, cfg.swd_images) if dist.is_main and cfg.swd_images else None
+        self.data_fingerprint = dataset.fingerprint()
+        self.resumed = ckpt is not None
 
-    data_fingerprint = dataset.fingerprint()
+    def _load_state(self, ckpt: dict) -> None:
+        self.G.load_state_dict(ckpt["G"])
+        self.G_ema.load_state_dict(ckpt["G_ema"])
+        self.D.load_state_dict(ckpt["D"])
+        self.opt_G.load_state_dict(ckpt["opt_G"])
+        self.opt_D.load_state_dict(ckpt["opt_D"])
+        self.loss.pl_mean.copy_(ckpt["pl_mean"])
+        if self.augment_pipe is not None:
+            self.augment_pipe.p.copy_(torch.as_tensor(float(ckpt.get("augment_p", self.cfg.ada_p))))
+        if self.ada is not None and "ada" in ckpt:
+            self.ada.load_state_dict(ckpt["ada"])
+        self.step, self.cur_nimg = int(ckpt["step"]), int(ckpt["cur_nimg"])
 
-    def _meta() -> dict:
-        return {"kimg": cur_nimg / 1000, "step": step, "dataset": str(cfg.data),
-                "dataset_resolution": dataset.resolution, "dataset_frames": len(dataset),
-                "dataset_fingerprint": data_fingerprint,
-                "augment": cfg.aug, "ada_p": float(augment_pipe.p) if augment_pipe is not None else 0.0,
-                "world_size": dist.world_size, "seed": cfg.seed}
-
-    if dist.is_main:
-        run.save_config(cfg)
-        run.log.log(event="resume" if ckpt is not None else "start", step=step,
-                    kimg=cur_nimg / 1000, world_size=dist.world_size)
-        if ckpt is None:
-            save_image_grid(real_reference(dataset, cfg.grid_size), run.samples / "reals.png")
-    if ckpt is None:
-        snapshot()  # kimg 0: initial samples and SWD
-
-    bar = progress(total=total_nimg, initial=min(cur_nimg, total_nimg), unit="img", unit_scale=True,
-                   desc="train-image", disable=not dist.is_main)
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    t_log, nimg_log = time.time(), cur_nimg
-    while cur_nimg < total_nimg:
-        real_img = next(reals)                                            # [batch_gpu, 3, R, R]
-        all_gen_z = torch.randn(len(phases) * batch_gpu, preset.G.z_dim, device=device)
-        for phase, gen_z in zip(phases, all_gen_z.split(batch_gpu)):
-            if step % phase.interval != 0:
+    # -- one iteration -----------------------------------------------------------------------------
+    def train_step(self, real_img: torch.Tensor) -> list[dict]:
+        """The phases due at this step on real images [batch_gpu, 3, R, R], then the G EMA and ADA's p.
+        Returns the statistics of each phase that ran."""
+        dist, preset, batch_gpu = self.dist, self.preset, self.batch_gpu
+        out = []
+        all_gen_z = torch.randn(len(self.phases) * batch_gpu, preset.G.z_dim, device=dist.device)
+        for phase, gen_z in zip(self.phases, all_gen_z.split(batch_gpu)):
+            if self.step % phase.interval != 0:
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
-            stats = loss.accumulate_gradients(phase.name, real_img, None, gen_z, None,
-                                              gain=phase.interval)
+            stats = self.loss.accumulate_gradients(phase.name, real_img, None, gen_z, None, gain=phase.interval)
             phase.module.requires_grad_(False)
-            reduce_gradients(phase.module, dist)
+            reduce_gradients(phase.module.parameters(), dist)
             phase.opt.step()
             real_logits = stats.pop("real_logits", None)
-            if ada is not None and real_logits is not None:
-                ada.accumulate(real_logits)
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
+            if self.ada is not None and real_logits is not None:
+                self.ada.accumulate(real_logits)
+            out.append(stats)
 
         # G EMA, then w_avg kept identical across processes.
-        update_ema(G_ema, G, ema_beta(preset, batch, cur_nimg))
+        update_ema(self.G_ema, self.G, half_life_beta(preset.batch, self.cur_nimg, preset.ema_kimg, preset.ema_rampup))
         if dist.world_size > 1:
-            G.mapping.w_avg.copy_(dist.all_reduce_mean(G.mapping.w_avg))
-            G_ema.mapping.w_avg.copy_(G.mapping.w_avg)
-        cur_nimg += batch
-        if ada is not None:
-            ada.step(step, all_reduce=dist.all_reduce_sum)
-        step += 1
-        bar.update(batch)
+            self.G.mapping.w_avg.copy_(dist.all_reduce_mean(self.G.mapping.w_avg))
+            self.G_ema.mapping.w_avg.copy_(self.G.mapping.w_avg)
+        self.cur_nimg += preset.batch
+        if self.ada is not None:
+            self.ada.step(self.step, all_reduce=dist.all_reduce_sum)
+        self.step += 1
+        return out
 
-        done = cur_nimg >= total_nimg
-        if dist.is_main and (step % cfg.log_every == 0 or done):
-            dt = time.time() - t_log
-            rec = {k: sums[k] / counts[k] for k in sums}
-            rec.update(kimg=cur_nimg / 1000, step=step, pl_mean=float(loss.pl_mean),
-                       ada_p=float(augment_pipe.p) if augment_pipe is not None else 0.0,
-                       r_t=ada.last_rt if ada is not None else None,
-                       sec_per_kimg=dt / max((cur_nimg - nimg_log) / 1000, 1e-9))
-            run.log.log(**rec)
-            bar.set_postfix(kimg=f"{cur_nimg / 1000:.2f}", G=f"{rec.get('loss_G', float('nan')):.3f}",
-                            D=f"{rec.get('loss_D', float('nan')):.3f}", p=f"{rec['ada_p']:.3f}")
-            sums.clear()
-            counts.clear()
-            t_log, nimg_log = time.time(), cur_nimg
-        if cur_nimg >= next_snap or done:
-            snapshot()
-            next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
-    bar.close()
+    # -- snapshots -------------------------------------------------------------------------------
+    def meta(self) -> dict:
+        cfg, dataset = self.cfg, self.dataset
+        return {"kimg": self.cur_nimg / 1000, "step": self.step, "dataset": str(cfg.data),
+                "dataset_resolution": dataset.resolution, "dataset_frames": len(dataset),
+                "dataset_fingerprint": self.data_fingerprint, "augment": cfg.aug, "ada_p": self.ada_p(),
+                "world_size": self.dist.world_size, "seed": cfg.seed}
 
-    # Export the final generator (and check that all processes hold the same weights).
-    _check_consistency([G, D, G_ema], dist)
-    gen_path = out / "generator.pt"
-    if dist.is_main:
-        torch_save_atomic(_to_cpu(make_generator_checkpoint(preset, G, G_ema, D, meta=_meta())),
-                          gen_path)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return gen_path
+    def ada_p(self) -> float:
+        return float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0
 
+    def snapshot(self) -> None:
+        """Checkpoint + samples + SWD. Collective (RNG states of all processes are gathered)."""
+        rng_all = self.dist.gather(_to_cpu(get_rng_state()))
+        if not self.dist.is_main:
+            return
+        cfg, cur_nimg = self.cfg, self.cur_nimg
+        tag = snapshot_tag(cur_nimg)
+        state = make_generator_checkpoint(self.preset, self.G, self.G_ema, self.D, meta=self.meta())
+        state.update(_to_cpu({
+            "train_config": config_to_dict(cfg), "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(), "pl_mean": self.loss.pl_mean, "augment_p": self.ada_p(),
+            "ada": self.ada.state_dict() if self.ada is not None else None,
+            "rng": rng_all, "step": self.step, "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000,
+            "world_size": self.dist.world_size}))
+        self.run.save_checkpoint(state, snapshot_name=f"network-snapshot-{tag}.pt")
+        device = self.dist.device
+        save_image_grid(generate_images(self.G_ema, cfg.grid_size, cfg.seed, device),
+                        self.run.samples / f"fakes{tag}.png")
+        if self.swd_real is not None:
+            fake = generate_images(self.G_ema, len(self.swd_real), cfg.seed + 1, device)
+            levels = swd_per_level(self.swd_real, fake, seed=cfg.seed)
+            self.run.log_metrics(kimg=cur_nimg / 1000, step=self.step, swd=float(np.mean(levels)),
+                                 swd_levels=levels, num_images=len(self.swd_real))
 
-def _check_consistency(modules: list[torch.nn.Module], dist: Dist) -> None:
-    """All processes must end with identical parameters (a broken all-reduce would show here)."""
-    if dist.world_size == 1:
-        return
-    with torch.no_grad():
-        sums = torch.stack([p.double().sum() for m in modules for p in m.parameters()]).cpu()
-    all_sums = dist.gather(sums)
-    if any(not torch.equal(s, all_sums[0]) for s in all_sums[1:]):
-        raise SvgenError("processes ended with different weights (distributed training is broken)")
+    # -- the run ---------------------------------------------------------------------------------
+    def train(self) -> Path:
+        """Run to ``cfg.kimg`` (snapshots every ``snap_kimg``) and export ``<out>/generator.pt``."""
+        cfg, dist, run = self.cfg, self.dist, self.run
+        run.save_config(cfg)
+        run.log_step(event="resume" if self.resumed else "start", step=self.step, kimg=self.cur_nimg / 1000,
+                     world_size=dist.world_size)
+        if dist.is_main and not self.resumed:
+            save_image_grid(real_reference(self.dataset, cfg.grid_size), run.samples / "reals.png")
+        if not self.resumed:
+            self.snapshot()  # kimg 0: initial samples and SWD
+
+        total_nimg = int(round(cfg.kimg * 1000))
+        snap_nimg = max(int(round(cfg.snap_kimg * 1000)), 1)
+        next_snap = (self.cur_nimg // snap_nimg + 1) * snap_nimg
+        bar = progress(total=total_nimg, initial=min(self.cur_nimg, total_nimg), unit="img", unit_scale=True,
+                       desc="train-image", disable=not dist.is_main)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        t_log, nimg_log = time.time(), self.cur_nimg
+        while self.cur_nimg < total_nimg:
+            for stats in self.train_step(next(self.reals)):
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+            bar.update(self.preset.batch)
+            done = self.cur_nimg >= total_nimg
+            if dist.is_main and (self.step % cfg.log_every == 0 or done):
+                dt = time.time() - t_log
+                rec = {k: sums[k] / counts[k] for k in sums}
+                rec.update(kimg=self.cur_nimg / 1000, step=self.step, pl_mean=float(self.loss.pl_mean),
+                           ada_p=self.ada_p(), r_t=self.ada.last_rt if self.ada is not None else None,
+                           sec_per_kimg=dt / max((self.cur_nimg - nimg_log) / 1000, 1e-9))
+                run.log_step(**rec)
+                bar.set_postfix(kimg=f"{self.cur_nimg / 1000:.2f}", G=f"{rec.get('loss_G', float('nan')):.3f}",
+                                D=f"{rec.get('loss_D', float('nan')):.3f}", p=f"{rec['ada_p']:.3f}")
+                sums.clear()
+                counts.clear()
+                t_log, nimg_log = time.time(), self.cur_nimg
+            if self.cur_nimg >= next_snap or done:
+                self.snapshot()
+                next_snap = (self.cur_nimg // snap_nimg + 1) * snap_nimg
+        bar.close()
+
+        # Export the final generator (and check that all processes hold the same weights).
+        check_consistency([self.G, self.D, self.G_ema], dist)
+        gen_path = Path(cfg.out) / "generator.pt"
+        if dist.is_main:
+            torch_save_atomic(_to_cpu(make_generator_checkpoint(self.preset, self.G, self.G_ema, self.D,
+                                                                meta=self.meta())), gen_path)
+        run.close()
+        dist.close()
+        return gen_path

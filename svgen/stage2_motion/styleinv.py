@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svgen.nn.equalized import EqualConv1d, EqualLinear
 from svgen.utils.config import config_from_dict
 from svgen.utils.errors import PathLike, SvgenError
 
@@ -103,66 +104,6 @@ def styleinv_config_for(w_dim: int, num_ws: int, img_resolution: int,
             raise TypeError(f"unknown StyleInV option {k!r}")
         setattr(cfg, k, v)
     return cfg
-
-
-# ---------------------------------------------------------------------------------------------
-# Equalized-learning-rate layers (StyleGAN convention: weights stored at unit scale)
-# ---------------------------------------------------------------------------------------------
-def _act(x: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "lrelu":
-        return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
-    if activation == "linear":
-        return x
-    raise ValueError(f"unknown activation {activation!r}")
-
-
-class EqualLinear(nn.Module):
-    """``y = act(x W^T g + b g_b)`` with ``g = lr_mul / sqrt(fan_in)`` (equalized learning rate)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, bias_init: float = 0.0,
-                 lr_multiplier: float = 1.0, activation: str = "linear"):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_multiplier)) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = None if self.bias is None else self.bias * self.bias_gain
-        return _act(F.linear(x, self.weight * self.weight_gain, b), self.activation)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, act={self.activation}"
-
-
-class EqualConv1d(nn.Module):
-    """Equalized-lr conv1d with same padding; ``mask_right`` zeroes the taps that look ahead.
-
-    With kernel k and padding k//2, output i sees inputs i-k//2 .. i+k//2. Masking taps at
-    positions >= (k+1)//2 keeps only i-k//2 .. i: a causal layer that preserves the length.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 lr_multiplier: float = 1.0, activation: str = "linear", mask_right: bool = False):
-        super().__init__()
-        self.activation = activation
-        self.padding = kernel_size // 2
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) / lr_multiplier)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_channels * kernel_size)
-        self.bias_gain = lr_multiplier
-        mask = torch.ones(kernel_size)
-        if mask_right:
-            mask[(kernel_size + 1) // 2:] = 0.0
-        self.register_buffer("tap_mask", mask, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, C_in, L] -> [B, C_out, L]
-        w = self.weight * (self.weight_gain * self.tap_mask)
-        b = None if self.bias is None else self.bias * self.bias_gain
-        return _act(F.conv1d(x, w, b, padding=self.padding), self.activation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,11 +379,8 @@ def _find_w_head(E: nn.Module, w_dim: int, in_ch: int) -> Optional[tuple[torch.T
     weight = head.weight.detach()
     if tuple(weight.shape) != (w_dim, in_ch):
         return None
-    w_gain = float(getattr(head, "scale", getattr(head, "weight_gain", 1.0)))
-    b_gain = float(getattr(head, "lr_mul", getattr(head, "bias_gain", 1.0)))
-    bias = getattr(head, "bias", None)
-    bias = torch.zeros(w_dim) if bias is None else bias.detach() * b_gain
-    return (weight * w_gain).clone(), bias.clone()
+    bias = torch.zeros(w_dim) if head.bias is None else head.bias.detach() * head.bias_gain
+    return (weight * head.weight_gain).clone(), bias.clone()
 
 
 def init_encoder_from(si: StyleInV, backbone_state: dict, head: Optional[tuple]) -> dict:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svgen.stage2_motion.styleinv import EqualLinear
+from svgen.nn.equalized import EqualLinear
 
 
 @dataclass
@@ -207,23 +207,3 @@ def build_discriminator(cfg: DiscConfig) -> nn.Module:
     if cfg.mode == "image":
         return ImageClipDiscriminator(cfg)
     raise ValueError(f"unknown discriminator mode {cfg.mode!r} (latent or image)")
-
-
-def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """‖∇_x D(x)‖² per sample, summed over all frames of the clip [B].
-
-    ``scale`` (broadcastable to ``inputs``) measures the gradient with respect to ``inputs / scale``
-    instead: the latent discriminator's standardised codes, so γ means the same for any W scale.
-    """
-    (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
-    if scale is not None:
-        grad = grad * scale
-    return grad.square().flatten(1).sum(1)
-
-
-def nonsaturating_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    return F.softplus(-fake_logits).mean()
-
-
-def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()

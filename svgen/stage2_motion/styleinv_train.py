@@ -41,46 +41,33 @@ from svgen.stage2_motion.styleinv import (
     styleinv_config_for,
 )
 from svgen.stage2_motion.styleinv_data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
-from svgen.stage2_motion.styleinv_disc import (
-    DiscConfig,
-    build_discriminator,
-    d_loss,
-    nonsaturating_g_loss,
-    r1_penalty,
-)
+from svgen.nn.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator
+from svgen.training import (Run, from_invocation, half_life_beta, lazy_regularised_adam, optimizer_step,
+                            resumed_config, update_ema)
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.progress import progress
-from svgen.utils.rundir import RunDir
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 FORMAT = "svgen-motion"
 VERSION = 1
 
 
-def _optimizer_step(opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
-    """zero_grad, backward, non-finite gradients replaced (as StyleGAN-V's training loop does), step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    for p in net.parameters():
-        if p.grad is not None:
-            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-    opt.step()
-
-
 @dataclass
 class StyleInVTrainConfig:
-    """Everything a StyleInV run depends on (``config.json`` and every checkpoint)."""
+    """Everything a StyleInV run depends on (``config.json`` and every checkpoint); a resumed run takes
+    the fields marked ``from_invocation`` from the resuming command."""
 
-    latents: str = ""
-    out: str = ""
-    generator: str = ""
-    encoder: Optional[str] = None
-    data: Optional[str] = None         # aligned.zip (image mode)
+    latents: str = from_invocation("")
+    out: str = from_invocation("")
+    generator: str = from_invocation("", if_given=True)
+    encoder: Optional[str] = from_invocation(None, if_given=True)
+    data: Optional[str] = from_invocation(None, if_given=True)   # aligned.zip (image mode)
     disc: str = "latent"               # "latent" | "image"
-    steps: int = 20000
+    steps: int = from_invocation(20000)
     batch: int = 16
     lr_si: float = 1e-4
     lr_d: float = 2e-3
@@ -101,14 +88,14 @@ class StyleInVTrainConfig:
     sampling: SparseSamplingConfig = field(default_factory=SparseSamplingConfig)
     model: Optional[StyleInVConfig] = None
     d: Optional[DiscConfig] = None
-    snapshot_every: int = 1000         # steps between checkpoints + metrics
-    keep_every: int = 5000             # steps between numbered snapshots (0 = never)
-    preview_every: int = 0             # steps between PNG previews (0 = at snapshots)
-    log_every: int = 20
+    snapshot_every: int = from_invocation(1000)   # steps between checkpoints + metrics
+    keep_every: int = from_invocation(5000)       # steps between numbered snapshots (0 = never)
+    preview_every: int = from_invocation(0)       # steps between PNG previews (0 = at snapshots)
+    log_every: int = from_invocation(20)
     eval_window: int = 16              # frames per window for the latent FD
     eval_windows: int = 64
     seed: int = 0
-    device: str = "auto"
+    device: str = from_invocation("auto")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -118,22 +105,6 @@ def _abs(path: Optional[str]) -> Optional[str]:
 
 def _largest_divisor_le(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
-
-
-def ema_beta(batch: int, clips_seen: int, ema_kimg: float, rampup: Optional[float]) -> float:
-    """EMA momentum for a half-life of ema_kimg thousand clips (ramped up early in training)."""
-    ema_nimg = ema_kimg * 1000.0
-    if rampup is not None:
-        ema_nimg = min(ema_nimg, clips_seen * rampup)
-    return 0.5 ** (batch / max(ema_nimg, 1e-8))
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p, 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
 
 
 def augment_clips(pipe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +138,7 @@ class StyleInVTrainer:
             raise SvgenError("--disc image needs --data aligned.zip (real frames for the discriminator)")
         self.device = select_device(cfg.device)
         self.latents = LatentClips(cfg.latents)
-        self.run = RunDir(cfg.out)
+        self.run = Run(cfg.out, resume)
         state = self.run.load_latest(map_location="cpu") if resume else None
         encoder_given = bool(cfg.encoder)
         if state is not None:
@@ -218,10 +189,8 @@ class StyleInVTrainer:
             if cfg.disc == "latent":
                 self._set_disc_stats()
         self.si_ema = copy.deepcopy(self.si).eval().requires_grad_(False)
-        mb = cfg.r1_interval / (cfg.r1_interval + 1) if cfg.r1_interval > 0 else 1.0
-        b1, b2 = cfg.betas
-        self.opt_si = torch.optim.Adam(self.si.parameters(), lr=cfg.lr_si, betas=(b1, b2), eps=1e-8)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * mb, betas=(b1 ** mb, b2 ** mb), eps=1e-8)
+        self.opt_si = torch.optim.Adam(self.si.parameters(), lr=cfg.lr_si, betas=tuple(cfg.betas), eps=1e-8)
+        self.opt_d = lazy_regularised_adam(self.D.parameters(), cfg.lr_d, cfg.betas, cfg.r1_interval)
         self.augment, self.ada = None, None
         if cfg.ada and cfg.disc == "image":
             from svgen.stage1_image_gan.augment import AdaptiveP, AugmentPipe
@@ -244,13 +213,7 @@ class StyleInVTrainer:
         ref = state.get("latents_ref", {})
         if ref.get("clips") != self.latents.names or ref.get("num_frames") != sum(self.latents.lengths):
             raise SvgenError(f"--resume: the run was trained on other latents ({ref.get('path')})", cfg.latents)
-        for name in ("steps", "snapshot_every", "keep_every", "preview_every", "log_every", "latents", "out",
-                     "device"):
-            setattr(old, name, getattr(cfg, name))
-        old.generator = cfg.generator or old.generator
-        old.data = cfg.data or old.data
-        old.encoder = cfg.encoder or old.encoder
-        return old
+        return resumed_config(old, cfg)
 
     def _load_generator(self) -> None:
         from svgen.stage1_image_gan.checkpoints import load_generator
@@ -390,10 +353,10 @@ class StyleInVTrainer:
             clip_fake = torch.cat([x0[:, None], imgs[:, 1:]], dim=1)       # [B, 4, 3, R, R]
             recon = (imgs[:, 0] - x0).square().mean()
         d_in = augment_clips(self.augment, clip_fake) if self.augment is not None else clip_fake
-        adv = nonsaturating_g_loss(D(d_in, t_fake))
+        adv = g_nonsaturating_loss(D(d_in, t_fake)).mean()
         w_reg = (w_fake - w0[:, None]).norm(dim=-1).mean()
         loss_si = cfg.lambda_adv * adv + cfg.lambda_recon * recon + cfg.lambda_w_reg * w_reg
-        _optimizer_step(self.opt_si, si, loss_si)
+        optimizer_step(self.opt_si, si.parameters(), loss_si)
 
         # D: logistic loss, lazy R1 on real clips
         D.requires_grad_(True)
@@ -405,14 +368,14 @@ class StyleInVTrainer:
         real_aug = augment_clips(self.augment, real_in) if self.augment is not None else real_in
         logits_real = D(real_aug, t_real)
         logits_fake = D(fake_in, t_fake)
-        loss_d = d_loss(logits_real, logits_fake)
+        loss_d = d_logistic_loss(logits_real, logits_fake)
         stats = {}
         if do_r1:
             scale = D.input_scale() if hasattr(D, "input_scale") else None
             r1 = r1_penalty(logits_real, real_in, scale)
             loss_d = loss_d + r1.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             stats["r1"] = float(r1.detach().mean())
-        _optimizer_step(self.opt_d, D, loss_d)
+        optimizer_step(self.opt_d, D.parameters(), loss_d)
         if self.ada is not None:
             self.ada.accumulate(logits_real)
             rt = self.ada.step(self.step)
@@ -420,7 +383,7 @@ class StyleInVTrainer:
                 stats.update(ada_p=float(self.augment.p), ada_rt=rt)
 
         self.step += 1
-        ema_update(self.si_ema, si, ema_beta(B, self.step * B, cfg.ema_kimg, cfg.ema_rampup))
+        update_ema(self.si_ema, si, half_life_beta(B, self.step * B, cfg.ema_kimg, cfg.ema_rampup))
         stats.update({k: float(v.detach()) for k, v in dict(
             loss_si=loss_si, adv=adv, recon=recon, w_reg=w_reg, loss_d=loss_d,
             d_real=logits_real.mean(), d_fake=logits_fake.mean()).items()})
@@ -482,7 +445,7 @@ class StyleInVTrainer:
     def _snapshot(self, final: bool = False) -> None:
         cfg = self.cfg
         metrics = self.evaluate()
-        self.run.metrics.log(step=self.step, clips=self.step * cfg.batch, **metrics)
+        self.run.log_metrics(step=self.step, clips=self.step * cfg.batch, **metrics)
         keep = cfg.keep_every and self.step % cfg.keep_every == 0 and not final
         self.run.save_checkpoint(self.checkpoint(full=True))
         if keep:
@@ -498,7 +461,7 @@ class StyleInVTrainer:
         if self.step == 0:
             metrics = self.evaluate()
             protocol = self._fd.protocol() if self._fd else None
-            self.run.metrics.log(step=0, clips=0, **metrics, latent_fd_protocol=protocol)
+            self.run.log_metrics(step=0, clips=0, **metrics, latent_fd_protocol=protocol)
         self.si.train()
         self.D.train()
         bar = progress(total=cfg.steps, initial=min(self.step, cfg.steps), unit="step",
@@ -510,7 +473,7 @@ class StyleInVTrainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     now = time.time()
-                    self.run.log.log(step=self.step, sec_per_step=(now - t_last) / cfg.log_every, **stats)
+                    self.run.log_step(step=self.step, sec_per_step=(now - t_last) / cfg.log_every, **stats)
                     t_last = now
                     bar.set_postfix(D=f"{stats['loss_d']:.3g}", SI=f"{stats['loss_si']:.3g}",
                                     rec=f"{stats['recon']:.2g}")
@@ -521,6 +484,7 @@ class StyleInVTrainer:
             self._snapshot(final=True)
         finally:
             bar.close()
+            self.run.close()
         return self.export()
 
     def export(self) -> Path:

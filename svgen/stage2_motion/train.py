@@ -25,76 +25,66 @@ from svgen.stage2_motion.penalties import (
     gap_distance, gradient_angle_penalty, gradient_penalty, gradient_penalty_first_layer, wgan_critic_loss,
     wgan_generator_loss,
 )
-from svgen.utils.config import config_from_dict, config_to_dict
+from svgen.training import Run, from_invocation, legacy_default, resumed_config, saved_config, update_ema, warmup_beta
+from svgen.utils.config import config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.prefetch import prefetch
 from svgen.utils.progress import progress
-from svgen.utils.rundir import RunDir, load_checkpoint
+from svgen.utils.rundir import load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 FORMAT = "svgen-motion"
 PENALTY_UNITS = ("raw", "normalised")
-LEGACY_DEFAULTS = {"penalty_units": "normalised", "n_critic": 1}   # what runs saved without these fields used
 VERSION = 1
 
 
 @dataclass
 class GRUTrainConfig:
-    """Everything a GRU motion run depends on (saved as ``config.json`` and in every checkpoint)."""
+    """Everything a GRU motion run depends on (saved as ``config.json`` and in every checkpoint).
 
-    latents: str = ""
-    out: str = ""
+    A resumed run keeps its architecture and hyper-parameters; the fields marked ``from_invocation``
+    (length, snapshots, paths, device) come from the resuming command."""
+
+    latents: str = from_invocation("")
+    out: str = from_invocation("")
     model: GRUMotionConfig = field(default_factory=GRUMotionConfig)
-    epochs: int = 350                 # paper: 350 epochs
-    steps: Optional[int] = None       # optional cap on critic steps = batches (short runs, CI)
+    epochs: int = from_invocation(350)     # paper: 350 epochs
+    steps: Optional[int] = from_invocation(None)   # optional cap on critic steps = batches (short runs, CI)
     batch: int = 32
     stride: Optional[int] = None      # window stride within a clip (default: the window, see data.py)
     lr_G: float = 2e-4                # the paper gives no rates or critic schedule: equal rates and 5
     lr_C: float = 2e-4                # critic steps per G step train with the raw-unit penalty
     betas: Tuple[float, float] = (0.5, 0.999)
     lambda_gp: float = 50.0           # paper
-    penalty_units: str = "raw"        # C's gradient w.r.t. raw W+ codes (paper) or "normalised" (see gru.py)
-    n_critic: int = 5                 # critic steps (batches) per generator step (benchmarks/gru_penalty.py)
+    penalty_units: str = legacy_default("raw", legacy="normalised")  # C's gradient w.r.t. raw W+ codes
+                                      # (paper) or "normalised" (see gru.py); runs from before: normalised
+    n_critic: int = legacy_default(5, legacy=1)  # critic steps (batches) per generator step
+                                      # (benchmarks/gru_penalty.py); runs from before the option: 1
     lambda_gap: float = 100.0         # paper; 0 switches the gradient angle penalty off
     gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
-    ema: float = 0.995                # paper: generator EMA momentum (ramped up, see ema_momentum)
+    ema: float = 0.995                # paper: generator EMA momentum (ramped up: training.ema.warmup_beta)
     pca_components: int = 32          # paper: offset-trick PCA
-    snapshot_every: int = 10          # epochs between checkpoints + metrics
-    keep_every: int = 50              # epochs between numbered (EMA-only) snapshots
-    preview_every: int = 0            # epochs between rendered previews (0: off; needs a generator)
+    snapshot_every: int = from_invocation(10)   # epochs between checkpoints + metrics
+    keep_every: int = from_invocation(50)       # epochs between numbered (EMA-only) snapshots
+    preview_every: int = from_invocation(0)     # epochs between rendered previews (0: off; needs a generator)
     preview_num: int = 3
     preview_frames: int = 100
     eval_windows: int = 128           # real/fake windows for the latent FD at snapshots
     eval_long_frames: int = 250       # length of the trajectories scored for looping
     eval_long_num: int = 4
     log_every: int = 10               # steps between log.jsonl lines
-    generator: Optional[str] = None
-    encoder: Optional[str] = None
+    generator: Optional[str] = from_invocation(None, if_given=True)
+    encoder: Optional[str] = from_invocation(None, if_given=True)
     seed: int = 0
-    device: str = "auto"
+    device: str = from_invocation("auto")
     fused: bool = True                # exact re-association of G's last / C's first layer (see train_step)
 
 
 # -- helpers --------------------------------------------------------------------------------------
 def _abs(path: Optional[str]) -> Optional[str]:
     return None if path is None else str(Path(path).resolve())
-
-
-def ema_momentum(target: float, step: int) -> float:
-    """EMA momentum with a ramp-up, min(target, (1 + step) / (10 + step)), so the average does not
-    trail the first hundreds of steps (the paper's 0.995 holds from step ~1800 on)."""
-    return min(float(target), (1.0 + step) / (10.0 + step))
-
-
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, momentum: float) -> None:
-    """ema = momentum * ema + (1 - momentum) * model for parameters; buffers are copied."""
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1.0 - momentum)
-        for b_ema, b in zip(ema.buffers(), model.buffers()):
-            b_ema.copy_(b)
 
 
 class _Frozen:
@@ -144,7 +134,7 @@ class GRUTrainer:
 
         self.device = select_device(cfg.device)
         self.store = LatentStore(cfg.latents)
-        self.run = RunDir(cfg.out)
+        self.run = Run(cfg.out, resume)
         state = self.run.load_latest() if resume else None
         if state is not None:
             cfg = self._merge_resume_config(cfg, state)
@@ -184,21 +174,11 @@ class GRUTrainer:
     def _merge_resume_config(self, cfg: GRUTrainConfig, state: dict) -> GRUTrainConfig:
         if state.get("format") != FORMAT or state.get("model") != "gru":
             raise SvgenError("--resume: checkpoint is not a GRU motion checkpoint", self.run.latest)
-        old = config_from_dict(GRUTrainConfig, state["config"])
-        for name, value in LEGACY_DEFAULTS.items():       # runs from before these options existed
-            if name not in state["config"]:
-                setattr(old, name, value)
         ref = state.get("latents_ref", {})
         if ref.get("num_frames") != self.store.total_frames or ref.get("clips") != list(self.store.clips):
             raise SvgenError("--resume: the run was trained on other latents "
                              f"({ref.get('path')})", cfg.latents)
-        # the run's architecture and hyper-parameters stay; length, logging and paths may change
-        for name in ("epochs", "steps", "snapshot_every", "keep_every", "preview_every", "latents", "out",
-                     "device"):
-            setattr(old, name, getattr(cfg, name))
-        old.generator = cfg.generator or old.generator
-        old.encoder = cfg.encoder or old.encoder
-        return old
+        return resumed_config(saved_config(GRUTrainConfig, state["config"]), cfg)
 
     def _check_artifacts(self) -> None:
         cfg = self.cfg
@@ -296,7 +276,7 @@ class GRUTrainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
-        ema_update(self.G_ema, G, ema_momentum(cfg.ema, self.step // cfg.n_critic))
+        update_ema(self.G_ema, G, warmup_beta(cfg.ema, self.step // cfg.n_critic))
         stats["loss_G"] = loss_G.item()
         return stats
 
@@ -334,7 +314,7 @@ class GRUTrainer:
     def _snapshot(self, final: bool = False) -> None:
         cfg = self.cfg
         metrics = self.evaluate()
-        self.run.metrics.log(epoch=self.epoch, step=self.step, **metrics)
+        self.run.log_metrics(epoch=self.epoch, step=self.step, **metrics)
         self.run.save_checkpoint(self.state_dict())
         if cfg.keep_every and self.epoch % cfg.keep_every == 0 and self.batch_in_epoch == 0 and not final:
             light = motion_checkpoint(cfg, self.G, self.G_ema, None, self.pca, self.ref, self.generator_sha256,
@@ -353,7 +333,7 @@ class GRUTrainer:
         cfg = self.cfg
         self.run.save_config(cfg)
         if self.step == 0:
-            self.run.metrics.log(epoch=0, step=0, **self.evaluate())
+            self.run.log_metrics(epoch=0, step=0, **self.evaluate())
         bar = progress(total=self.total_steps(), initial=min(self.step, self.total_steps()), unit="step",
                        desc="train-motion (gru)")
         t_last = time.time()
@@ -368,7 +348,7 @@ class GRUTrainer:
                     bar.update(1)
                     if self.step % cfg.log_every == 0:
                         now = time.time()
-                        self.run.log.log(epoch=self.epoch, step=self.step,
+                        self.run.log_step(epoch=self.epoch, step=self.step,
                                          sec_per_step=(now - t_last) / cfg.log_every, **stats)
                         t_last = now
                         bar.set_postfix(epoch=self.epoch, C=f"{stats['loss_C']:.3g}",
@@ -386,6 +366,7 @@ class GRUTrainer:
             return self.export()
         finally:
             bar.close()
+            self.run.close()
             self.store.close()
 
     def export(self) -> Path:

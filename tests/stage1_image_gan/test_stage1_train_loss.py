@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svgen.stage1_image_gan.loss import (StyleGAN2Loss, d_logistic_loss, g_nonsaturating_loss,
-                                         path_length_penalty, path_lengths, r1_penalty)
+from svgen.nn.losses import (d_logistic_fake, d_logistic_loss, d_logistic_real, g_nonsaturating_loss,
+                             path_length_penalty, path_lengths, r1_penalty)
+from svgen.stage1_image_gan.loss import StyleGAN2Loss
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import get_preset
 
@@ -18,14 +19,15 @@ def test_logistic_losses():
     fake = torch.tensor([[0.5], [-3.0]])
     assert torch.allclose(g_nonsaturating_loss(fake), -torch.log(torch.sigmoid(fake)))
     expected = -torch.log(1 - torch.sigmoid(fake)) - torch.log(torch.sigmoid(real))
-    assert torch.allclose(d_logistic_loss(real, fake), expected, atol=1e-6)
+    assert torch.allclose(d_logistic_fake(fake) + d_logistic_real(real), expected, atol=1e-6)
+    assert float(d_logistic_loss(real, fake)) == pytest.approx(float(expected.mean()), abs=1e-6)
 
 
 def test_r1_penalty_of_a_linear_discriminator():
     a = torch.randn(3, 4, 4)
     x = torch.randn(5, 3, 4, 4, requires_grad=True)
     logits = (x * a).sum(dim=[1, 2, 3])[:, None] + (x ** 2).sum(dim=[1, 2, 3])[:, None] * 0
-    r1 = r1_penalty(x, logits)
+    r1 = r1_penalty(logits, x)
     assert torch.allclose(r1, a.square().sum().expand(5), rtol=1e-5)
     r1.sum().backward()  # graph kept (create_graph) for the D update
 

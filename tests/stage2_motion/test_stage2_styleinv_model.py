@@ -19,7 +19,8 @@ from svgen.stage2_motion.styleinv import (
     styleinv_config_for,
 )
 from svgen.stage2_motion.styleinv_data import SparseClipSampler, SparseSamplingConfig, allowed_spans, sparse_times
-from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator, r1_penalty
+from svgen.nn.losses import r1_penalty
+from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator
 from svgen.utils.errors import SvgenError
 
 

@@ -1,0 +1,20 @@
+"""The one training skeleton every trainer is built on (read top to bottom in this order):
+
+- :mod:`~svgen.training.run`: the run folder, config, resume policy, overwrite guard, logs, checkpoints;
+- :mod:`~svgen.training.dist`: data-parallel processes (torchrun / gloo on CPU) and gradient averaging;
+- :mod:`~svgen.training.optim`: lazy-regularised Adam and gradient scrubbing;
+- :mod:`~svgen.training.ema`: the weight EMA and its two published schedules;
+- :mod:`~svgen.training.log`: ``log.jsonl`` plus TensorBoard when it is installed.
+
+Each stage keeps only its networks, its data and its ``train_step``.
+"""
+from svgen.training.dist import Dist, check_consistency, init_distributed, reduce_gradients
+from svgen.training.ema import half_life_beta, update_ema, warmup_beta
+from svgen.training.log import TrainLog
+from svgen.training.optim import lazy_regularised_adam, optimizer_step, scrub_gradients
+from svgen.training.run import (Run, check_run_folder, from_invocation, legacy_default, resumed_config,
+                                saved_config)
+
+__all__ = ["Run", "check_run_folder", "from_invocation", "legacy_default", "resumed_config", "saved_config", "Dist",
+           "init_distributed", "reduce_gradients", "check_consistency", "lazy_regularised_adam",
+           "optimizer_step", "scrub_gradients", "half_life_beta", "warmup_beta", "update_ema", "TrainLog"]
