@@ -1,7 +1,7 @@
 """Stage 2: motion models trained in the latent space of a frozen StyleGAN2.
 
 ``load_motion(path)`` reads a ``motion.pt`` (docs/FORMATS.md) and returns the model it holds:
-StyleVideoGAN's GRU (:class:`svgen.stage2_motion.gru.GRUMotion`) or StyleInV. Every motion model
+StyleVideoGAN's GRU (:class:`svgen.stage2_motion.gru.model.GRUMotion`) or StyleInV. Every motion model
 has ``model_name``, ``generator_sha256``, ``generator_path``, ``encoder_path``, ``num_ws``, ``w_dim``,
 ``sample(num, frames, seed)`` and ``animate_latents(w_identity, frames, fps, seed)``.
 """
@@ -24,11 +24,11 @@ def load_motion(path: PathLike, device: Any = "cpu") -> Any:
     model = ckpt.get("model")
     device = torch.device(device) if not isinstance(device, torch.device) else device
     if model == "gru":
-        from svgen.stage2_motion.gru import GRUMotion
+        from svgen.stage2_motion.gru.model import GRUMotion
 
         return GRUMotion.from_checkpoint(ckpt, path, device)
     if model == "styleinv":
-        from svgen.stage2_motion.styleinv import StyleInVMotion
+        from svgen.stage2_motion.styleinv.model import StyleInVMotion
 
         return StyleInVMotion.from_checkpoint(ckpt, path, device)
     raise SvgenError(f"unknown motion model {model!r} (expected 'gru' or 'styleinv')", path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svgen.demo.runner import DemoConfig, Paths, run_demo
+from svgen.pipeline.demo import DemoConfig, Paths, run_demo
 
 CLIP = "videos/dpe/s.mp4"
 PHOTO = "photos/hyperstyle_aligned"

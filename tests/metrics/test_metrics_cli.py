@@ -35,9 +35,9 @@ def _cli_ok(args, capsys):
 @pytest.fixture(scope="module")
 def motion_files(tmp_path_factory):
     """latents.h5 with smooth synthetic W+ trajectories and an (untrained) tiny GRU motion.pt."""
-    from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator
+    from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
     from svgen.stage2_motion.offset import fit_pca_from_store
-    from svgen.stage2_motion.train import GRUTrainConfig, motion_checkpoint
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, motion_checkpoint
 
     d = tmp_path_factory.mktemp("motion")
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from svgen.stage2_motion.styleinv import (
+from svgen.stage2_motion.styleinv.model import (
     EncoderConfig,
     StyleInV,
     encoder_config_from_file,
@@ -18,8 +18,8 @@ from svgen.stage2_motion.styleinv import (
     sample_motion_noise,
     styleinv_config_for,
 )
-from svgen.stage2_motion.styleinv_data import SparseClipSampler, SparseSamplingConfig, allowed_spans, sparse_times
-from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator, r1_penalty
+from svgen.stage2_motion.styleinv.data import SparseClipSampler, SparseSamplingConfig, allowed_spans, sparse_times
+from svgen.stage2_motion.styleinv.disc import DiscConfig, build_discriminator, r1_penalty
 from svgen.utils.errors import SvgenError
 
 

@@ -24,9 +24,9 @@ def main() -> None:
     from svgen.inversion.backbone import BACKBONE_PRESETS
     from svgen.inversion.encoders import build_encoder, encoder_checkpoint, make_encoder_config
     from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator
+    from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
     from svgen.stage2_motion.offset import fit_pca
-    from svgen.stage2_motion.styleinv import EncoderConfig, StyleInV, styleinv_config_for
+    from svgen.stage2_motion.styleinv.model import EncoderConfig, StyleInV, styleinv_config_for
     from svgen.utils.config import config_to_dict
     from svgen.utils.io import file_sha256, torch_save_atomic
 

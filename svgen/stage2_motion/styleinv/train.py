@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from svgen.stage2_motion.styleinv import (
+from svgen.stage2_motion.styleinv.model import (
     MODEL_NAME,
     EncoderConfig,
     StyleInV,
@@ -40,8 +40,8 @@ from svgen.stage2_motion.styleinv import (
     sample_motion_noise,
     styleinv_config_for,
 )
-from svgen.stage2_motion.styleinv_data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
-from svgen.stage2_motion.styleinv_disc import (
+from svgen.stage2_motion.styleinv.data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
+from svgen.stage2_motion.styleinv.disc import (
     DiscConfig,
     build_discriminator,
     d_loss,

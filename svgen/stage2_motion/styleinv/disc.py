@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svgen.stage2_motion.styleinv import EqualLinear
+from svgen.stage2_motion.styleinv.model import EqualLinear
 
 
 @dataclass
