@@ -30,7 +30,7 @@ PYTEST_ARGS    ?=
 DEMO           ?= demo
 
 opt = $(if $(2),$(1) $(2))
-# the demo's budget (svgen.pipeline.demo.make_vars), for a first run on your own video
+# the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
 FIRST_HOUR := SIZE=64 IMAGE_KIMG=12.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=400 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
@@ -42,7 +42,7 @@ LATENTS   := $(WORK)/latents.h5
 MOTION    := $(WORK)/motion_$(MODEL)/motion.pt
 MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
 MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
-# one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.pipeline.demo.animation_path)
+# one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.demo.layout.animation_path)
 ANIMATION := $(WORK)/animation_$(basename $(notdir $(PHOTO)))_$(MODEL).mp4
 
 .PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help \
@@ -133,7 +133,7 @@ $(ANIMATION): $(MOTION) $(GENERATOR) $(MOTION_ENCODER) $(PHOTO)
 		--frames $(FRAMES) --fps $(FPS) --seed $(SEED) --device $(DEVICE) --out $@
 
 # The demo: embedded input (or VIDEO=/PHOTO=), then the user's own targets with the demo budget
-# (printed by `svgen demo --print-make-vars` from svgen.pipeline.demo.DemoConfig), then the page.
+# (printed by `svgen demo --print-make-vars` from svgen.demo.layout.DemoConfig), then the page.
 demo: $(STAMP)
 	$(SVGEN) demo --stage input --out $(DEMO) $(call opt,--video,$(VIDEO)) $(call opt,--photo,$(PHOTO)) --seed $(SEED)
 	$(MAKE) --no-print-directory preprocess train-image train-encoder invert train-motion animate \

@@ -69,7 +69,7 @@ def real_reference(latents: str, window: int, G_img: Any, landmark_frames: int) 
 
 def _render_features(G_img: Any, traj: np.ndarray, fps: float, name: str) -> Any:
     from svgen.metrics.landmark_motion import frames_features
-    from svgen.pipeline.animate import render_frames
+    from svgen.stage1_image_gan.render import render_frames
 
     return frames_features(render_frames(G_img, traj[None]), fps, name)
 
@@ -153,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     G_img = None
     if args.generator:
-        from svgen.pipeline.animate import load_checked_generator
+        from svgen.stage1_image_gan.checkpoints import load_checked_generator
 
         G_img = load_checked_generator(args.generator, device=args.device)
     real = real_reference(args.latents, args.window, G_img, args.landmark_frames)

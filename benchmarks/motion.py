@@ -85,7 +85,8 @@ def bench_animate(frames: int, device: str, tmp: Path, shared: Path) -> dict:
     from svgen.stage1_image_gan.checkpoints import load_generator, save_generator
     from svgen.stage1_image_gan.networks import Generator
     from svgen.stage1_image_gan.presets import get_preset
-    from svgen.pipeline.animate import AnimateSettings, animate, render_frames
+    from svgen.pipeline.animate import AnimateSettings, animate
+    from svgen.stage1_image_gan.render import render_frames
     from svgen.stage2_motion.gru.model import GRUMotionConfig
     from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
     from svgen.utils.io import file_sha256, torch_save_atomic

@@ -57,6 +57,13 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         raise SvgenError(f"--window must be at least 2 frames (motion needs a next frame), got {window}")
     if preview_every is not None and preview_every < 0:
         raise SvgenError(f"--preview-every must be >= 0, got {preview_every}")
+    given = {"--stride": stride, "--lambda-gap": lambda_gap, "--penalty-units": penalty_units,
+             "--n-critic": n_critic} if model == "styleinv" else {"--data": data, "--disc": disc}
+    refused = [name for name, value in given.items() if value is not None]
+    if refused:
+        other = "gru" if model == "styleinv" else "styleinv"
+        raise click.UsageError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+                               f"--model {model} (only to --model {other})")
     if model == "styleinv":
         from svgen.stage2_motion.styleinv.train import run_from_cli
 
@@ -67,8 +74,6 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         click.echo(f"wrote {path}" if path else f"done: {out}")
         return
 
-    if disc == "image":
-        raise SvgenError("--disc image is a StyleInV option; the GRU critic works on latents only")
     from svgen.stage2_motion.gru.model import GRUMotionConfig
     from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
 
@@ -99,7 +104,7 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
            batch: int, edits: list, seed: int, device: str) -> None:
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
-    from svgen.pipeline.animate import sample_to_dir
+    from svgen.pipeline.sample import sample_to_dir
 
     summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
                             batch=batch, device=device, edits=edits)

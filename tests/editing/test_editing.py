@@ -157,7 +157,7 @@ def test_apply_edits_strength_layers_and_ramp(dirs_file, G):
 
 
 def test_edit_changes_rendered_frames_and_strength_zero_reproduces_them(dirs_file, G):
-    from svgen.pipeline.animate import render_frames
+    from svgen.stage1_image_gan.render import render_frames
 
     with torch.no_grad():
         ws = G.mapping(torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(3)), None,

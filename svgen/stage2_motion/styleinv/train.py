@@ -33,13 +33,13 @@ from svgen.stage2_motion.styleinv.model import (
     EncoderConfig,
     StyleInV,
     StyleInVConfig,
-    StyleInVMotion,
     config_from_checkpoint,
-    encoder_config_from_file,
-    init_encoder_from,
     sample_motion_noise,
     styleinv_config_for,
 )
+from svgen.stage2_motion.styleinv.motion import StyleInVMotion
+from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
+from svgen.stage2_motion.motion import MOTION_FORMAT as FORMAT
 from svgen.stage2_motion.styleinv.data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
 from svgen.stage2_motion.styleinv.disc import (
     DiscConfig,
@@ -56,7 +56,6 @@ from svgen.utils.progress import progress
 from svgen.utils.rundir import RunDir
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
-FORMAT = "svgen-motion"
 VERSION = 1
 
 
