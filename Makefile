@@ -36,7 +36,7 @@ GENERATOR      ?=
 WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
-# the demo's budget (svgen.demo.runner.make_vars), for a first run on your own video
+# the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
 FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=1200 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
@@ -49,7 +49,7 @@ LATENTS   := $(WORK)/latents.h5
 MOTION    := $(WORK)/motion_$(MODEL)/motion.pt
 MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
 MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
-# one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.demo.runner.animation_path)
+# one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.demo.layout.animation_path)
 ANIMATION := $(WORK)/animation_$(basename $(notdir $(PHOTO)))_$(MODEL).mp4
 
 .PHONY: all install preprocess train-image train-encoder invert train-motion animate demo test bench clean-venv help \
@@ -151,7 +151,7 @@ $(ANIMATION): $(MOTION) $(G_PT) $(MOTION_ENCODER) $(PHOTO)
 		--frames $(FRAMES) --fps $(FPS) --seed $(SEED) --device $(DEVICE) --out $@
 
 # The demo: embedded input (or VIDEO=/PHOTO=), then the user's own targets with the demo budget
-# (printed by `svgen demo --print-make-vars` from svgen.demo.runner.DemoConfig), then the page.
+# (printed by `svgen demo --print-make-vars` from svgen.demo.layout.DemoConfig), then the page.
 demo: $(STAMP)
 	$(SVGEN) demo --stage input --out $(DEMO) $(call opt,--video,$(VIDEO)) $(call opt,--photo,$(PHOTO)) --seed $(SEED)
 	$(MAKE) --no-print-directory preprocess train-image train-encoder invert train-motion animate \

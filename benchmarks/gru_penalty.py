@@ -69,7 +69,7 @@ def real_reference(latents: str, window: int, G_img: Any, landmark_frames: int) 
 
 def _render_features(G_img: Any, traj: np.ndarray, fps: float, name: str) -> Any:
     from svgen.metrics.landmark_motion import frames_features
-    from svgen.stage2_motion.animate import render_frames
+    from svgen.stage1_image_gan.render import render_frames
 
     return frames_features(render_frames(G_img, traj[None]), fps, name)
 
@@ -77,8 +77,8 @@ def _render_features(G_img: Any, traj: np.ndarray, fps: float, name: str) -> Any
 def run_variant(name: str, seed: int, args: argparse.Namespace, root: Path, G_img: Any,
                 real: dict) -> dict:
     """Train one variant with one seed; its curve, final statistics and (optionally) landmark FD."""
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, GRUTrainer
     from svgen.utils.logging import read_jsonl
 
     spec = dict(VARIANTS[name])
@@ -153,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     G_img = None
     if args.generator:
-        from svgen.stage2_motion.animate import load_checked_generator
+        from svgen.stage1_image_gan.checkpoints import load_checked_generator
 
         G_img = load_checked_generator(args.generator, device=args.device)
     real = real_reference(args.latents, args.window, G_img, args.landmark_frames)

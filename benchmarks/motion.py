@@ -44,8 +44,8 @@ def synthetic_store(path: Path, num_ws: int, w_dim: int, frames: int = 2000, cli
 
 
 def bench_training(num_ws: int, steps: int, device: str, tmp: Path) -> dict:
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer, projected_hours
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, GRUTrainer, projected_hours
     from svgen.utils.prefetch import prefetch
 
     store = synthetic_store(tmp / f"lat{num_ws}.h5", num_ws, 512)
@@ -85,9 +85,10 @@ def bench_animate(frames: int, device: str, tmp: Path, shared: Path) -> dict:
     from svgen.stage1_image_gan.checkpoints import load_generator, save_generator
     from svgen.stage1_image_gan.networks import Generator
     from svgen.stage1_image_gan.presets import get_preset
-    from svgen.stage2_motion.animate import AnimateSettings, animate, render_frames
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+    from svgen.pipeline.animate import AnimateSettings, animate
+    from svgen.stage1_image_gan.render import render_frames
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
     from svgen.utils.io import file_sha256, torch_save_atomic
 
     preset = get_preset("paper256", 256)

@@ -72,7 +72,7 @@ def make_assets(root: Path, preset: str, device: torch.device, clips: int = 2, f
 
 
 def bench_iteration(assets: dict, out: Path, disc: str, batch: int, iters: int, device: torch.device) -> dict:
-    from svgen.stage2_motion.styleinv_train import StyleInVTrainConfig, StyleInVTrainer
+    from svgen.stage2_motion.styleinv.train import StyleInVTrainConfig, StyleInVTrainer
 
     cfg = StyleInVTrainConfig(latents=assets["latents"], out=str(out / disc), generator=assets["generator"],
                               data=assets["data"], disc=disc, batch=batch, steps=10 ** 6, device=str(device))

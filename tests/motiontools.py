@@ -8,8 +8,8 @@ import pytest
 
 def train_tiny_gru(latents: Path, out: Path, generator: Path, encoder: Path) -> Path:
     """``motion.pt`` of a small GRU trained 2 steps on ``latents`` (plumbing, not quality)."""
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
 
     cfg = GRUTrainConfig(latents=str(latents), out=str(out),
                          model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from svgen.demo.runner import Paths, animation_path
+from svgen.demo.layout import Paths, animation_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,8 @@ def test_make_help_lists_every_variable_with_its_value():
 
 
 def test_first_hour_budget_is_the_demo_budget():
-    """`make help` and the README's first-hour recipe carry the demo's budget (svgen.demo.runner)."""
-    from svgen.demo.runner import DemoConfig, make_vars
+    """`make help` and the README's first-hour recipe carry the demo's budget (svgen.demo.layout)."""
+    from svgen.demo.layout import DemoConfig, make_vars
 
     budget = make_vars(DemoConfig())
     assert budget in subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO), "help"],

@@ -31,7 +31,8 @@ def demo(out: Path, video: Optional[Path], photo: Optional[Path], stage: str, no
          device: str) -> None:
     """Run preprocess -> train-image -> train-encoder -> invert -> train-motion -> animate and
     write OUT/index.html showing every stage. Steps whose artifact exists are skipped."""
-    from svgen.demo.runner import DemoConfig, make_vars, run_demo
+    from svgen.demo.layout import DemoConfig, make_vars
+    from svgen.pipeline.demo import run_demo
     from svgen.utils.config import replace
 
     cfg = replace(DemoConfig(), clip_frames=clip_frames, image_kimg=image_kimg)

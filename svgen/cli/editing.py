@@ -100,7 +100,7 @@ def edit_video(video: Path, generator: Path, encoder: Path, edits: list, out: Pa
                refine_steps: int, temporal_weight: float, landmarks: str, feather: float, seed: int,
                device: str) -> None:
     """Edit the face in VIDEO (invert, --edit, render) and paste it back into the original frames."""
-    from svgen.editing.video import EditVideoConfig, edit_video as run
+    from svgen.pipeline.edit_video import EditVideoConfig, edit_video as run
 
     summary = run(EditVideoConfig(video=str(video), generator=str(generator), encoder=str(encoder), out=str(out),
                                   edits=edits, max_frames=max_frames, refine_steps=refine_steps,

@@ -178,7 +178,7 @@ def reconstruct(latents: Path, clip: Optional[str], out: Path, generator: Option
                 data: Optional[Path], fps: Optional[float], batch: int, edits: list, seed: int,
                 device: str) -> None:
     """Render stored latents of one clip, side by side with the original frames."""
-    from svgen.inversion.reconstruct import reconstruct_clip
+    from svgen.pipeline.reconstruct import reconstruct_clip
     from svgen.utils.device import select_device
 
     path = reconstruct_clip(latents, out, clip=clip, generator=generator, data=data, fps=fps,

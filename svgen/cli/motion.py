@@ -57,8 +57,15 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         raise SvgenError(f"--window must be at least 2 frames (motion needs a next frame), got {window}")
     if preview_every is not None and preview_every < 0:
         raise SvgenError(f"--preview-every must be >= 0, got {preview_every}")
+    given = {"--stride": stride, "--lambda-gap": lambda_gap, "--penalty-units": penalty_units,
+             "--n-critic": n_critic} if model == "styleinv" else {"--data": data, "--disc": disc}
+    refused = [name for name, value in given.items() if value is not None]
+    if refused:
+        other = "gru" if model == "styleinv" else "styleinv"
+        raise click.UsageError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+                               f"--model {model} (only to --model {other})")
     if model == "styleinv":
-        from svgen.stage2_motion.styleinv_train import run_from_cli
+        from svgen.stage2_motion.styleinv.train import run_from_cli
 
         path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
                             generator=generator, encoder=encoder, data=data, disc=disc,
@@ -67,10 +74,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         click.echo(f"wrote {path}" if path else f"done: {out}")
         return
 
-    if disc == "image":
-        raise SvgenError("--disc image is a StyleInV option; the GRU critic works on latents only")
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
 
     cfg = GRUTrainConfig(latents=latents, out=out, model=GRUMotionConfig(), generator=generator,
                          encoder=encoder, seed=seed, device=device)
@@ -99,7 +104,7 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
            batch: int, edits: list, seed: int, device: str) -> None:
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
-    from svgen.stage2_motion.animate import sample_to_dir
+    from svgen.pipeline.sample import sample_to_dir
 
     summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
                             batch=batch, device=device, edits=edits)
@@ -155,7 +160,7 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
             landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
             out: str, edits: list, paste_back: bool, seed: int, device: str) -> None:
     """Animate a photo with sampled (or driving-video) motion and write an mp4."""
-    from svgen.stage2_motion.animate import AnimateSettings, animate as run_animate
+    from svgen.pipeline.animate import AnimateSettings, animate as run_animate
 
     st = AnimateSettings(identity=identity, out=out, motion=motion, generator=generator, encoder=encoder,
                          frames=frames, fps=fps, seed=seed, driving=driving, grid=grid,

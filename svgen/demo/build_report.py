@@ -9,7 +9,7 @@ import numpy as np
 
 from svgen.demo import targets
 from svgen.demo.report import aligned_grid, build_index, image_grid, plot_curves
-from svgen.demo.runner import DemoConfig, Paths, run_svgen
+from svgen.demo.layout import DemoConfig, Paths, run_svgen
 
 
 def _signals_plot(video_json: Path, out: Path) -> Path | None:

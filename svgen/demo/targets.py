@@ -33,7 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from svgen.inversion.reconstruct import to_uint8
+from svgen.stage1_image_gan.render import to_uint8_hwc
 
 GEN_FACE_GOAL = 0.9
 PSNR_GOAL_DB = 24.0
@@ -70,7 +70,7 @@ def face_found(embedder: Any, images: np.ndarray) -> list[Optional[np.ndarray]]:
 def generator_samples(G: Any, num: int = NUM_GEN_SAMPLES, psi: float = 0.7, seed: int = 0) -> np.ndarray:
     """``num`` samples of G at truncation ``psi`` as uint8 [num, R, R, 3] (constant noise)."""
     z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.mapping.w_avg.device)
-    out = [to_uint8(G.synthesis(G.mapping(zb, None, truncation_psi=psi), noise_mode="const")) for zb in z.split(16)]
+    out = [to_uint8_hwc(G.synthesis(G.mapping(zb, None, truncation_psi=psi), noise_mode="const")) for zb in z.split(16)]
     return np.concatenate(out)
 
 
@@ -96,9 +96,9 @@ def reconstruction(G: Any, latents: Path, aligned: Path, frames: int = NUM_RECON
     finally:
         ds.close()
     dev = G.mapping.w_avg.device
-    rec = np.concatenate([to_uint8(G.synthesis(wb.to(dev), noise_mode="const")) for wb in ws.split(16)])
+    rec = np.concatenate([to_uint8_hwc(G.synthesis(wb.to(dev), noise_mode="const")) for wb in ws.split(16)])
     mean_w = G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1)
-    mean_face = to_uint8(G.synthesis(mean_w, noise_mode="const"))
+    mean_face = to_uint8_hwc(G.synthesis(mean_w, noise_mode="const"))
     return float(psnr_db(rec, real).mean()), float(psnr_db(np.repeat(mean_face, n, 0), real).mean())
 
 

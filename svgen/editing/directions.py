@@ -200,7 +200,7 @@ def direction_grid(G: Any, ds: DirectionSet, seed: int = 0, span: float = 2.0, s
                    truncation_psi: float = 0.7, max_rows: Optional[int] = None) -> np.ndarray:
     """uint8 image: one row per direction, one column per strength in linspace(-span, span, steps)
     (in sigmas when the set has them), all from the same sample ``w`` of seed ``seed``."""
-    from svgen.inversion.reconstruct import to_uint8
+    from svgen.stage1_image_gan.render import to_uint8_hwc
 
     device = G.mapping.w_avg.device
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(int(seed))).to(device)
@@ -212,7 +212,7 @@ def direction_grid(G: Any, ds: DirectionSet, seed: int = 0, span: float = 2.0, s
     ws = w[None, None] + (strengths[None, :, None, None] * scale[:, None, None, None]) * vec[:, None]
     images = []
     for r in range(rows):     # one row per batch: bounded memory for any number of directions
-        images.append(to_uint8(G.synthesis(ws[r], noise_mode="const")))     # [steps, H, W, 3]
+        images.append(to_uint8_hwc(G.synthesis(ws[r], noise_mode="const")))     # [steps, H, W, 3]
     grid = np.stack(images)                                                   # [rows, steps, H, W, 3]
     n_r, n_c, h, w_px, ch = grid.shape
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_r * h, n_c * w_px, ch)

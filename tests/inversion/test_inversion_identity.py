@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from svgen.inversion.identity import (DlibFaceNet, DlibIdentityLoss, LossOffWarning, add_at_origin,
-                                     build_identity_loss, dlib_resnet_path, load_dlib_resnet)
+                                     dlib_resnet_path, load_dlib_resnet)
+from svgen.inversion.losses import build_identity_loss
 from svgen.metrics.acd import FaceEmbedder
 from svgen.utils.errors import SvgenError
 

@@ -15,9 +15,9 @@ def tiny_motion_pair(tmp_path: Path) -> tuple[Path, Path]:
     ckpts = pytest.importorskip("svgen.stage1_image_gan.checkpoints")
     from svgen.stage1_image_gan.networks import Generator
     from svgen.stage1_image_gan.presets import get_preset
-    from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator
+    from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
     from svgen.stage2_motion.offset import PCABasis
-    from svgen.stage2_motion.train import GRUTrainConfig, motion_checkpoint
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, motion_checkpoint
     from svgen.utils.io import file_sha256
 
     preset = get_preset("tiny", 32)

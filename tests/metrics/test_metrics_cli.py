@@ -35,9 +35,9 @@ def _cli_ok(args, capsys):
 @pytest.fixture(scope="module")
 def motion_files(tmp_path_factory):
     """latents.h5 with smooth synthetic W+ trajectories and an (untrained) tiny GRU motion.pt."""
-    from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator
+    from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
     from svgen.stage2_motion.offset import fit_pca_from_store
-    from svgen.stage2_motion.train import GRUTrainConfig, motion_checkpoint
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, motion_checkpoint
 
     d = tmp_path_factory.mktemp("motion")
     rng = np.random.default_rng(0)
@@ -194,3 +194,30 @@ def test_evaluate_usage_and_input_errors(motion_files, tmp_path, capsys):
     code, _, err = run_cli(["evaluate", "--motion", str(notmotion), "--metrics", "loop",
                             "--out", str(tmp_path / "r.json")], capsys)
     assert code == 1 and str(notmotion) in err and not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_library_gives_the_cli_report(motion_files, tmp_path, capsys):
+    """``svgen.metrics.evaluate(spec)`` is what the CLI runs: the same spec gives the same numbers,
+    the report is written to spec.out, and usage errors name the option."""
+    from svgen.metrics.evaluate import EvalSpec, EvaluateUsageError, evaluate
+
+    out = tmp_path / "cli.json"
+    _cli_ok(["evaluate", "--motion", str(motion_files / "motion.pt"), "--latents", str(motion_files / "latents.h5"),
+             "--metrics", "latent_fd,loop", "--num-videos", "4", "--latent-windows", "24", "--loop-frames", "64",
+             "--out", str(out), "--seed", "5", "--device", "cpu"], capsys)
+    spec = EvalSpec(motion=motion_files / "motion.pt", latents=str(motion_files / "latents.h5"),
+                    metrics="latent_fd,loop", num_videos=4, latent_windows=24, loop_frames=64,
+                    out=tmp_path / "lib.json", seed=5, device="cpu")
+    said = []
+    rep = evaluate(spec, say=said.append)
+    cli_rep = json.loads(out.read_text())
+    assert rep["values"] == cli_rep["values"] and len(rep["values"]) == 3
+    assert json.loads((tmp_path / "lib.json").read_text())["values"] == rep["values"]
+    assert {**rep["options"], "out": None} == {**cli_rep["options"], "out": None}   # one field per option
+    assert rep["metrics"]["loop"]["protocol"]["frames"] == 64 and rep["metrics"]["latent_fd"]["protocol"]["window"] == 8
+    with pytest.raises(EvaluateUsageError) as exc:
+        evaluate(EvalSpec(motion=motion_files / "motion.pt", metrics="latent_fd,fvd99", out=tmp_path / "x.json"))
+    assert exc.value.param == "--metrics" and "fvd99" in exc.value.message
+    with pytest.raises(EvaluateUsageError, match="--out"):
+        evaluate(EvalSpec(motion=motion_files / "motion.pt", latents=motion_files / "latents.h5", metrics="latent_fd"))
+    assert not (tmp_path / "x.json").exists()

@@ -13,7 +13,7 @@ FRAMES = 24
 
 
 def _clip(shared, name):
-    from svgen.cli.evaluate import _read_video_frames
+    from svgen.metrics.evaluate import _read_video_frames
 
     return _read_video_frames(shared / "data" / "videos" / "dreamtalk_mead" / f"{name}.mp4", FRAMES)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from svgen.inversion.latent_store import LatentStore, LatentStoreWriter
-from svgen.stage2_motion.data import WindowSampler
+from svgen.stage2_motion.gru.data import WindowSampler
 from svgen.utils.errors import SvgenError
 
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from svgen.stage2_motion.gru import (
-    GRUCell, GRUMotionConfig, GRUStack, MotionGenerator, RunningMoments, TemporalCritic, resample_trajectory,
+from svgen.stage2_motion.gru.model import (
+    GRUCell, GRUMotionConfig, GRUStack, MotionGenerator, RunningMoments, TemporalCritic,
 )
-from svgen.stage2_motion.penalties import (
+from svgen.stage2_motion.gru.motion import resample_trajectory
+from svgen.stage2_motion.gru.penalties import (
     gap_distance, gradient_angle, gradient_angle_penalty, gradient_penalty, gradient_penalty_first_layer,
     wgan_critic_loss,
 )

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svgen.stage2_motion.gru import GRUMotionConfig
-from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer
+from svgen.stage2_motion.gru.model import GRUMotionConfig
+from svgen.stage2_motion.gru.train import GRUTrainConfig, GRUTrainer
 from svgen.utils.logging import read_jsonl
 
 SMALL = dict(h_hidden=(32,), t_hidden=(32, 64), e_hidden=(64, 64, 32, 32, 32), c_channels=(32, 64))

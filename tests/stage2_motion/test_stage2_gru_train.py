@@ -15,8 +15,8 @@ import torch
 
 from svgen.inversion.latent_store import LatentStore, LatentStoreWriter
 from svgen.stage2_motion import load_motion
-from svgen.stage2_motion.gru import GRUMotionConfig
-from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer, train_gru
+from svgen.stage2_motion.gru.model import GRUMotionConfig
+from svgen.stage2_motion.gru.train import GRUTrainConfig, GRUTrainer, train_gru
 from svgen.utils.io import file_sha256
 from svgen.utils.logging import read_jsonl
 

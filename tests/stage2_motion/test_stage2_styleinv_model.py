@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from svgen.stage2_motion.styleinv import (
+from svgen.stage2_motion.styleinv.model import (
     EncoderConfig,
     StyleInV,
-    encoder_config_from_file,
-    frame_times,
-    init_encoder_from,
     num_anchors_for,
     sample_motion_noise,
     styleinv_config_for,
 )
-from svgen.stage2_motion.styleinv_data import SparseClipSampler, SparseSamplingConfig, allowed_spans, sparse_times
 from svgen.nn.losses import r1_penalty
-from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator
+from svgen.stage2_motion.styleinv.data import SparseClipSampler, SparseSamplingConfig, allowed_spans, sparse_times
+from svgen.stage2_motion.styleinv.disc import DiscConfig, build_discriminator
+from svgen.stage2_motion.styleinv.motion import frame_times
+from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
 from svgen.utils.errors import SvgenError
 
 

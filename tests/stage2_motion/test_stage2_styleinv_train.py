@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from svgen.stage2_motion.styleinv_train import StyleInVTrainConfig, StyleInVTrainer, train_styleinv
+from svgen.stage2_motion.styleinv.train import StyleInVTrainConfig, StyleInVTrainer, train_styleinv
 from svgen.utils.errors import SvgenError
 
 
@@ -89,7 +89,8 @@ def test_image_mode_step_runs_end_to_end(assets: dict, tmp_path: Path) -> None:
 
 def test_cli_train_resume_sample_and_animate(assets: dict, shared: Path, tmp_path: Path, monkeypatch) -> None:
     from svgen.cli.main import main
-    from svgen.stage2_motion import load_motion, styleinv_train
+    from svgen.stage2_motion import load_motion
+    from svgen.stage2_motion.styleinv import train as styleinv_train
 
     @dataclasses.dataclass
     class SmallEval(StyleInVTrainConfig):   # smaller latent-FD evaluations (speed only)

@@ -101,7 +101,10 @@ def run_stage1(data: Path, out: Path) -> dict:
     from svgen.stage1_image_gan.presets import get_preset
     from svgen.stage1_image_gan.train import TrainConfig, train
 
-    preset = dataclasses.replace(get_preset("tiny", 32), pl_weight=2.0, style_mixing_prob=0.5)
+    # r1_gamma pinned to the value the tiny preset had when the fingerprints were recorded (the ADA
+    # rule, 0.0002 * 32^2 / 4); the preset now uses gamma 1 (a hyper-parameter change, not the skeleton's)
+    preset = dataclasses.replace(get_preset("tiny", 32), pl_weight=2.0, style_mixing_prob=0.5,
+                                 r1_gamma=0.0002 * 32 * 32 / 4)
     cfg = TrainConfig(data=str(data), out=str(out), preset=preset, kimg=0.02,
                       snap_kimg=1.0, seed=0, swd_images=0, grid_size=4, log_every=1, device="cpu")
     ck = torch.load(train(cfg).parent / "checkpoints" / "latest.pt", weights_only=True)
@@ -125,8 +128,8 @@ def run_encoder(generator: Path, data: Path, out: Path) -> dict:
 
 def run_gru(store: Path, out: Path) -> dict:
     """Small GRU, 6 critic steps of batch 4 with n_critic 2 (3 generator steps, EMA ramp-up)."""
-    from svgen.stage2_motion.gru import GRUMotionConfig
-    from svgen.stage2_motion.train import GRUTrainConfig, GRUTrainer
+    from svgen.stage2_motion.gru.model import GRUMotionConfig
+    from svgen.stage2_motion.gru.train import GRUTrainConfig, GRUTrainer
 
     cfg = GRUTrainConfig(latents=str(store), out=str(out),
                          model=GRUMotionConfig(window=8, h_hidden=(32,), t_hidden=(32, 64),
@@ -141,8 +144,8 @@ def run_gru(store: Path, out: Path) -> dict:
 
 def run_styleinv(generator: Path, store: Path, data: Path, out: Path, disc: str) -> dict:
     """StyleInV at random init, 3 steps of batch 4 (R1 on step 0); ``disc`` latent or image (ADA)."""
-    from svgen.stage2_motion.styleinv_data import SparseSamplingConfig
-    from svgen.stage2_motion.styleinv_train import StyleInVTrainConfig, StyleInVTrainer
+    from svgen.stage2_motion.styleinv.data import SparseSamplingConfig
+    from svgen.stage2_motion.styleinv.train import StyleInVTrainConfig, StyleInVTrainer
 
     cfg = StyleInVTrainConfig(latents=str(store), out=str(out), generator=str(generator),
                               data=str(data) if disc == "image" else None, disc=disc, steps=3, batch=4,

@@ -14,14 +14,9 @@ import numpy as np
 import torch
 
 from svgen.inversion.latent_store import LatentStore
+from svgen.stage1_image_gan.render import to_uint8_hwc
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, write_json
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, 3, R, R] in [-1, 1] -> uint8 [N, R, R, 3]."""
-    x = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
@@ -53,7 +48,7 @@ def render_clip(G: torch.nn.Module, store: LatentStore, clip: str, batch: int = 
         b = min(a + batch, n)
         ws = torch.from_numpy(apply_edits(store.read(clip, a, b, as_wplus=True), edits, start=a)).to(device)
         with torch.no_grad():
-            rec = to_uint8(G.synthesis(ws, noise_mode="const"))
+            rec = to_uint8_hwc(G.synthesis(ws, noise_mode="const"))
         if dataset is not None:
             orig = np.stack([dataset.read_frame(clip, i) for i in range(a, b)])
             rec = np.concatenate([_resize_uint8(orig, rec.shape[1]), rec], axis=2)

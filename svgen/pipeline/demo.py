@@ -6,68 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from svgen.utils.errors import PathLike, SvgenError
+from svgen.demo.build_report import build_report
+from svgen.demo.layout import DemoConfig, Paths, run_svgen
+from svgen.utils.errors import PathLike
 from svgen.utils.io import write_json
-
-
-@dataclass
-class DemoConfig:
-    """Budget of the demo: sized for <= 20 minutes on 2 CPU cores with the tiny preset, venv install
-    included. Stage 1 gets the largest share: the tiny preset makes the actor's face from about
-    10 kimg (2500 steps at batch 4) on; 14 kimg leaves a margin (63-64 of 64 samples from 13 to 16).
-    The GRU needs about 1000 steps before its motion has the clip's amplitude (mouth spread 0.14x
-    of the clip's after 400 epochs, 1.3x after 3000; about 0.05 s a step)."""
-
-    clip_frames: int = 150          # synthetic driving clip: 6 s at 25 fps
-    size: int = 64                  # aligned resolution (tiny preset)
-    image_kimg: float = 14.0        # stage-1 training length
-    encoder_kimg: float = 3.0       # W+ encoder training length
-    encoder_w_kimg: float = 1.0     # W encoder (initialises StyleInV)
-    motion_epochs: int = 1200       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
-    styleinv_steps: int = 150       # StyleInV iterations (latent mode)
-    frames: int = 100               # length of the animation
-    fps: float = 25.0
-    styleinv: bool = True
-
-
-def make_vars(cfg: DemoConfig) -> str:
-    """The demo budget as Makefile variable assignments (one source of truth for both entry points)."""
-    return (f"SIZE={cfg.size} IMAGE_KIMG={cfg.image_kimg} ENCODER_KIMG={cfg.encoder_kimg} "
-            f"ENCODER_W_KIMG={cfg.encoder_w_kimg} MOTION_EPOCHS={cfg.motion_epochs} "
-            f"STYLEINV_STEPS={cfg.styleinv_steps} FRAMES={cfg.frames} FPS={cfg.fps:g}")
-
-
-def animation_path(root: PathLike, photo: PathLike, model: str) -> Path:
-    """``<root>/animation_<photo stem>_<model>.mp4``: each photo and motion model gets its own
-    animation (the Makefile's ``ANIMATION`` uses the same rule, so ``make animate PHOTO=b.jpg``
-    after ``PHOTO=a.jpg`` makes a new file instead of finding the old one up to date)."""
-    return Path(root) / f"animation_{Path(photo).stem}_{model}.mp4"
-
-
-class Paths:
-    """Every artifact of a demo/work folder (the Makefile uses the same names)."""
-
-    def __init__(self, root: PathLike):
-        r = self.root = Path(root)
-        self.input = r / "input"
-        self.video = self.input / "video.mp4"
-        self.photo = self.input / "identity.png"
-        self.aligned = r / "aligned.zip"
-        self.generator = r / "image" / "generator.pt"
-        self.encoder = r / "encoder" / "encoder.pt"
-        self.encoder_w = r / "encoder_w" / "encoder.pt"
-        self.latents = r / "latents.h5"
-        self.motion = {"gru": r / "motion_gru" / "motion.pt", "styleinv": r / "motion_styleinv" / "motion.pt"}
-        self.animation = {m: animation_path(r, self.photo, m) for m in ("gru", "styleinv")}
-        self.report = r / "report"
-        self.logs = r / "logs"
 
 
 def prepare_input(paths: Paths, cfg: DemoConfig, video: Optional[PathLike] = None,
@@ -161,19 +108,6 @@ def _resumable(name: str, artifact: Path) -> bool:
     return name.startswith("train-") and (artifact.parent / "checkpoints" / "latest.pt").exists()
 
 
-def run_svgen(args: list, log: Path) -> None:
-    """Run ``svgen ARGS`` in a subprocess; on failure show the log's last lines and stop."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "svgen.cli.main", *args]
-    with open(log, "w") as fh:
-        fh.write("$ svgen " + " ".join(args) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        raise SvgenError(f"demo step 'svgen {args[0]}' failed: {tail[0]} (full log: {log})")
-
-
 def run_pipeline(paths: Paths, cfg: DemoConfig, device: str = "auto", seed: int = 0) -> dict:
     """Run every missing step; returns {step: seconds} (0 for steps that were already done)."""
     timings = {}
@@ -196,8 +130,6 @@ def run_demo(out: PathLike, cfg: Optional[DemoConfig] = None, video: Optional[Pa
              photo: Optional[PathLike] = None, device: str = "auto", seed: int = 0,
              stage: str = "all") -> Path:
     """The whole demo (``stage="all"``) or one part of it (``input``, ``pipeline``, ``report``)."""
-    from svgen.demo.build_report import build_report
-
     cfg = cfg or DemoConfig()
     paths = Paths(out)
     paths.root.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,11 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
-from svgen.stage2_motion.data import WindowSampler
-from svgen.stage2_motion.gru import GRUMotionConfig, MotionGenerator, TemporalCritic
+from svgen.stage2_motion.gru.data import WindowSampler
+from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator, TemporalCritic
+from svgen.stage2_motion.motion import MOTION_FORMAT as FORMAT
 from svgen.stage2_motion.offset import PCABasis, fit_pca_from_store
-from svgen.stage2_motion.penalties import (
+from svgen.stage2_motion.gru.penalties import (
     gap_distance, gradient_angle_penalty, gradient_penalty, gradient_penalty_first_layer, wgan_critic_loss,
     wgan_generator_loss,
 )
@@ -35,7 +36,6 @@ from svgen.utils.progress import progress
 from svgen.utils.rundir import load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
-FORMAT = "svgen-motion"
 PENALTY_UNITS = ("raw", "normalised")
 VERSION = 1
 
@@ -298,7 +298,8 @@ class GRUTrainer:
 
     def preview(self) -> Path:
         """Render a few EMA samples side by side into ``samples/preview-epochNNNN.mp4``."""
-        from svgen.stage2_motion.animate import load_checked_generator, write_rendered_video
+        from svgen.stage1_image_gan.checkpoints import load_checked_generator
+        from svgen.stage1_image_gan.render import write_rendered_video
 
         if not hasattr(self, "_G_img"):
             self._G_img = load_checked_generator(self.cfg.generator, self.generator_sha256, self.device)

@@ -1,4 +1,4 @@
-"""``svgen animate`` and ``svgen sample``: motion models -> W+ trajectories -> rendered mp4.
+"""``svgen animate``: a photo (and a motion model or a driving video) -> W+ trajectory -> rendered mp4.
 
 animate: align the identity photo -> invert it (encoder, optional refinement) -> motion
 (``model.animate_latents``: sampled motion + offset trick, or a driving video's inverted trajectory
@@ -17,66 +17,26 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from svgen.utils.checks import check_finite
+from svgen.editing.edits import apply_edits, describe_edits, load_edits
+from svgen.editing.video import write_pasted_animation
+from svgen.inversion.api import images_to_tensor, invert_images
+from svgen.inversion.encoders import load_encoder
+from svgen.inversion.losses import ReconstructionLoss
+from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
+from svgen.preprocessing.dataset import AlignedDataset
+from svgen.preprocessing.pipeline import align_photo, preprocess_videos
+from svgen.stage1_image_gan.checkpoints import load_checked_generator
+from svgen.stage1_image_gan.render import write_rendered_video
+from svgen.stage2_motion import MotionModel, load_motion
+from svgen.stage2_motion.offset import MODES, apply_offset, fit_pca, parse_layers
+from svgen.utils.device import select_device
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import OutputGroup, ensure_parent_writable, file_sha256, require_file, write_json
-
-
-# -- rendering ------------------------------------------------------------------------------------
-def load_checked_generator(path: PathLike, expected_sha256: str = "", device: Any = "cpu",
-                           what: Optional[PathLike] = None) -> Any:
-    """Load the frozen StyleGAN2, refusing one other than ``expected_sha256`` (when known)."""
-    from svgen.stage1_image_gan.checkpoints import load_generator
-
-    require_file(path, "generator")
-    if expected_sha256:
-        sha = file_sha256(path)
-        if sha != expected_sha256:
-            raise SvgenError(f"motion checkpoint was trained against another generator "
-                             f"(it records {expected_sha256[:12]}, {path} is {sha[:12]})", what or path)
-    return load_generator(path, device=device)
-
-
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    x = (img.float().clamp(-1, 1) + 1) * 127.5
-    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-@torch.no_grad()
-def render_frames(G: Any, ws: Any, batch: int = 8) -> Iterator[np.ndarray]:
-    """Render trajectories ws [K, T, num_ws, w_dim] frame by frame, the K side by side:
-    yields uint8 [H, K * W, 3] for t = 0 .. T-1, rendering ``batch`` frames at a time."""
-    device = next(iter(G.parameters())).device
-    ws = torch.as_tensor(np.asarray(ws) if not torch.is_tensor(ws) else ws, dtype=torch.float32)
-    if ws.dim() == 3:
-        ws = ws[None]
-    k, t = ws.shape[:2]
-    per = max(1, int(batch) // k) if k <= batch else 1
-    for a in range(0, t, per):
-        chunk = ws[:, a:a + per].to(device)                     # [K, n, num_ws, w_dim]
-        n = chunk.shape[1]
-        img = G.synthesis(chunk.reshape(k * n, *chunk.shape[2:]), noise_mode="const")
-        frames = _to_uint8(img).reshape(k, n, *img.shape[2:], 3)   # [K, n, H, W, 3]
-        for j in range(n):
-            yield np.concatenate(list(frames[:, j]), axis=1)
-
-
-def write_rendered_video(G: Any, ws: Any, out: PathLike, fps: float, batch: int = 8) -> int:
-    """Render ws [K, T, num_ws, w_dim] side by side into an mp4 (atomic); returns the frame count.
-    Latents that are not finite are refused before anything is written."""
-    from svgen.preprocessing.video_io import VideoWriter
-
-    check_finite(ws, "latents to render")
-    with VideoWriter(out, fps) as writer:
-        for frame in render_frames(G, ws, batch=batch):
-            writer.write(frame)
-        return writer.num_frames
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -114,8 +74,6 @@ TUNE_MODES = ("pti", "none")
 
 
 def _validate(st: AnimateSettings) -> None:
-    from svgen.stage2_motion.offset import MODES
-
     if st.frames is not None and int(st.frames) <= 0:
         raise SvgenError(f"--frames must be a positive number of frames, got {st.frames}")
     if st.fps is not None and not float(st.fps) > 0:
@@ -159,10 +117,6 @@ def sidecar_paths(out: PathLike) -> tuple[Path, Path]:
 def driving_trajectory(path: PathLike, G: Any, E: Any, size: int, landmarks: str, refine_steps: int,
                        max_frames: Optional[int]) -> tuple[np.ndarray, float]:
     """Preprocess and invert a driving video: (W+ trajectory [T, num_ws, w_dim], its fps)."""
-    from svgen.inversion.api import invert_images
-    from svgen.preprocessing.dataset import AlignedDataset
-    from svgen.preprocessing.pipeline import preprocess_videos
-
     with tempfile.TemporaryDirectory(prefix="svgen-driving-") as tmp:
         aligned = Path(tmp) / "aligned.zip"
         preprocess_videos([path], aligned, size=size, landmarks=landmarks, max_frames=max_frames,
@@ -192,21 +146,13 @@ def animate(st: AnimateSettings) -> dict:
 
 
 def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
-    from svgen.editing.edits import apply_edits, describe_edits, load_edits
-    from svgen.inversion.api import invert_images
-    from svgen.inversion.encoders import load_encoder
-    from svgen.preprocessing.pipeline import align_photo
-    from svgen.stage2_motion import load_motion
-    from svgen.stage2_motion.offset import apply_offset, fit_pca, parse_layers
-    from svgen.utils.device import select_device
-
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
     _validate(st)
     device = select_device(st.device)
 
     # models (defaults for generator and encoder come from the motion checkpoint)
-    model = load_motion(st.motion, device=device) if st.motion else None
+    model: Optional[MotionModel] = load_motion(st.motion, device=device) if st.motion else None
     gen_path = st.generator or (model.generator_path if model else None)
     enc_path = st.encoder or (model.encoder_path if model else None)
     if not gen_path:
@@ -215,7 +161,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         raise SvgenError("no encoder: pass --encoder (the motion checkpoint records none)", st.motion)
     G = load_checked_generator(gen_path, model.generator_sha256 if model else "", device, what=st.motion)
     gen_sha = model.generator_sha256 if model and model.generator_sha256 else file_sha256(gen_path)
-    if model is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
+    if model is not None:                                          # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
     require_file(enc_path, "encoder")
     E = load_encoder(enc_path, device=device)
@@ -227,7 +173,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     except ValueError as exc:
         raise SvgenError(f"--offset-layers: {exc}") from None
     edits = load_edits(st.edits, G.num_ws, G.w_dim)
-    max_k = getattr(getattr(model, "pca", None), "k", 32)
+    max_k = model.pca.k if model is not None and model.pca is not None else 32
     if st.offset_components is not None and not 1 <= st.offset_components <= max_k:
         raise SvgenError(f"--offset-components must be in 1..{max_k}, got {st.offset_components}")
     timing["load"] = time.perf_counter() - t0
@@ -278,7 +224,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
             seq = model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=offset,
                                         components=st.offset_components, layers=layers,
                                         strength=st.offset_strength, info=info, slowmo=st.slowmo)
-            if offset == "mean" and getattr(model, "pca", None) is None:
+            if offset == "mean" and model.pca is None:
                 # StyleInV keeps no PCA of the training codes; its first frame is its reconstruction
                 # of the identity, so the motion is moved to start at the tuned generator's pivot
                 seq = (seq - seq[:1] + np.asarray(w_id, np.float32)[None]).astype(np.float32)
@@ -292,8 +238,6 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     latents = apply_edits(latents, edits)
     t = time.perf_counter()
     if st.paste_back:
-        from svgen.editing.video import write_pasted_animation
-
         n = write_pasted_animation(render_G, latents[0], st.identity, outputs.part(st.out, last=True), fps,
                                    st.batch, st.landmarks)
     else:
@@ -325,10 +269,6 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
 def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettings,
                   gen_sha: str) -> tuple[Any, dict]:
     """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache."""
-    from svgen.inversion.api import images_to_tensor
-    from svgen.inversion.losses import ReconstructionLoss
-    from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
-
     device = G.mapping.w_avg.device
     target = images_to_tensor(photo[None], G.img_resolution, device)
     cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed))
@@ -343,54 +283,3 @@ def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettin
 def _plain(obj: Any) -> Any:
     """JSON-friendly copy (numpy scalars -> Python)."""
     return json.loads(json.dumps(obj, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
-
-
-# -- sample ---------------------------------------------------------------------------------------
-def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int = 0,
-                  generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
-                  device: Any = "auto", edits: Sequence[Any] = ()) -> dict:
-    """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
-    [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``.
-    All files appear together (the mp4s last) or, on any failure, none of them."""
-    with OutputGroup() as outputs:
-        return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, edits, outputs)
-
-
-def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int,
-                   generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
-                   edits: Sequence[Any], outputs: OutputGroup) -> dict:
-    from svgen.editing.edits import apply_edits, describe_edits, load_edits
-    from svgen.stage2_motion import load_motion
-    from svgen.utils.device import select_device
-
-    if int(num) <= 0:
-        raise SvgenError(f"--num must be positive, got {num}")
-    if int(frames) <= 0:
-        raise SvgenError(f"--frames must be a positive number of frames, got {frames}")
-    dev = select_device(device)
-    model = load_motion(motion, device=dev)
-    out = Path(out)
-    ensure_parent_writable(out / "latents.npy")
-    G = load_checked_generator(generator, model.generator_sha256, dev, what=motion) if generator else None
-    if G is not None and hasattr(model, "attach_generator"):   # StyleInV renders x0 = G(w0)
-        model.attach_generator(G)
-    resolved = load_edits(edits, model.num_ws, model.w_dim)
-    ws = model.sample(int(num), int(frames), seed=int(seed))
-    ws_np = apply_edits(ws.detach().cpu().numpy().astype(np.float32), resolved)
-    check_finite(ws_np, "sampled latents", motion)
-    with open(outputs.part(out / "latents.npy"), "wb") as fh:
-        np.save(fh, ws_np)
-    fps = float(fps or getattr(model, "train_fps", 25.0) or 25.0)
-    videos = []
-    if G is not None:
-        for k in range(int(num)):
-            p = out / f"sample_{k:03d}.mp4"
-            write_rendered_video(G, ws_np[k:k + 1], outputs.part(p, last=True), fps=fps, batch=batch)
-            videos.append(str(p))
-    summary = {"motion": str(Path(motion).resolve()), "model": model.model_name, "num": int(num),
-               "frames": int(frames), "seed": int(seed), "fps": fps,
-               "generator": None if generator is None else str(Path(generator).resolve()),
-               "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
-               "videos": videos, "edits": describe_edits(resolved)}
-    write_json(outputs.part(out / "sample.json"), summary)
-    return summary

@@ -28,21 +28,21 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from svgen.stage2_motion.styleinv import (
+from svgen.stage2_motion.styleinv.model import (
     MODEL_NAME,
     EncoderConfig,
     StyleInV,
     StyleInVConfig,
-    StyleInVMotion,
     config_from_checkpoint,
-    encoder_config_from_file,
-    init_encoder_from,
     sample_motion_noise,
     styleinv_config_for,
 )
-from svgen.stage2_motion.styleinv_data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
 from svgen.nn.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
-from svgen.stage2_motion.styleinv_disc import DiscConfig, build_discriminator
+from svgen.stage2_motion.motion import MOTION_FORMAT as FORMAT
+from svgen.stage2_motion.styleinv.data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
+from svgen.stage2_motion.styleinv.disc import DiscConfig, build_discriminator
+from svgen.stage2_motion.styleinv.motion import StyleInVMotion
+from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
 from svgen.training import (Run, from_invocation, half_life_beta, lazy_regularised_adam, optimizer_step,
                             resumed_config, update_ema)
 from svgen.utils.config import config_from_dict, config_to_dict
@@ -52,7 +52,6 @@ from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.progress import progress
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
-FORMAT = "svgen-motion"
 VERSION = 1
 
 

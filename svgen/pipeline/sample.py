@@ -1,0 +1,62 @@
+"""``svgen sample``: a motion model's own trajectories -> ``latents.npy`` (and, with a generator, mp4s)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from svgen.editing.edits import apply_edits, describe_edits, load_edits
+from svgen.stage1_image_gan.checkpoints import load_checked_generator
+from svgen.stage1_image_gan.render import write_rendered_video
+from svgen.stage2_motion import load_motion
+from svgen.utils.checks import check_finite
+from svgen.utils.device import select_device
+from svgen.utils.errors import PathLike, SvgenError
+from svgen.utils.io import OutputGroup, ensure_parent_writable, write_json
+
+
+def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int = 0,
+                  generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
+                  device: Any = "auto", edits: Sequence[Any] = ()) -> dict:
+    """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
+    [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4``; ``out/sample.json``.
+    All files appear together (the mp4s last) or, on any failure, none of them."""
+    with OutputGroup() as outputs:
+        return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, edits, outputs)
+
+
+def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int,
+                   generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
+                   edits: Sequence[Any], outputs: OutputGroup) -> dict:
+    if int(num) <= 0:
+        raise SvgenError(f"--num must be positive, got {num}")
+    if int(frames) <= 0:
+        raise SvgenError(f"--frames must be a positive number of frames, got {frames}")
+    dev = select_device(device)
+    model = load_motion(motion, device=dev)
+    out = Path(out)
+    ensure_parent_writable(out / "latents.npy")
+    G = load_checked_generator(generator, model.generator_sha256, dev, what=motion) if generator else None
+    if G is not None:                                        # StyleInV renders x0 = G(w0)
+        model.attach_generator(G)
+    resolved = load_edits(edits, model.num_ws, model.w_dim)
+    ws = model.sample(int(num), int(frames), seed=int(seed))
+    ws_np = apply_edits(ws.detach().cpu().numpy().astype(np.float32), resolved)
+    check_finite(ws_np, "sampled latents", motion)
+    with open(outputs.part(out / "latents.npy"), "wb") as fh:
+        np.save(fh, ws_np)
+    fps = float(fps or model.train_fps or 25.0)
+    videos = []
+    if G is not None:
+        for k in range(int(num)):
+            p = out / f"sample_{k:03d}.mp4"
+            write_rendered_video(G, ws_np[k:k + 1], outputs.part(p, last=True), fps=fps, batch=batch)
+            videos.append(str(p))
+    summary = {"motion": str(Path(motion).resolve()), "model": model.model_name, "num": int(num),
+               "frames": int(frames), "seed": int(seed), "fps": fps,
+               "generator": None if generator is None else str(Path(generator).resolve()),
+               "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
+               "videos": videos, "edits": describe_edits(resolved)}
+    write_json(outputs.part(out / "sample.json"), summary)
+    return summary

@@ -1,0 +1,2 @@
+"""StyleVideoGAN's GRU motion model: ``model`` (G, critic, the :class:`GRUMotion` wrapper), ``data``
+(training windows), ``penalties`` (gradient penalties) and ``train``."""

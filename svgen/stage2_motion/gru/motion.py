@@ -1,0 +1,100 @@
+"""The GRU inference wrapper (what ``load_motion`` returns for ``"model": "gru"``): the EMA generator,
+sampling at the training frame rate, resampling to other rates, and the offset trick onto a new
+identity."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
+from svgen.stage2_motion.offset import PCABasis, apply_offset
+from svgen.utils.config import config_from_dict
+from svgen.utils.errors import SvgenError
+
+
+class GRUMotion:
+    """A trained GRU motion model as ``load_motion`` returns it (the EMA generator + offset-trick PCA).
+
+    ``sample`` gives trajectories of the training actor; ``animate_latents`` transfers a sampled
+    trajectory to a new identity with the offset trick.
+    """
+
+    model_name = "gru"
+
+    def __init__(self, G: MotionGenerator, pca: PCABasis, *, generator_sha256: str = "",
+                 generator_path: Optional[str] = None, encoder_path: Optional[str] = None,
+                 train_fps: float = 25.0, path: Optional[str] = None, config: Optional[dict] = None):
+        self.G = G.eval().requires_grad_(False)
+        self.pca = pca
+        self.generator_sha256 = generator_sha256
+        self.generator_path = generator_path
+        self.encoder_path = encoder_path
+        self.train_fps = float(train_fps)
+        self.path = path
+        self.config = config or {}
+        self.num_ws = G.cfg.num_ws
+        self.w_dim = G.cfg.w_dim
+        self.window = G.cfg.window
+
+    @property
+    def device(self) -> torch.device:
+        return self.G.A.device
+
+    def attach_generator(self, G: torch.nn.Module) -> None:
+        """The GRU never renders: its latents need no generator (MotionModel protocol)."""
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, path: Any = None, device: Any = "cpu") -> "GRUMotion":
+        """Build from a ``motion.pt`` dict (EMA weights)."""
+        try:
+            model_cfg = config_from_dict(GRUMotionConfig, ckpt["config"]["model"])
+            G = MotionGenerator(model_cfg)
+            G.load_state_dict(ckpt["ema"])
+            pca = PCABasis.from_dict(ckpt["pca"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise SvgenError(f"broken GRU motion checkpoint ({msg})", path) from None
+        return cls(G.to(torch.device(device)), pca, generator_sha256=str(ckpt.get("generator_sha256") or ""),
+                   generator_path=ckpt.get("generator_path"), encoder_path=ckpt.get("encoder_path"),
+                   train_fps=float(ckpt.get("train_fps", 25.0)), path=None if path is None else str(path),
+                   config=ckpt["config"])
+
+    def sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256, **_: Any) -> torch.Tensor:
+        """``num`` W+ trajectories [num, frames, num_ws, w_dim] at the training frame rate."""
+        return self.G.sample(num, frames, seed=seed, chunk=chunk)
+
+    def animate_latents(self, w_identity: Any, frames: int, fps: Optional[float] = None, seed: int = 0,
+                        offset: str = "pca", components: Optional[int] = None,
+                        layers: Optional[Sequence[int]] = None, strength: float = 1.0,
+                        info: Optional[dict] = None, slowmo: float = 1.0, **_: Any) -> np.ndarray:
+        """Sampled motion moved onto ``w_identity`` [num_ws, w_dim] by the offset trick.
+
+        The GRU runs at the training frame rate; for another ``fps`` (or a ``slowmo`` factor) it is
+        unrolled for the covered duration and linearly resampled, so motion keeps its real-time
+        speed. ``info`` (a dict) receives what was done (offset, native frames) for the settings JSON.
+        """
+        fps = float(fps or self.train_fps)
+        native = max(1, int(round((frames - 1) * self.train_fps / fps / float(slowmo or 1.0))) + 1)
+        traj = self.sample(1, native, seed=seed)[0].cpu().numpy().astype(np.float64)
+        if native != frames:
+            traj = resample_trajectory(traj, frames)
+        out, off = apply_offset(traj, np.asarray(w_identity, np.float64), self.pca, mode=offset,
+                                components=components, layers=layers, strength=strength)
+        if info is not None:
+            info.update(offset=off, native_frames=native, train_fps=self.train_fps, fps=fps, slowmo=float(slowmo))
+        return out
+
+
+def resample_trajectory(traj: np.ndarray, frames: int) -> np.ndarray:
+    """Linear resampling of [T, ...] onto ``frames`` evenly spaced positions covering the same span."""
+    traj = np.asarray(traj)
+    if len(traj) == frames:
+        return traj
+    if len(traj) == 1:
+        return np.repeat(traj, frames, axis=0)
+    pos = np.linspace(0.0, len(traj) - 1, frames)
+    lo = np.floor(pos).astype(int).clip(0, len(traj) - 2)
+    a = (pos - lo).reshape((-1,) + (1,) * (traj.ndim - 1))
+    return (1 - a) * traj[lo] + a * traj[lo + 1]
