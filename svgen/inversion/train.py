@@ -19,7 +19,8 @@ L2 norms are penalised (``delta_reg``), and a latent discriminator (an MLP telli
 codes from the encoder's, non-saturating loss with lazy R1) pulls every entry toward W (``w_disc``). Adam, an EMA copy
 of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/latest.pt`` replaced
 atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
-random stream. The result is ``<out>/encoder.pt``.
+random stream (the run folder, resume policy and EMA of :mod:`svgen.training`). The result is
+``<out>/encoder.pt``.
 """
 from __future__ import annotations
 

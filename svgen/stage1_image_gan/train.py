@@ -14,6 +14,10 @@ Every ``snap_kimg`` it writes ``checkpoints/latest.pt`` (atomically) plus a numb
 full training state, a fixed-latent sample grid in ``samples/`` and the SWD to the real frames in
 ``metrics.jsonl``. At the end it exports ``<out>/generator.pt``. A resumed run continues exactly:
 weights, optimizers, EMA, ADA p, path-length mean, RNG states and data order are all restored.
+
+The run folder, resume policy, process group, lazy-regularised Adam and the EMA come from
+:mod:`svgen.training`; this module keeps the networks, the data stream and
+:meth:`ImageGANTrainer.train_step`.
 """
 from __future__ import annotations
 

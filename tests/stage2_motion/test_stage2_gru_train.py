@@ -91,6 +91,16 @@ def test_resume_equals_uninterrupted(tmp_path):
             torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
 
 
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
+    """The run object's overwrite guard (svgen.training.Run): no silent restart over a trained run."""
+    from svgen.utils.errors import SvgenError
+
+    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=40)
+    GRUTrainer(_tiny_cfg(store, tmp_path / "a", 2)).train()
+    with pytest.raises(SvgenError, match="already holds a training run"):
+        GRUTrainer(_tiny_cfg(store, tmp_path / "a", 4))
+
+
 def test_runs_saved_before_the_penalty_options_resume_as_they_trained(tmp_path):
     """A checkpoint whose config has no ``penalty_units`` / ``n_critic`` (written before issue #13)
     resumes with the normalised penalty and one critic step, not with the new defaults."""

@@ -4,7 +4,7 @@ Reads top to bottom: config -> data (windows streamed from latents.h5) + PCA for
 networks, Adam, EMA -> per batch one critic step (WGAN-GP), and every ``n_critic`` batches one
 generator step (WGAN + gradient angle penalty) -> snapshots (checkpoint, latent FD and loop score into metrics.jsonl,
 optional rendered preview) -> ``<out>/motion.pt``. No frame is rendered during training except
-the optional previews.
+the optional previews. The run folder, resume policy and EMA come from :mod:`svgen.training`.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ the lazy R1), EMA of SI with a half-life of ``ema_kimg`` thousand clips.
 
 First frames w0: ``w0_source="real"`` (default) uses the W codes of real first frames, as the
 animation does with an inverted photo; ``"mapping"`` samples w0 = mapping(z) as in the paper.
+The run folder, resume policy, lazy-regularised Adam, gradient scrubbing and the EMA come from
+:mod:`svgen.training`; the losses from :mod:`svgen.nn.losses`.
 """
 from __future__ import annotations
 
