@@ -70,7 +70,7 @@ def run(args: list, src: Path) -> dict:
     """``svgen ARGS`` in a fresh process: peak RSS (MiB) and wall time (s)."""
     env = {**os.environ, "PYTHONPATH": str(src), "SVGEN_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "svgen.cli.main", *map(str, args)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "svgen.cli.main", *map(str, args)], env=env, cwd=src,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
