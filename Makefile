@@ -31,7 +31,7 @@ DEMO           ?= demo
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
-FIRST_HOUR := SIZE=64 IMAGE_KIMG=12.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=400 STYLEINV_STEPS=150 FRAMES=100 FPS=25
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 MOTION_EPOCHS=1200 STYLEINV_STEPS=150 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 GENERATOR := $(WORK)/image/generator.pt
