@@ -26,6 +26,8 @@ from svgen.metrics.names import ALL_METRICS
 @click.option("--num-videos", type=int, default=2048, show_default=True, callback=positive_int,
               help="Generated videos for FVD (StyleGAN-V: 2048); also caps the loop/ACD video counts.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report JSON to write.")
+@click.option("--num-runs", type=int, default=1, show_default=True, callback=positive_int,
+              help="Compute every metric K times (seeds SEED .. SEED+K-1): mean in values, std in values_std.")
 @click.option("--detector-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder with i3d_torchscript.pt / inception-2015-12-05.pt (also $SVGEN_DETECTORS).")
 @click.option("--plot", "plot_run", type=click.Path(exists=False, path_type=Path),
@@ -93,5 +95,6 @@ def evaluate(**options: Any) -> None:
     if spec.out is not None:
         for name, value in report["values"].items():
             shown = f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else value
-            click.echo(f"{name}: {shown}")
+            std = report.get("values_std", {}).get(name)
+            click.echo(f"{name}: {shown}" + (f" ± {std:.3g} ({spec.num_runs} runs)" if std is not None else ""))
         click.echo(f"report: {spec.out}")

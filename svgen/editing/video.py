@@ -40,25 +40,28 @@ def face_mask(crop: np.ndarray, landmarker: Any, feather: float = 0.04, forehead
     return np.asarray(img, np.float32) / 255.0
 
 
-def render_faces(G: Any, ws: np.ndarray, size: int, batch: int) -> Iterator[np.ndarray]:
-    """Render W+ codes [T, num_ws, w_dim] -> uint8 [size, size, 3] per frame (resized from the
-    generator's resolution), ``batch`` frames at a time."""
+def render_faces(G: Any, ws: Any, size: int, batch: int) -> Iterator[np.ndarray]:
+    """Render W+ codes [T, num_ws, w_dim] (an array, or consecutive chunks [n, num_ws, w_dim] of a long
+    video) -> uint8 [size, size, 3] per frame (resized from the generator's resolution), ``batch``
+    frames at a time."""
     from PIL import Image
 
     from svgen.stage1_image_gan.render import to_uint8_hwc
 
     device = G.mapping.w_avg.device
-    for a in range(0, len(ws), batch):
-        with torch.no_grad():
-            chunk = torch.from_numpy(np.asarray(ws[a:a + batch])).to(device)
-            imgs = to_uint8_hwc(G.synthesis(chunk, noise_mode="const"))
-        for im in imgs:
-            yield np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) if im.shape[0] != size else im
+    chunks = [ws] if isinstance(ws, np.ndarray) or torch.is_tensor(ws) else ws
+    for part in chunks:
+        for a in range(0, len(part), batch):
+            with torch.no_grad():
+                chunk = torch.as_tensor(np.asarray(part[a:a + batch]), dtype=torch.float32).to(device)
+                imgs = to_uint8_hwc(G.synthesis(chunk, noise_mode="const"))
+            for im in imgs:
+                yield np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) if im.shape[0] != size else im
 
 
-def write_pasted_animation(G: Any, ws: np.ndarray, photo: PathLike, out: PathLike, fps: float, batch: int = 8,
+def write_pasted_animation(G: Any, ws: Any, photo: PathLike, out: PathLike, fps: float, batch: int = 8,
                            landmarks: str = "dlib", crop_size: int = 256, feather: float = 0.04) -> int:
-    """``animate --paste-back``: render ws [T, num_ws, w_dim] and composite every face into the original,
+    """``animate --paste-back``: render ws [T, num_ws, w_dim] (or its consecutive chunks) and composite every face into the original,
     unaligned photo (the same feathered landmark mask as edit-video); writes an mp4 of the photo's
     size (odd sizes padded by one pixel for yuv420p) atomically and returns the frame count."""
     from svgen.preprocessing.alignment import paste_back

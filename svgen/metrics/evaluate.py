@@ -9,6 +9,7 @@ evaluate`` only parses its options into an :class:`EvalSpec` and calls :func:`ev
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import platform
@@ -67,6 +68,7 @@ class EvalSpec:
     landmark_frames: int = 128
     landmark_window: int = 16
     landmark_plot: Optional[Path] = None
+    num_runs: int = 1                      # K > 1: every metric K times (seeds seed .. seed+K-1), mean and std
     seed: int = 0
     device: str = "auto"
 
@@ -97,6 +99,8 @@ def evaluate(spec: EvalSpec, say: Callable[[str], None] = _stderr) -> dict:
         raise EvaluateUsageError("--out report.json is required when metrics are computed")
     if not chosen and spec.plot_run is None:
         raise EvaluateUsageError("nothing to do: give --motion (with --latents/--data), --animation, or --plot")
+    if spec.num_runs < 1:
+        raise EvaluateUsageError(f"--num-runs must be at least 1, got {spec.num_runs}", param="--num-runs")
     if spec.animation is not None and spec.identity is None and "identity" in chosen:
         raise EvaluateUsageError("--animation needs --identity PHOTO")
     if spec.out is not None:
@@ -116,6 +120,8 @@ def evaluate(spec: EvalSpec, say: Callable[[str], None] = _stderr) -> dict:
                     "versions": _versions()}
     if chosen:
         _run_metrics(report, chosen, spec, say)
+        if spec.num_runs > 1:
+            _repeat_runs(report, chosen, spec, say)
     if spec.plot_run is not None:
         from svgen.metrics.plots import plot_run_metrics
 
@@ -126,6 +132,28 @@ def evaluate(spec: EvalSpec, say: Callable[[str], None] = _stderr) -> dict:
     if spec.out is not None:
         write_json(spec.out, report)
     return report
+
+
+def _repeat_runs(report: dict, chosen: list[str], spec: EvalSpec, say: Callable[[str], None]) -> None:
+    """``--num-runs K`` (LongVideoGAN's advice: FVD varies strongly between runs): the metrics again with
+    seeds seed+1 .. seed+K-1; ``values`` become the means over the K runs, ``values_std`` their sample
+    standard deviations (ddof 1) and ``runs`` holds every run's values. ``metrics`` keeps run 1's protocols."""
+    runs = [dict(report["values"])]
+    for k in range(1, spec.num_runs):
+        say(f"run {k + 1}/{spec.num_runs} (seed {spec.seed + k})")
+        again: dict = {"inputs": {}, "values": {}, "metrics": {}, "skipped": {}}
+        _run_metrics(again, chosen, dataclasses.replace(spec, seed=spec.seed + k, num_runs=1), say)
+        runs.append(again["values"])
+    means, stds = {}, {}
+    for name, first in runs[0].items():
+        vals = [r.get(name) for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            arr = np.asarray(vals, np.float64)
+            means[name], stds[name] = float(arr.mean()), float(arr.std(ddof=1))
+        else:
+            means[name] = first
+    report["values"], report["values_std"] = means, stds
+    report["runs"] = [{"seed": spec.seed + k, "values": r} for k, r in enumerate(runs)]
 
 
 def _option(v: Any) -> Any:

@@ -1,13 +1,16 @@
 """``svgen animate``: a photo (and a motion model or a driving video) -> W+ trajectory -> rendered mp4.
 
 animate: align the identity photo -> invert it (encoder, optional refinement) -> motion
-(``model.animate_latents``: sampled motion + offset trick, or a driving video's inverted trajectory
-with the same offset trick) -> render in batches through the frozen generator -> mp4, and next to
-it ``<out>.npy`` (the latents) and ``<out>.json`` (every setting and what was done).
+(``model.animate_chunks``: sampled motion + offset trick, or a driving video's inverted trajectory
+with the same offset trick) -> render through the frozen generator -> mp4, and next to it
+``<out>.npy`` (the latents) and ``<out>.json`` (every setting and what was done). Motion, edits,
+rendering, encoding and the ``.npy`` go ``CHUNK_FRAMES`` frames at a time, so memory does not grow
+with ``--frames``; the chunked latents are the ones a single pass gives (same seeds, same bytes).
 
 Everything that can fail because of the input (missing or unreadable files, no face, a motion
 checkpoint trained against another generator, frames <= 0) is checked before the first frame is
-written; the mp4 is written to a temporary name and renamed when complete.
+written; the mp4, ``.npy`` and ``.json`` are written to temporary names and renamed together when
+complete.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,16 +28,18 @@ import torch
 from svgen.editing.edits import apply_edits, describe_edits, load_edits
 from svgen.editing.video import write_pasted_animation
 from svgen.inversion.api import images_to_tensor, invert_images
+from svgen.pipeline.driving import DrivingLatents, invert_driving
+from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.inversion.encoders import load_encoder
 from svgen.inversion.losses import ReconstructionLoss
 from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
-from svgen.preprocessing.dataset import AlignedDataset
-from svgen.preprocessing.pipeline import align_photo, preprocess_videos
+from svgen.preprocessing.pipeline import align_photo
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
-from svgen.stage1_image_gan.render import write_rendered_video
+from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion import MotionModel, load_motion
-from svgen.stage2_motion.offset import MODES, apply_offset, fit_pca, parse_layers
+from svgen.stage2_motion.offset import MODES, fit_pca, offset_for, parse_layers
 from svgen.utils.device import select_device
+from svgen.utils.checks import check_finite
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import OutputGroup, ensure_parent_writable, file_sha256, require_file, write_json
 
@@ -113,29 +118,6 @@ def sidecar_paths(out: PathLike) -> tuple[Path, Path]:
     return out.with_suffix(".npy"), out.with_suffix(".json")
 
 
-# -- driving video ------------------------------------------------------------------------------
-def driving_trajectory(path: PathLike, G: Any, E: Any, size: int, landmarks: str, refine_steps: int,
-                       max_frames: Optional[int]) -> tuple[np.ndarray, float]:
-    """Preprocess and invert a driving video: (W+ trajectory [T, num_ws, w_dim], its fps)."""
-    with tempfile.TemporaryDirectory(prefix="svgen-driving-") as tmp:
-        aligned = Path(tmp) / "aligned.zip"
-        preprocess_videos([path], aligned, size=size, landmarks=landmarks, max_frames=max_frames,
-                          show_progress=False)
-        ds = AlignedDataset(aligned)
-        try:
-            clips = list(ds.clips)
-            if not clips:
-                raise SvgenError("no face found in the driving video", path)
-            # the longest continuous face segment drives the motion
-            clip = max(clips, key=lambda c: ds.clips[c].num_frames)
-            frames = ds.read_clip(clip)
-            fps = float(ds.clips[clip].fps)
-        finally:
-            ds.close()
-    traj = invert_images(G, E, frames, refine_steps=refine_steps, temporal_weight=0.0)
-    return traj, fps
-
-
 # -- animate --------------------------------------------------------------------------------------
 def animate(st: AnimateSettings) -> dict:
     """Run ``svgen animate`` end to end; returns the summary also written to ``<out>.json``.
@@ -191,61 +173,31 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
         timing["pivotal_tuning"] = time.perf_counter() - t
 
-    # motion (auto offset: around the pivot for a tuned generator, the paper's PCA trick otherwise)
+    # motion -> edits -> render + encode, streamed chunk by chunk (auto offset: around the pivot for a
+    # tuned generator, the paper's PCA trick otherwise); the .npy holds exactly what was rendered
     t = time.perf_counter()
     details: list[dict] = []
     offset = st.offset if st.offset != "auto" else ("mean" if st.tune == "pti" else "pca")
-    if st.driving:
-        traj, drive_fps = driving_trajectory(st.driving, G, E, G.img_resolution, st.landmarks,
-                                             st.refine_steps, st.frames)
-        frames = int(st.frames or len(traj))
-        if frames > len(traj):
-            raise SvgenError(f"the driving video has {len(traj)} usable frames, fewer than --frames {frames}",
-                             st.driving)
-        traj = traj[:frames]
-        if len(traj) < 2 and offset == "pca":
-            raise SvgenError("the offset trick needs at least 2 driving frames (its PCA); use more --frames",
-                             st.driving)
-        fps = float(st.fps or drive_fps)
-        # the driving actor's own PCA spans its motion states (the offset trick's subspace)
-        basis = fit_pca([traj], G.num_ws, G.w_dim, n_components=32) if offset in ("pca", "mean") else None
-        components = None if basis is None or st.offset_components is None else min(st.offset_components, basis.k)
-        out_traj, off = apply_offset(traj, w_id, basis, mode=offset, components=components,
-                                     layers=layers, strength=st.offset_strength)
-        latents = out_traj[None]
-        details.append({"source": "driving", "driving_frames": int(len(traj)), "driving_fps": drive_fps,
-                        "pca_components": None if basis is None else basis.k, "offset": off})
-    else:
-        frames = int(st.frames or 250)
-        fps = float(st.fps or 25.0)
-        seqs = []
-        for k in range(st.grid):
-            info: dict = {}
-            seq = model.animate_latents(w_id, frames, fps, seed=st.seed + k, offset=offset,
-                                        components=st.offset_components, layers=layers,
-                                        strength=st.offset_strength, info=info, slowmo=st.slowmo)
-            if offset == "mean" and model.pca is None:
-                # StyleInV keeps no PCA of the training codes; its first frame is its reconstruction
-                # of the identity, so the motion is moved to start at the tuned generator's pivot
-                seq = (seq - seq[:1] + np.asarray(w_id, np.float32)[None]).astype(np.float32)
-                info["pivot_offset"] = "first frame moved onto the pivot"
-            seqs.append(seq)
-            details.append({"source": "sampled", "seed": st.seed + k, **_plain(info)})
-        latents = np.stack(seqs).astype(np.float32)              # [K, frames, num_ws, w_dim]
-    timing["motion"] = time.perf_counter() - t
-
-    # edits (before rendering, so the .npy holds what was rendered), render + encode (atomic), sidecars
-    latents = apply_edits(latents, edits)
-    t = time.perf_counter()
-    if st.paste_back:
-        n = write_pasted_animation(render_G, latents[0], st.identity, outputs.part(st.out, last=True), fps,
-                                   st.batch, st.landmarks)
-    else:
-        n = write_rendered_video(render_G, latents, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
-    timing["render_encode"] = time.perf_counter() - t
     npy_path, json_path = sidecar_paths(st.out)
-    with open(outputs.part(npy_path), "wb") as fh:
-        np.save(fh, latents)
+    with tempfile.TemporaryDirectory(prefix="svgen-animate-") as tmp:
+        if st.driving:
+            drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
+                                   st.frames)
+            frames, fps = int(st.frames or drive.num_frames), float(st.fps or drive.fps)
+            streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details)]
+        else:
+            frames, fps = int(st.frames or 250), float(st.fps or 25.0)
+            streams = [_sampled_stream(model, w_id, frames, fps, st.seed + k, offset, st, layers, details)
+                       for k in range(st.grid)]
+        shape = (len(streams), frames, G.num_ws, G.w_dim)
+        with NpyWriter(outputs.part(npy_path), shape) as npy:
+            blocks = _edited_blocks(streams, edits, npy)
+            if st.paste_back:
+                n = write_pasted_animation(render_G, (b[0] for b in blocks), st.identity,
+                                           outputs.part(st.out, last=True), fps, st.batch, st.landmarks)
+            else:
+                n = write_rendered_stream(render_G, blocks, outputs.part(st.out, last=True), fps=fps, batch=st.batch)
+    timing["motion_render_encode"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     summary = {
         "settings": dataclasses.asdict(st),
@@ -255,7 +207,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
                      "motion_model": model.model_name if model else None,
                      "device": str(device)},
         "outputs": {"video": str(Path(st.out).resolve()), "latents": str(npy_path.resolve()),
-                    "latents_shape": list(latents.shape), "frames_written": n},
+                    "latents_shape": list(shape), "frames_written": n},
         "identity_latent_norm": float(np.linalg.norm(w_id)),
         "pivotal_tuning": tuning,
         "motion": details,
@@ -278,6 +230,64 @@ def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettin
                                loss=ReconstructionLoss(device=device),
                                extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)})
     return G_t, {**summary_for_json(summary), "photo_sha256": photo_sha}
+
+
+def _sampled_stream(model: MotionModel, w_id: np.ndarray, frames: int, fps: float, seed: int, offset: str,
+                    st: AnimateSettings, layers: Optional[list], details: list) -> Iterator[np.ndarray]:
+    """One sampled motion on the identity, ``CHUNK_FRAMES`` frames at a time (its record in ``details``)."""
+    info: dict = {}
+    record = {"source": "sampled", "seed": seed}
+    details.append(record)
+    chunks = model.animate_chunks(w_id, frames, fps, seed=seed, offset=offset, components=st.offset_components,
+                                  layers=layers, strength=st.offset_strength, info=info, slowmo=st.slowmo)
+    first = None
+    for seq in rechunk(chunks, CHUNK_FRAMES):
+        if offset == "mean" and model.pca is None:
+            # StyleInV keeps no PCA of the training codes; its first frame is its reconstruction
+            # of the identity, so the motion is moved to start at the tuned generator's pivot
+            first = seq[:1] if first is None else first
+            seq = (seq - first + np.asarray(w_id, np.float32)[None]).astype(np.float32)
+            info["pivot_offset"] = "first frame moved onto the pivot"
+        record.update(_plain(info))
+        yield seq
+
+
+def _driving_stream(drive: DrivingLatents, frames: int, w_id: np.ndarray, offset: str, st: AnimateSettings,
+                    layers: Optional[list], details: list) -> Iterator[np.ndarray]:
+    """The driving trajectory moved onto the identity by the offset trick, ``CHUNK_FRAMES`` at a time;
+    the PCA is the driving actor's own (the offset trick's subspace), fitted in a first pass."""
+    if frames > drive.num_frames:
+        raise SvgenError(f"the driving video has {drive.num_frames} usable frames, fewer than --frames {frames}",
+                         st.driving)
+    if frames < 2 and offset == "pca":
+        raise SvgenError("the offset trick needs at least 2 driving frames (its PCA); use more --frames", st.driving)
+    basis = (fit_pca(drive.chunks(frames, CHUNK_FRAMES), drive.frame_shape[0], drive.frame_shape[1], n_components=32)
+             if offset in ("pca", "mean") else None)
+    components = None if basis is None or st.offset_components is None else min(st.offset_components, basis.k)
+    record = {"source": "driving", "driving_frames": frames, "driving_fps": drive.fps,
+              "pca_components": None if basis is None else basis.k}
+    details.append(record)
+    delta = None
+    for traj in drive.chunks(frames, CHUNK_FRAMES):
+        if delta is None:
+            delta, off = offset_for(traj[0], w_id, basis, mode=offset, components=components, layers=layers,
+                                    strength=st.offset_strength)
+            record["offset"] = off
+        yield (np.asarray(traj, np.float64) + delta[None]).astype(np.float32)
+
+
+def _edited_blocks(streams: list, edits: list, npy: NpyWriter) -> Iterator[np.ndarray]:
+    """Blocks [K, n, num_ws, w_dim] of the K streams side by side, edited (frame numbers from 0),
+    checked finite and written to the ``.npy`` before they are rendered."""
+    pos = 0
+    for seqs in zip(*streams):
+        block = apply_edits(np.stack(seqs).astype(np.float32), edits, start=pos)
+        check_finite(block, "latents to render")
+        npy.write(block, pos)
+        pos += block.shape[1]
+        yield block
+    if pos != npy.shape[1]:
+        raise SvgenError(f"motion model gave {pos} frames, {npy.shape[1]} were asked for")
 
 
 def _plain(obj: Any) -> Any:

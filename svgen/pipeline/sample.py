@@ -8,7 +8,8 @@ import numpy as np
 
 from svgen.editing.edits import apply_edits, describe_edits, load_edits
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
-from svgen.stage1_image_gan.render import write_rendered_video
+from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
+from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion import load_motion
 from svgen.utils.checks import check_finite
 from svgen.utils.device import select_device
@@ -41,22 +42,31 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
     if G is not None:                                        # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
     resolved = load_edits(edits, model.num_ws, model.w_dim)
-    ws = model.sample(int(num), int(frames), seed=int(seed))
-    ws_np = apply_edits(ws.detach().cpu().numpy().astype(np.float32), resolved)
-    check_finite(ws_np, "sampled latents", motion)
-    with open(outputs.part(out / "latents.npy"), "wb") as fh:
-        np.save(fh, ws_np)
     fps = float(fps or model.train_fps or 25.0)
+    shape = (int(num), int(frames), model.num_ws, model.w_dim)
+    # latents streamed to latents.npy chunk by chunk (never the whole array in memory)
+    npy_tmp = outputs.part(out / "latents.npy")
+    with NpyWriter(npy_tmp, shape) as npy:
+        pos = 0
+        for ws in rechunk((w.detach().cpu().numpy().astype(np.float32).swapaxes(0, 1)
+                           for w in model.sample_chunks(int(num), int(frames), seed=int(seed))), CHUNK_FRAMES):
+            block = apply_edits(ws.swapaxes(0, 1), resolved, start=pos)      # [num, n, num_ws, w_dim]
+            check_finite(block, "sampled latents", motion)
+            npy.write(block, pos)
+            pos += block.shape[1]
     videos = []
-    if G is not None:
+    if G is not None:      # each sample rendered from the finished latents.npy, a chunk at a time
+        latents = np.load(npy_tmp, mmap_mode="r")
         for k in range(int(num)):
             p = out / f"sample_{k:03d}.mp4"
-            write_rendered_video(G, ws_np[k:k + 1], outputs.part(p, last=True), fps=fps, batch=batch)
+            blocks = (np.array(latents[k:k + 1, a:a + CHUNK_FRAMES]) for a in range(0, int(frames), CHUNK_FRAMES))
+            write_rendered_stream(G, blocks, outputs.part(p, last=True), fps=fps, batch=batch)
             videos.append(str(p))
+        del latents
     summary = {"motion": str(Path(motion).resolve()), "model": model.model_name, "num": int(num),
                "frames": int(frames), "seed": int(seed), "fps": fps,
                "generator": None if generator is None else str(Path(generator).resolve()),
-               "latents": str((out / "latents.npy").resolve()), "latents_shape": list(ws_np.shape),
+               "latents": str((out / "latents.npy").resolve()), "latents_shape": list(shape),
                "videos": videos, "edits": describe_edits(resolved)}
     write_json(outputs.part(out / "sample.json"), summary)
     return summary

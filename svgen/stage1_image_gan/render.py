@@ -3,7 +3,7 @@
 Used by ``svgen animate``/``sample`` (the pipeline) and by the motion trainers' preview videos."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -40,10 +40,17 @@ def render_frames(G: Any, ws: Any, batch: int = 8) -> Iterator[np.ndarray]:
 def write_rendered_video(G: Any, ws: Any, out: PathLike, fps: float, batch: int = 8) -> int:
     """Render ws [K, T, num_ws, w_dim] side by side into an mp4 (atomic); returns the frame count.
     Latents that are not finite are refused before anything is written."""
+    check_finite(ws, "latents to render")
+    return write_rendered_stream(G, [ws], out, fps, batch)
+
+
+def write_rendered_stream(G: Any, blocks: Iterable[Any], out: PathLike, fps: float, batch: int = 8) -> int:
+    """Render consecutive blocks [K, n, num_ws, w_dim] (or [n, num_ws, w_dim]) of a long video into an
+    mp4 (atomic) as they come, so memory does not grow with its length; returns the frame count."""
     from svgen.preprocessing.video_io import VideoWriter
 
-    check_finite(ws, "latents to render")
     with VideoWriter(out, fps) as writer:
-        for frame in render_frames(G, ws, batch=batch):
-            writer.write(frame)
+        for ws in blocks:
+            for frame in render_frames(G, ws, batch=batch):
+                writer.write(frame)
         return writer.num_frames

@@ -5,7 +5,7 @@ StyleVideoGAN's GRU (``gru.motion.GRUMotion``) or StyleInV (``styleinv.motion.St
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -39,11 +39,21 @@ class MotionModel(Protocol):
     def sample(self, num: int, frames: int, seed: int = 0) -> torch.Tensor:
         """``num`` W+ trajectories [num, frames, num_ws, w_dim] at the training frame rate."""
 
+    def sample_chunks(self, num: int, frames: int, seed: int = 0) -> Iterator[torch.Tensor]:
+        """:meth:`sample` for consecutive frames, chunk by chunk ([num, n, num_ws, w_dim]): the same
+        trajectories, in memory that does not grow with ``frames``."""
+
     def animate_latents(self, w_identity: Any, frames: int, fps: float, seed: int = 0, *,
                         offset: str = "pca", components: Optional[int] = None,
                         layers: Optional[Sequence[int]] = None, strength: float = 1.0,
                         info: Optional[dict] = None, slowmo: float = 1.0) -> np.ndarray:
-        """Motion moved onto one identity latent [num_ws, w_dim]: float [frames, num_ws, w_dim]."""
+        """Motion moved onto one identity latent [num_ws, w_dim]: float32 [frames, num_ws, w_dim]."""
+
+    def animate_chunks(self, w_identity: Any, frames: int, fps: float, seed: int = 0, *,
+                       offset: str = "pca", components: Optional[int] = None,
+                       layers: Optional[Sequence[int]] = None, strength: float = 1.0,
+                       info: Optional[dict] = None, slowmo: float = 1.0) -> Iterator[np.ndarray]:
+        """:meth:`animate_latents` chunk by chunk (float32 [n, num_ws, w_dim] for consecutive frames)."""
 
 
 def load_motion(path: PathLike, device: Any = "cpu") -> MotionModel:

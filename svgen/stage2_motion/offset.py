@@ -172,22 +172,21 @@ def offset_delta(w_new: np.ndarray, basis: Optional[PCABasis], mode: str = "pca"
     raise ValueError(f"unknown offset mode {mode!r} (use {', '.join(MODES)})")
 
 
-def apply_offset(traj: np.ndarray, w_new: np.ndarray, basis: Optional[PCABasis] = None,
-                 mode: str = "pca", components: Optional[int] = None,
-                 layers: Optional[Sequence[int]] = None, strength: float = 1.0) -> tuple[np.ndarray, dict]:
-    """Shift a trajectory [T, num_ws, w_dim] onto a new identity; returns (shifted float32, info).
-
-    ``info`` records the mode, components used, layers, strength and |Delta| for the settings JSON.
-    """
-    traj = np.asarray(traj, np.float64)
+def offset_for(first: np.ndarray, w_new: np.ndarray, basis: Optional[PCABasis] = None, mode: str = "pca",
+               components: Optional[int] = None, layers: Optional[Sequence[int]] = None,
+               strength: float = 1.0) -> tuple[np.ndarray, dict]:
+    """The shift [num_ws, w_dim] (float64) that moves a trajectory starting at ``first`` onto ``w_new``,
+    and its record for the settings JSON (mode, components used, layers, strength, |Delta|).
+    Computed once, it is added to every chunk of a streamed trajectory."""
+    first = np.asarray(first, np.float64)
     w_new = np.asarray(w_new, np.float64)
-    if traj.ndim != 3 or w_new.shape != traj.shape[1:]:
-        raise ValueError(f"trajectory {traj.shape} and identity {w_new.shape} do not match")
+    if w_new.shape != first.shape or first.ndim != 2:
+        raise ValueError(f"trajectory frames {first.shape} and identity {w_new.shape} do not match")
     if components is not None and basis is not None and not 1 <= components <= basis.k:
         raise ValueError(f"offset components must be in 1..{basis.k}, got {components}")
-    delta = offset_delta(w_new, basis, mode, first=traj[0], components=components)
+    delta = offset_delta(w_new, basis, mode, first=first, components=components)
     if layers is not None:
-        mask = np.zeros(traj.shape[1], bool)
+        mask = np.zeros(first.shape[0], bool)
         mask[list(layers)] = True
         delta[~mask] = 0.0
     delta = float(strength) * delta
@@ -195,4 +194,15 @@ def apply_offset(traj: np.ndarray, w_new: np.ndarray, basis: Optional[PCABasis] 
             "components": (None if mode != "pca" else int(components or basis.k)),
             "layers": None if layers is None else [int(x) for x in layers],
             "delta_norm": float(np.linalg.norm(delta))}
+    return delta, info
+
+
+def apply_offset(traj: np.ndarray, w_new: np.ndarray, basis: Optional[PCABasis] = None,
+                 mode: str = "pca", components: Optional[int] = None,
+                 layers: Optional[Sequence[int]] = None, strength: float = 1.0) -> tuple[np.ndarray, dict]:
+    """Shift a trajectory [T, num_ws, w_dim] onto a new identity; returns (shifted float32, info)."""
+    traj = np.asarray(traj, np.float64)
+    if traj.ndim != 3:
+        raise ValueError(f"trajectory {traj.shape} is not [T, num_ws, w_dim]")
+    delta, info = offset_for(traj[0], w_new, basis, mode, components, layers, strength)
     return (traj + delta[None]).astype(np.float32), info

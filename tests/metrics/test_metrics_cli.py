@@ -221,3 +221,22 @@ def test_evaluate_library_gives_the_cli_report(motion_files, tmp_path, capsys):
     with pytest.raises(EvaluateUsageError, match="--out"):
         evaluate(EvalSpec(motion=motion_files / "motion.pt", latents=motion_files / "latents.h5", metrics="latent_fd"))
     assert not (tmp_path / "x.json").exists()
+
+
+def test_evaluate_num_runs_gives_mean_and_std_over_seeds(motion_files, tmp_path, capsys):
+    """--num-runs K: every metric K times with seeds SEED .. SEED+K-1; values = their mean, values_std
+    their sample std, runs = each run's values (run k equals a single run with seed SEED+k)."""
+    args = ["evaluate", "--motion", str(motion_files / "motion.pt"), "--latents", str(motion_files / "latents.h5"),
+            "--metrics", "latent_fd,loop", "--num-videos", "4", "--latent-windows", "24", "--loop-frames", "64",
+            "--device", "cpu"]
+    res = _cli_ok([*args, "--num-runs", "3", "--seed", "3", "--out", str(tmp_path / "k.json")], capsys)
+    rep = json.loads((tmp_path / "k.json").read_text())
+    assert [r["seed"] for r in rep["runs"]] == [3, 4, 5] and "(3 runs)" in res.out
+    _cli_ok([*args, "--seed", "4", "--out", str(tmp_path / "one.json")], capsys)
+    assert rep["runs"][1]["values"] == json.loads((tmp_path / "one.json").read_text())["values"]
+    for name in ("latent_fd", "loop_score", "motion_magnitude"):
+        vals = np.array([r["values"][name] for r in rep["runs"]])
+        assert rep["values"][name] == pytest.approx(vals.mean(), rel=1e-12)
+        assert rep["values_std"][name] == pytest.approx(vals.std(ddof=1), rel=1e-12) and rep["values_std"][name] > 0
+    code, _, err = run_cli([*args, "--num-runs", "0", "--out", str(tmp_path / "z.json")], capsys)
+    assert code == 2 and "--num-runs" in err

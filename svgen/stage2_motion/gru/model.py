@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -228,13 +228,14 @@ class MotionGenerator(nn.Module):
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256,
-               device: Optional[torch.device] = None) -> torch.Tensor:
-        """Draw ``num`` trajectories of ``frames`` W+ codes [num, frames, num_ws, w_dim].
+    def iter_sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256,
+                    device: Optional[torch.device] = None) -> Iterator[torch.Tensor]:
+        """Draw ``num`` trajectories of ``frames`` W+ codes, chunk by chunk: yields [num, n, num_ws, w_dim]
+        for consecutive frames (frame 0 alone, then ``chunk`` at a time).
 
         The noise comes from a CPU generator seeded with ``seed`` (i, then s_0, s_1, ... one draw
-        per step), so the result does not depend on ``chunk`` or on the device. Memory is bounded by
-        one chunk of the GRU plus the output.
+        per step) and the GRU memory is carried from chunk to chunk, so the frames are the same
+        whatever ``chunk`` or the device; memory is bounded by one chunk.
         """
         if frames < 1 or num < 1:
             raise ValueError(f"need num >= 1 and frames >= 1, got num={num}, frames={frames}")
@@ -242,18 +243,22 @@ class MotionGenerator(nn.Module):
         gen = torch.Generator().manual_seed(int(seed))
         d = self.cfg.latent_dim
         i = torch.randn(num, d, generator=gen).to(device)
-        out = torch.empty(num, frames, self.cfg.num_ws, self.cfg.w_dim, device=device)
         h = self.init_state(i)
-        out[:, 0] = self.to_wplus(h[-1])
+        yield self.to_wplus(h[-1])[:, None]
         pos = 1
         while pos < frames:
             n = min(chunk, frames - pos)
             # one draw per time step: the stream then does not depend on the chunking
             s = torch.stack([torch.randn(num, d, generator=gen) for _ in range(n)], 1).to(device)  # [num, n, 32]
             l, h = self.motion(i, s, h)
-            out[:, pos:pos + n] = self.to_wplus(l)
+            yield self.to_wplus(l)
             pos += n
-        return out
+
+    @torch.no_grad()
+    def sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256,
+               device: Optional[torch.device] = None) -> torch.Tensor:
+        """:meth:`iter_sample` gathered into one tensor [num, frames, num_ws, w_dim]."""
+        return torch.cat(list(self.iter_sample(num, frames, seed=seed, chunk=chunk, device=device)), dim=1)
 
     def set_data_stats(self, mean: torch.Tensor, std: float) -> None:
         self.w_mean.copy_(torch.as_tensor(mean, dtype=self.w_mean.dtype))

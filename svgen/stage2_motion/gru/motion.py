@@ -3,13 +3,13 @@ sampling at the training frame rate, resampling to other rates, and the offset t
 identity."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
-from svgen.stage2_motion.offset import PCABasis, apply_offset
+from svgen.stage2_motion.offset import PCABasis, offset_for
 from svgen.utils.config import config_from_dict
 from svgen.utils.errors import SvgenError
 
@@ -65,26 +65,42 @@ class GRUMotion:
         """``num`` W+ trajectories [num, frames, num_ws, w_dim] at the training frame rate."""
         return self.G.sample(num, frames, seed=seed, chunk=chunk)
 
+    def sample_chunks(self, num: int, frames: int, seed: int = 0, chunk: int = 256) -> Iterator[torch.Tensor]:
+        """:meth:`sample` chunk by chunk ([num, n, num_ws, w_dim]; the GRU memory carried across)."""
+        return self.G.iter_sample(num, frames, seed=seed, chunk=chunk)
+
     def animate_latents(self, w_identity: Any, frames: int, fps: Optional[float] = None, seed: int = 0,
-                        offset: str = "pca", components: Optional[int] = None,
-                        layers: Optional[Sequence[int]] = None, strength: float = 1.0,
-                        info: Optional[dict] = None, slowmo: float = 1.0, **_: Any) -> np.ndarray:
-        """Sampled motion moved onto ``w_identity`` [num_ws, w_dim] by the offset trick.
+                        **kw: Any) -> np.ndarray:
+        """:meth:`animate_chunks` gathered into one array float32 [frames, num_ws, w_dim]."""
+        return np.concatenate(list(self.animate_chunks(w_identity, frames, fps, seed, **kw)))
+
+    def animate_chunks(self, w_identity: Any, frames: int, fps: Optional[float] = None, seed: int = 0,
+                       offset: str = "pca", components: Optional[int] = None,
+                       layers: Optional[Sequence[int]] = None, strength: float = 1.0,
+                       info: Optional[dict] = None, slowmo: float = 1.0, chunk: int = 256,
+                       **_: Any) -> Iterator[np.ndarray]:
+        """Sampled motion moved onto ``w_identity`` [num_ws, w_dim] by the offset trick, chunk by chunk
+        (float32 [n, num_ws, w_dim] for consecutive frames; memory bounded by a chunk).
 
         The GRU runs at the training frame rate; for another ``fps`` (or a ``slowmo`` factor) it is
         unrolled for the covered duration and linearly resampled, so motion keeps its real-time
-        speed. ``info`` (a dict) receives what was done (offset, native frames) for the settings JSON.
+        speed. The offset is computed once from the first frame and added to every chunk. ``info``
+        (a dict) receives what was done (offset, native frames) for the settings JSON.
         """
         fps = float(fps or self.train_fps)
         native = max(1, int(round((frames - 1) * self.train_fps / fps / float(slowmo or 1.0))) + 1)
-        traj = self.sample(1, native, seed=seed)[0].cpu().numpy().astype(np.float64)
+        trajs = (w[0].cpu().numpy().astype(np.float64) for w in self.sample_chunks(1, native, seed=seed, chunk=chunk))
         if native != frames:
-            traj = resample_trajectory(traj, frames)
-        out, off = apply_offset(traj, np.asarray(w_identity, np.float64), self.pca, mode=offset,
-                                components=components, layers=layers, strength=strength)
-        if info is not None:
-            info.update(offset=off, native_frames=native, train_fps=self.train_fps, fps=fps, slowmo=float(slowmo))
-        return out
+            trajs = resample_stream(trajs, native, frames, chunk)
+        delta = None
+        for traj in trajs:
+            if delta is None:
+                delta, off = offset_for(traj[0], w_identity, self.pca, mode=offset, components=components,
+                                        layers=layers, strength=strength)
+                if info is not None:
+                    info.update(offset=off, native_frames=native, train_fps=self.train_fps, fps=fps,
+                                slowmo=float(slowmo))
+            yield (traj + delta[None]).astype(np.float32)
 
 
 def resample_trajectory(traj: np.ndarray, frames: int) -> np.ndarray:
@@ -98,3 +114,27 @@ def resample_trajectory(traj: np.ndarray, frames: int) -> np.ndarray:
     lo = np.floor(pos).astype(int).clip(0, len(traj) - 2)
     a = (pos - lo).reshape((-1,) + (1,) * (traj.ndim - 1))
     return (1 - a) * traj[lo] + a * traj[lo + 1]
+
+
+def resample_stream(chunks: Iterable[np.ndarray], native: int, frames: int, chunk: int = 256) -> Iterator[np.ndarray]:
+    """:func:`resample_trajectory` of a trajectory [native, ...] given as consecutive chunks: the same
+    values, ``chunk`` output frames at a time, holding only the native frames they lie between."""
+    it = iter(chunks)
+    if native == 1:
+        first = next(it)[:1]
+        for a in range(0, frames, chunk):
+            yield np.repeat(first, min(chunk, frames - a), axis=0)
+        return
+    pos = np.linspace(0.0, native - 1, frames)                  # as resample_trajectory: same positions
+    lo = np.floor(pos).astype(int).clip(0, native - 2)
+    buf, start = None, 0                                        # buf[0] is native frame ``start``
+    for a in range(0, frames, chunk):
+        b = min(frames, a + chunk)
+        while buf is None or start + len(buf) < lo[b - 1] + 2:
+            nxt = next(it)
+            buf = nxt if buf is None else np.concatenate([buf, nxt])
+        idx = lo[a:b] - start
+        w = (pos[a:b] - lo[a:b]).reshape((-1,) + (1,) * (buf.ndim - 1))
+        yield (1 - w) * buf[idx] + w * buf[idx + 1]
+        if b < frames and lo[b] > start:
+            buf, start = buf[lo[b] - start:], int(lo[b])

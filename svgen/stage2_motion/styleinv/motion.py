@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -124,6 +124,25 @@ class StyleInVMotion:
             raise SvgenError(f"got {w0.shape[0]} first-frame codes for {num} videos")
         return w0.to(self.device)
 
+    def _prepare(self, num: int, frames: int, seed: int, fps: Optional[float], w0: Any, slowmo: float,
+                 time_offset: float, truncation_psi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frame times [frames], first-frame codes [num, w_dim], motion noise) of one sampling call."""
+        if num <= 0:
+            raise SvgenError(f"number of videos must be positive, got {num}")
+        t = torch.from_numpy(frame_times(frames, fps, self.train_fps, slowmo, time_offset))
+        gen = torch.Generator().manual_seed(int(seed))
+        if w0 is None:  # new content codes from the mapping network (StyleInV's generation)
+            z = torch.randn(num, int(self.G.z_dim), generator=gen).to(self.device)
+            w0 = self.G.mapping(z, truncation_psi=truncation_psi)[:, 0]
+        w0 = self._w0_batch(w0, num)
+        z_m = sample_motion_noise(num, self.si.ffa_ape.num_anchors(float(t.max())),
+                                  self.cfg.z_motion_dim, gen).to(self.device)
+        return t, w0, z_m
+
+    def _x0(self, w0: torch.Tensor) -> torch.Tensor:
+        """The first frames x0 = G(w0) [n, 3, R, R] StyleInV's encoder modulates."""
+        return self.G.synthesis(w0[:, None, :].expand(-1, self.num_ws, -1), noise_mode=self.noise_mode)
+
     @torch.no_grad()
     def sample_w(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
                  w0: Any = None, slowmo: float = 1.0, time_offset: float = 0.0,
@@ -132,28 +151,37 @@ class StyleInVMotion:
 
         Frames are encoded in chunks of ``chunk`` time stamps, several videos at once (at most
         ``max_batch_frames`` encoder passes per call); results do not depend on the chunking.
+        Videos are the outer loop, so only one batch of first frames is held (many short videos).
         """
-        if num <= 0:
-            raise SvgenError(f"number of videos must be positive, got {num}")
-        t = torch.from_numpy(frame_times(frames, fps, self.train_fps, slowmo, time_offset))
-        gen = torch.Generator().manual_seed(int(seed))
-        G = self.G
-        if w0 is None:  # new content codes from the mapping network (StyleInV's generation)
-            z = torch.randn(num, int(G.z_dim), generator=gen).to(self.device)
-            w0 = G.mapping(z, truncation_psi=truncation_psi)[:, 0]
-        w0 = self._w0_batch(w0, num)
-        z_m = sample_motion_noise(num, self.si.ffa_ape.num_anchors(float(t.max())),
-                                  self.cfg.z_motion_dim, gen).to(self.device)
+        t, w0, z_m = self._prepare(num, frames, seed, fps, w0, slowmo, time_offset, truncation_psi)
         out = torch.empty(num, frames, self.w_dim)
         chunk = max(1, min(int(chunk), frames))
         per_batch = max(1, max_batch_frames // chunk)      # videos encoded together
         for i in range(0, num, per_batch):
             j = min(num, i + per_batch)
-            x0 = G.synthesis(w0[i:j, None, :].expand(-1, self.num_ws, -1), noise_mode=self.noise_mode)
+            x0 = self._x0(w0[i:j])
             for a in range(0, frames, chunk):
                 tt = t[a:a + chunk][None].expand(j - i, -1).to(self.device)
                 out[i:j, a:a + chunk] = self.si(x0, w0[i:j], z_m[i:j], tt).float().cpu()
         return out
+
+    @torch.no_grad()
+    def iter_sample_w(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
+                      w0: Any = None, slowmo: float = 1.0, time_offset: float = 0.0,
+                      truncation_psi: float = 1.0, chunk: int = 64,
+                      max_batch_frames: int = 512) -> Iterator[torch.Tensor]:
+        """:meth:`sample_w` chunk by chunk in time: yields [num, n, w_dim] for consecutive frames, the
+        same values (same encoder calls); time is the outer loop, so memory does not grow with
+        ``frames`` (a few long videos: animate, sample)."""
+        t, w0, z_m = self._prepare(num, frames, seed, fps, w0, slowmo, time_offset, truncation_psi)
+        chunk = max(1, min(int(chunk), frames))
+        per_batch = max(1, max_batch_frames // chunk)
+        batches = [(i, min(num, i + per_batch)) for i in range(0, num, per_batch)]
+        x0s = [self._x0(w0[i:j]) for i, j in batches]
+        for a in range(0, frames, chunk):
+            parts = [self.si(x0, w0[i:j], z_m[i:j], t[a:a + chunk][None].expand(j - i, -1).to(self.device))
+                     for (i, j), x0 in zip(batches, x0s)]
+            yield torch.cat(parts).float().cpu()
 
     def sample(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
                w0: Any = None, **kw: Any) -> torch.Tensor:
@@ -161,10 +189,22 @@ class StyleInVMotion:
         w = self.sample_w(num, frames, seed=seed, fps=fps, w0=w0, **kw)
         return w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
 
+    def sample_chunks(self, num: int, frames: int, seed: int = 0, chunk: int = 64, fps: Optional[float] = None,
+                      w0: Any = None, **kw: Any) -> Iterator[torch.Tensor]:
+        """:meth:`sample` chunk by chunk: [num, n, num_ws, w_dim] for consecutive frames."""
+        for w in self.iter_sample_w(num, frames, seed=seed, fps=fps, w0=w0, chunk=chunk, **kw):
+            yield w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
+
     def animate_latents(self, w_identity: Any, frames: int, fps: float, seed: int = 0,
                         **kw: Any) -> np.ndarray:
-        """Motion for one identity: w0 = its W code (mean over layers of a W+ inversion; exact for
-        a W encoder) and t sampled at ``fps``. Returns float32 [frames, num_ws, w_dim]."""
+        """:meth:`animate_chunks` gathered into one array float32 [frames, num_ws, w_dim]."""
+        return np.concatenate(list(self.animate_chunks(w_identity, frames, fps, seed, **kw)))
+
+    def animate_chunks(self, w_identity: Any, frames: int, fps: float, seed: int = 0,
+                       **kw: Any) -> Iterator[np.ndarray]:
+        """Motion for one identity, chunk by chunk: w0 = its W code (mean over layers of a W+
+        inversion; exact for a W encoder) and t sampled at ``fps`` (each chunk's times computed
+        directly). Yields float32 [n, num_ws, w_dim] for consecutive frames."""
         w = torch.as_tensor(np.asarray(w_identity, dtype=np.float32))
         if w.ndim == 2:
             if tuple(w.shape) != (self.num_ws, self.w_dim):
@@ -175,10 +215,10 @@ class StyleInVMotion:
             raise SvgenError(f"identity latent has shape {tuple(w.shape)}, expected [{self.w_dim}]")
         info = kw.get("info")
         kw = {k: v for k, v in kw.items() if k in ("slowmo", "time_offset", "chunk", "max_batch_frames")}
-        out = self.sample(1, frames, seed=seed, fps=fps, w0=w[None], **kw)[0]
         if isinstance(info, dict):  # recorded in animate's settings JSON
             slowmo = float(kw.get("slowmo", 1.0))
             info.update({"model": MODEL_NAME, "train_fps": self.train_fps, "slowmo": slowmo,
                          "training_frames_per_output_frame": self.train_fps / float(fps or self.train_fps) / slowmo,
                          "w0": "mean over layers of the identity latent", "offset": "not used (w0 is the identity)"})
-        return out.numpy().astype(np.float32)
+        for out in self.sample_chunks(1, frames, seed=seed, fps=fps, w0=w[None], **kw):
+            yield out[0].numpy().astype(np.float32)
