@@ -141,7 +141,7 @@ $(LATENTS): $(ENCODER) $(G_PT) $(ALIGNED)
 train-motion: $(MOTION)
 $(MOTION): $(LATENTS) $(G_PT) $(MOTION_ENCODER)
 	$(SVGEN) train-motion --latents $(LATENTS) --model $(MODEL) --generator $(G_PT) --encoder $(MOTION_ENCODER) \
-		--data $(ALIGNED) --out $(WORK)/motion_$(MODEL) --device $(DEVICE) --seed $(SEED) $(MOTION_LENGTH) \
+		$(if $(filter styleinv,$(MODEL)),--data $(ALIGNED)) --out $(WORK)/motion_$(MODEL) --device $(DEVICE) --seed $(SEED) $(MOTION_LENGTH) \
 		$(if $(wildcard $(WORK)/motion_$(MODEL)/checkpoints/latest.pt),--resume)
 
 animate: $(ANIMATION)

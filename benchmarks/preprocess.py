@@ -56,7 +56,7 @@ def worker(mode: str, video: str, size: int, max_frames: int | None) -> dict:
         wall = time.perf_counter() - t0
     else:
         from svgen.preprocessing.landmarks import DlibLandmarks
-        from svgen.preprocessing.pipeline import preprocess_videos
+        from svgen.preprocessing.videos import preprocess_videos
 
         t0 = time.perf_counter()
         backend = DlibLandmarks("hog")

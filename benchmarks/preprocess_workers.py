@@ -42,7 +42,7 @@ def _inputs(quick: bool) -> dict:
 def worker(spec: dict) -> dict:
     """One timed ``preprocess_videos`` call in this (fresh) process."""
     os.environ["SVGEN_NO_PROGRESS"] = "1"
-    from svgen.preprocessing.pipeline import preprocess_videos
+    from svgen.preprocessing.videos import preprocess_videos
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

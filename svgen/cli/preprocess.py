@@ -73,7 +73,7 @@ def preprocess(videos, out, size, landmarks, detector, smooth, max_frames, fps, 
     Faces are tracked, cropped from the eye corners (StyleVideoGAN) and low-passed over time;
     short face gaps are interpolated, long ones split the clip. Prints a summary per video.
     """
-    from svgen.preprocessing.pipeline import format_summary, preprocess_videos
+    from svgen.preprocessing.videos import format_summary, preprocess_videos
     from svgen.utils.io import write_json
     from svgen.utils.shard import parse_shard
 

@@ -13,7 +13,7 @@ import numpy as np
 from svgen.inversion.api import ChunkInverter
 from svgen.inversion.project import RefineConfig, broadcast_ws
 from svgen.preprocessing.dataset import AlignedDataset
-from svgen.preprocessing.pipeline import preprocess_videos
+from svgen.preprocessing.videos import preprocess_videos
 from svgen.utils.errors import PathLike, SvgenError
 
 INVERT_BATCH = 16        # frames per encoder pass (as invert_images: the same batches, the same latents)

@@ -20,7 +20,7 @@ from svgen.inversion.encoders import load_encoder
 from svgen.preprocessing.alignment import paste_back
 from svgen.preprocessing.dataset import AlignedDataset
 from svgen.preprocessing.landmarks import DlibLandmarks
-from svgen.preprocessing.pipeline import preprocess_videos
+from svgen.preprocessing.videos import preprocess_videos
 from svgen.preprocessing.video_io import VideoWriter, iter_frames_indexed, probe
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.utils.device import select_device

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from svgen.preprocessing.dataset import AlignedDataset
-from svgen.preprocessing.pipeline import preprocess_videos
+from svgen.preprocessing.videos import preprocess_videos
 from svgen.preprocessing.video_io import display_size, ffmpeg_exe, iter_frames, probe
 
 FRAMES = 8

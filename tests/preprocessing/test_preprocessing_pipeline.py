@@ -11,7 +11,7 @@ from PIL import Image
 
 from svgen.preprocessing.alignment import crop_to_source, source_to_crop
 from svgen.preprocessing.dataset import AlignedDataset
-from svgen.preprocessing.pipeline import format_summary, preprocess_videos
+from svgen.preprocessing.videos import format_summary, preprocess_videos
 from svgen.preprocessing.stabilize import jitter
 from svgen.preprocessing.video_io import iter_frames, probe, write_video
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from svgen.preprocessing.dataset import AlignedDataset
-from svgen.preprocessing.pipeline import preprocess_videos
+from svgen.preprocessing.videos import preprocess_videos
 from svgen.preprocessing.video_io import iter_frames, iter_frames_indexed, write_video
 
 from clitools import ok_cli, run_cli
