@@ -330,27 +330,8 @@ def build_identity_loss(kind: str = "auto", path: Optional[PathLike] = None,
     return DlibIdentityLoss(load_dlib_resnet(path, device))
 
 
-# The mouth in an FFHQ-style aligned crop, as fractions of the crop (y0, y1, x0, x1): dlib's mouth
-# landmarks 48-67 span x 0.37-0.63, y 0.68-0.78 on average over the demo clip's aligned frames, widened
-# by a margin for open mouths and other faces.
-MOUTH_BOX = (0.62, 0.88, 0.30, 0.70)
-
-
-def region_l2(x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float]) -> torch.Tensor:
-    """Mean squared error per image inside ``box`` = (y0, y1, x0, x1) in fractions of the image: [N]."""
-    H, W = x.shape[-2:]
-    y0, y1 = int(box[0] * H), max(int(box[0] * H) + 1, round(box[1] * H))
-    x0, x1 = int(box[2] * W), max(int(box[2] * W) + 1, round(box[3] * W))
-    return pixel_l2(x[..., y0:y1, x0:x1], y[..., y0:y1, x0:x1])
-
-
 class ReconstructionLoss(nn.Module):
-    """Weighted sum of the image losses: l2 * L2 + msssim * (1 - MS-SSIM) [+ mouth * L2 in the mouth box
-    + lpips * LPIPS + id * ID].
-
-    The mouth term is what makes an encoder keep speech: the mouth covers ~10 % of an aligned face, so
-    in the whole-image losses its opening is a small error that a code of a closed mouth barely pays
-    for (the demo's encoder kept 0.34x of the clip's mouth-aspect-ratio spread without it).
+    """Weighted sum of the image losses: l2 * L2 + msssim * (1 - MS-SSIM) [+ lpips * LPIPS + id * ID].
 
     ``forward`` returns the per-image total [N] and a dict of batch-mean parts for logging.
     """
@@ -367,11 +348,9 @@ class ReconstructionLoss(nn.Module):
         self.id_loss = build_identity_loss(identity, id_weights, device)
         self.set_weights(l2, msssim, lpips, id)
 
-    def set_weights(self, l2: float, msssim: float, lpips: float, id: float, mouth: float = 0.0,
-                    mouth_box: tuple[float, float, float, float] = MOUTH_BOX) -> None:
+    def set_weights(self, l2: float, msssim: float, lpips: float, id: float) -> None:
         """Loss weights (the LPIPS / ID weights count only when their nets are loaded)."""
         self.w_l2, self.w_msssim = float(l2), float(msssim)
-        self.w_mouth, self.mouth_box = float(mouth), tuple(float(v) for v in mouth_box)
         self.w_lpips = float(lpips) if self.lpips is not None else 0.0
         self.w_id = float(id) if self.id_loss is not None else 0.0
 
@@ -382,9 +361,6 @@ class ReconstructionLoss(nn.Module):
         if self.w_l2:
             parts["l2"] = pixel_l2(x_hat, x)
             total = total + self.w_l2 * parts["l2"]
-        if self.w_mouth:
-            parts["mouth"] = region_l2(x_hat, x, self.mouth_box)
-            total = total + self.w_mouth * parts["mouth"]
         if self.w_msssim:
             parts["msssim"] = 1 - ms_ssim(x_hat, x)
             total = total + self.w_msssim * parts["msssim"]

@@ -68,7 +68,6 @@ class TrainEncoderConfig:
     betas: tuple = (0.9, 0.999)
     l2: float = 1.0                # pixel L2 weight
     msssim: float = 0.5            # (1 - MS-SSIM) weight
-    mouth: float = 0.0             # pixel L2 inside the aligned crop's mouth box (losses.MOUTH_BOX)
     latent: float = 1.0            # latent L2 on generated pairs
     lpips: float = 0.8             # used only with --lpips-weights
     id: float = 0.1                # identity loss weight (dlib's ResNet, or ArcFace with --id-weights)
@@ -358,7 +357,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         raise SvgenError("this run was trained with real frames; pass --data to resume it")
 
     seed_everything(cfg.seed)
-    loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id, mouth=cfg.mouth)
+    loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)
     if loss.lpips is None and cfg.lpips > 0:
         warnings.warn(LossOffWarning(f"LPIPS loss off: give --lpips-weights ({LPIPS_EXPECTED})"), stacklevel=2)
     trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float())
