@@ -121,7 +121,6 @@ def measure(paths: Any, device: str = "cpu", seed: int = 0) -> list[Check]:
     """Every check the demo's artifacts allow (see the module docstring); missing artifacts are skipped."""
     from svgen.metrics.acd import FaceEmbedder
     from svgen.preprocessing.dataset import AlignedDataset
-    from svgen.preprocessing.pipeline import align_photo
     from svgen.stage1_image_gan.checkpoints import load_generator
 
     embedder = FaceEmbedder()
@@ -150,46 +149,54 @@ def measure(paths: Any, device: str = "cpu", seed: int = 0) -> list[Check]:
                             f">= {PSNR_GOAL_DB:g} dB", rec >= PSNR_GOAL_DB, {"mean face (w_avg)": mean_face},
                             f"mean PSNR over the first {NUM_RECON_FRAMES} frames at {R} px"))
 
-    photo_full = np.asarray(read_rgb(paths.photo))
-    photo_emb = embedder.embed(photo_full, aligned=False)
     actor = [e for e in real_emb if e is not None]
-    refs: dict[str, float] = {"same-person threshold": SAME_PERSON}
-    if photo_emb is not None:
-        small = align_photo(paths.photo, size=R)
-        small_emb = embedder.embed(small, aligned=True)
-        if small_emb is not None:
-            refs[f"photo vs its own {R} px aligned copy"] = float(np.linalg.norm(small_emb - photo_emb))
-        if actor:
-            refs["photo vs the training actor"] = float(np.mean([np.linalg.norm(a - photo_emb) for a in actor]))
     train_motion = None
     for model, video in paths.animation.items():
-        if not Path(video).is_file():
-            continue
-        from svgen.metrics import landmark_motion as lmm
+        if Path(video).is_file():
+            if train_motion is None:
+                from svgen.metrics import landmark_motion as lmm
 
-        if train_motion is None:
-            train_motion = lmm.dataset_features(paths.aligned)
-        anim_motion = lmm.video_features(video)
-        mt = lmm.motion_targets([anim_motion], train_motion)
-        checks.append(Check(f"mouth_{model}", f"The mouth moves like the training clip's ({model})",
-                            mt["mar_spread_ratio"], "x the training clip's mouth spread", "0.5-2x, not frozen, "
-                            "not exploding", bool(mt["mar_spread_ok"] and not mt["frozen"] and not mt["exploding"]),
-                            {"frozen (1 = yes)": float(mt["frozen"]), "exploding (1 = yes)": float(mt["exploding"]),
-                             "head yaw spread ratio": mt["yaw_spread_ratio"]},
-                            "std of the mouth aspect ratio from dlib's 68 landmarks, animation / training clip"))
-        checks.append(motion_check(model, train_motion, [anim_motion]))
-        frames = sampled_frames(Path(video))
-        embs = face_found(embedder, frames)
-        found = [e for e in embs if e is not None]
-        checks.append(Check(f"faces_{model}", f"A face in every frame ({model} animation)",
-                            100 * len(found) / len(frames), f"% of {len(frames)} sampled frames", "100 %",
-                            len(found) == len(frames), {}, "dlib's face detector, no fallback box"))
-        if photo_emb is not None and found:
-            dist = float(np.mean([np.linalg.norm(e - photo_emb) for e in found]))
-            checks.append(Check(f"identity_{model}", f"Keeps the photo's identity ({model} animation)", dist,
-                                "dlib distance", f"<= {IDENTITY_GOAL:g}", dist <= IDENTITY_GOAL, dict(refs),
-                                "mean L2 distance of 128-d dlib embeddings, photo vs frames with a face"))
+                train_motion = lmm.dataset_features(paths.aligned)
+            checks += animation_checks(model, Path(video), Path(paths.photo), train_motion, embedder, R, actor)
+    return checks
 
+
+def animation_checks(model: str, video: Path, photo: Path, train_motion: Any, embedder: Any, size: int,
+                     actor: Optional[list] = None) -> list[Check]:
+    """The mouth, motion, face and identity checks of one animation of ``photo`` (``model`` names
+    them), against the training clip's landmark features ``train_motion``; ``actor``: dlib
+    embeddings of training frames (a reference for the identity check)."""
+    from svgen.metrics import landmark_motion as lmm
+    from svgen.preprocessing.pipeline import align_photo
+
+    checks: list[Check] = []
+    photo_emb = embedder.embed(np.asarray(read_rgb(photo)), aligned=False)
+    refs: dict[str, float] = {"same-person threshold": SAME_PERSON}
+    if photo_emb is not None:
+        small_emb = embedder.embed(align_photo(photo, size=size), aligned=True)
+        if small_emb is not None:
+            refs[f"photo vs its own {size} px aligned copy"] = float(np.linalg.norm(small_emb - photo_emb))
+        if actor:
+            refs["photo vs the training actor"] = float(np.mean([np.linalg.norm(a - photo_emb) for a in actor]))
+    anim_motion = lmm.video_features(video)
+    mt = lmm.motion_targets([anim_motion], train_motion)
+    checks.append(Check(f"mouth_{model}", f"The mouth moves like the training clip's ({model})",
+                        mt["mar_spread_ratio"], "x the training clip's mouth spread", "0.5-2x, not frozen, "
+                        "not exploding", bool(mt["mar_spread_ok"] and not mt["frozen"] and not mt["exploding"]),
+                        {"frozen (1 = yes)": float(mt["frozen"]), "exploding (1 = yes)": float(mt["exploding"]),
+                         "head yaw spread ratio": mt["yaw_spread_ratio"]},
+                        "std of the mouth aspect ratio from dlib's 68 landmarks, animation / training clip"))
+    checks.append(motion_check(model, train_motion, [anim_motion]))
+    frames = sampled_frames(video)
+    found = [e for e in face_found(embedder, frames) if e is not None]
+    checks.append(Check(f"faces_{model}", f"A face in every frame ({model} animation)",
+                        100 * len(found) / len(frames), f"% of {len(frames)} sampled frames", "100 %",
+                        len(found) == len(frames), {}, "dlib's face detector, no fallback box"))
+    if photo_emb is not None and found:
+        dist = float(np.mean([np.linalg.norm(e - photo_emb) for e in found]))
+        checks.append(Check(f"identity_{model}", f"Keeps the photo's identity ({model} animation)", dist,
+                            "dlib distance", f"<= {IDENTITY_GOAL:g}", dist <= IDENTITY_GOAL, refs,
+                            "mean L2 distance of 128-d dlib embeddings, photo vs frames with a face"))
     return checks
 
 

@@ -13,12 +13,14 @@ synthesis network so that ``G_t(w_p)`` reproduces the photo:
   of fixed length from the pivot toward a random mapped code ``w_z`` (truncation 0.5); the tuned
   and the original generator must agree there, so the rest of the latent space -- and with it what
   the motion model's effect -- stays as it was. ``alpha`` is given in units of the mapping network's
-  mean distance to ``w_avg`` (PTI's 30 for FFHQ's W is about one such unit). We use 3 units: the
+  mean distance to ``w_avg`` (PTI's 30 for FFHQ's W is about one such unit). We use 6 units: the
   regulariser must hold the space *beyond* the motion, not inside it. A transferred trajectory moves
   up to about 12 (flattened W+) from the pivot on the demo, where one unit is 9.4; at alpha 1 the
   tuned generator was pulled back to the training actor inside the motion's range and the face
-  faded in 9 of 16 frames of the GRU animation (identity 0.528); at 3: 16/16 frames, 0.497
-  (StyleInV: 16/16 either way, 0.313 -> 0.292; another demo run: 11/16 -> 14/16 faces).
+  faded in 9 of 16 frames of the GRU animation (identity 0.528); at 3: 16/16 frames, 0.497. From 3
+  to 6 units (dlib distance of 16 frames of the demo's GRU trajectory moved onto each photo, to the
+  64 px photo): demo photo 0.497 -> 0.439 (StyleInV 0.291 -> 0.275), two held-out photos
+  0.507 -> 0.471 and 0.389 -> 0.315; at 12 units the demo photo went back to 0.537.
 - Only the synthesis network is tuned (the pivot is fixed, the mapping network is unused).
   Adam, 350 steps, batch 1, constant noise (PTI's settings); training stops early once the
   reconstruction reaches ``stop_psnr``. The learning rate is PTI's 3e-4 for the published networks
@@ -62,7 +64,7 @@ class PTIConfig:
     id: float = 0.1                # identity loss weight (when the loss has an identity net)
     identity: str = "none"         # identity net of the default loss (build_identity_loss kinds)
     locality: float = 0.1          # weight of each locality term (PTI: 0.1 L2 + 0.1 LPIPS)
-    locality_alpha: float = 3.0    # step length from the pivot, in mapped-code distances to w_avg
+    locality_alpha: float = 6.0    # step length from the pivot, in mapped-code distances to w_avg
     locality_psi: float = 0.5      # truncation of the random codes w_z
     locality_every: int = 1
     stop_psnr: float = 40.0        # stop once G_t(w_p) reconstructs the photo to this PSNR (dB)
