@@ -21,6 +21,7 @@ The run folder, resume policy, lazy-regularised Adam, gradient scrubbing and the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from svgen.inversion.backbone import BACKBONE_PRESETS
 from svgen.stage2_motion.styleinv.model import (
     MODEL_NAME,
     EncoderConfig,
@@ -170,9 +172,9 @@ class StyleInVTrainer:
                 enc_cfg, bb_state, head, meta = encoder_config_from_file(cfg.encoder)
                 enc_init = (bb_state, head, meta)
             else:   # no trained encoder: the published layout at random init, BN in training mode
-                enc_cfg = EncoderConfig(resolution=min(256, int(self.G.img_resolution)), bn_mode="train")
-                if int(self.G.w_dim) < 512:
-                    enc_cfg = _tiny_encoder_config(enc_cfg.resolution)
+                backbone = BACKBONE_PRESETS["tiny" if int(self.G.w_dim) < 512 else "ir_se50"]
+                enc_cfg = EncoderConfig(backbone=dataclasses.replace(backbone),
+                                        resolution=min(256, int(self.G.img_resolution)), bn_mode="train")
             cfg.model = styleinv_config_for(int(self.G.w_dim), int(self.G.num_ws), int(self.G.img_resolution),
                                             encoder=enc_cfg, nframes=cfg.sampling.nframes,
                                             max_period_len=float(cfg.sampling.nframes))
@@ -492,14 +494,6 @@ class StyleInVTrainer:
         out = Path(self.cfg.out) / "motion.pt"
         torch_save_atomic(self.checkpoint(full=False), out)
         return out
-
-
-def _tiny_encoder_config(resolution: int) -> EncoderConfig:
-    from svgen.inversion.backbone import BACKBONE_PRESETS
-
-    b = BACKBONE_PRESETS["tiny"]
-    return EncoderConfig(in_channels=b.in_channels, stem_channels=b.stem_channels, channels=tuple(b.channels),
-                         units=tuple(b.units), se_reduction=b.se_reduction, resolution=resolution, bn_mode="train")
 
 
 def train_styleinv(cfg: StyleInVTrainConfig, resume: bool = False) -> Path:
