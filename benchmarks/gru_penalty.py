@@ -140,7 +140,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--stride", type=int, default=1)
-    ap.add_argument("--snapshot-every", type=int, default=10, help="epochs between latent-FD evaluations")
+    ap.add_argument("--snapshot-every", type=int, default=30,
+                    help="steps between latent-FD evaluations (the README's runs: every 10 epochs, 30 steps)")
     ap.add_argument("--eval-windows", type=int, default=128)
     ap.add_argument("--long-frames", type=int, default=250)
     ap.add_argument("--landmark-samples", type=int, default=3)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 
@@ -43,14 +43,17 @@ def edit_option(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Mapped z samples for the covariance.")
 @click.option("--sigma", "span", type=POSITIVE, default=2.0, show_default=True,
               help="Preview: strengths from -SIGMA to +SIGMA standard deviations.")
-@click.option("--steps", type=int, default=5, show_default=True, callback=positive_int,
-              help="Preview: columns per direction.")
+@click.option("--columns", "steps", type=int, default=5, show_default=True, callback=positive_int,
+              help="Preview: columns (strengths) per direction.")
+@click.option("--steps", "old_steps", type=int, default=None, hidden=True)   # before --steps meant training steps only
 @click.option("--trunc", "truncation_psi", type=FINITE, default=0.7, show_default=True,
               help="Preview: truncation psi of the base sample.")
 @common_options
 def directions(generator: Path, method: str, out: Path, num: int, samples: int, span: float, steps: int,
-               truncation_psi: float, seed: int, device: str) -> None:
+               old_steps: Optional[int], truncation_psi: float, seed: int, device: str) -> None:
     """Editing directions of a generator (GANSpace PCA of W) and a PNG preview grid."""
+    if old_steps is not None:
+        raise click.UsageError("--steps is now --columns for `svgen directions` (--steps counts training steps)")
     from PIL import Image
 
     from svgen.editing.directions import GanspaceConfig, direction_grid, ganspace, save_directions

@@ -30,8 +30,10 @@ def _weights_option(name: str, what: str):
               "tiny for generators of 64 px or less.")
 @click.option("--kimg", type=POSITIVE, default=None, help="Training length in thousands of images.")
 @click.option("--steps", type=int, default=None, callback=positive_int,
-              help="Training length in optimizer steps (instead of --kimg).")
+              help="Training length in optimisation steps, one batch each (instead of --kimg).")
 @click.option("--batch", type=int, default=None, callback=positive_int, help="Images per step.")
+@click.option("--snapshot-every", type=int, default=None, callback=positive_int,
+              help="Steps between checkpoints (latest.pt) and sample grids [default: 200; on --resume: the run's own].")
 @click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate (preset default).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @_weights_option("--lpips-weights", "LPIPS (lpips package state dict, alex or vgg)")
@@ -44,7 +46,7 @@ def _weights_option(name: str, what: str):
               help="Initialise the IR-SE body from ArcFace weights (model_ir_se50.pth; ir_se50 only).")
 @common_options
 def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: str,
-                  kimg: Optional[float], steps: Optional[int], batch: Optional[int],
+                  kimg: Optional[float], steps: Optional[int], batch: Optional[int], snapshot_every: Optional[int],
                   lr: Optional[float], resume: bool, lpips_weights: Optional[Path],
                   id_weights: Optional[Path], id_loss: str, backbone_weights: Optional[Path], seed: int,
                   device: str) -> None:
@@ -56,7 +58,7 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
         raise click.UsageError("give either --kimg or --steps, not both")
     with echo_warnings():
         path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
-                   batch=batch, lr=lr, resume=resume, lpips_weights=lpips_weights,
+                   batch=batch, lr=lr, snapshot_every=snapshot_every, resume=resume, lpips_weights=lpips_weights,
                    id_weights=id_weights, id_loss=id_loss, backbone_weights=backbone_weights, seed=seed,
                    device=select_device(device))
     click.echo(f"wrote {path}")

@@ -16,8 +16,12 @@ from svgen.utils.errors import SvgenError
 @click.option("--model", type=click.Choice(["gru", "styleinv"]), default="gru", show_default=True,
               help="StyleVideoGAN GRU or StyleInV.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; gets DIR/motion.pt.")
-@click.option("--epochs", type=int, default=None, help="Epochs (one pass over all windows). GRU default: 350.")
-@click.option("--steps", type=int, default=None, help="Stop after this many optimisation steps.")
+@click.option("--epochs", type=int, default=None,
+              help="Training length in epochs. GRU: passes over all windows (default 350); StyleInV: "
+                   "ceil(frames / batch) steps each.")
+@click.option("--steps", type=int, default=None,
+              help="Training length in optimisation steps, one batch each (GRU: critic steps; instead of "
+                   "--epochs). StyleInV default: 20000.")
 @click.option("--batch", type=int, default=None, help="Windows per batch. GRU default: 32.")
 @click.option("--window", type=int, default=None, help="Frames per training window t. GRU default: 25.")
 @click.option("--generator", type=click.Path(dir_okay=False), default=None,
@@ -29,7 +33,9 @@ from svgen.utils.errors import SvgenError
               help="StyleInV discriminator domain. Default latent: real first-frame codes, a video "
                    "discriminator on W codes (purely in latent space; not the paper's setting). The "
                    "paper's setting is --disc image (discriminator on rendered frames; needs --data).")
-@click.option("--preview-every", type=int, default=None, help="Epochs between rendered mp4 previews (needs --generator).")
+@click.option("--preview-every", type=int, default=None,
+              help="Steps between previews. GRU: rendered mp4s (needs --generator; default off); StyleInV: "
+                   "PNG grids (default: at each snapshot).")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
 @click.option("--lambda-gap", type=NON_NEGATIVE, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
 @click.option("--penalty-units", type=click.Choice(["raw", "normalised"]), default=None,
@@ -38,7 +44,8 @@ from svgen.utils.errors import SvgenError
 @click.option("--n-critic", type=int, default=None,
               help="GRU: critic steps (one batch each) per generator step (default 5).")
 @click.option("--snapshot-every", type=int, default=None,
-              help="Between checkpoints and metrics: GRU epochs (default 10), StyleInV steps (default 1000).")
+              help="Steps between checkpoints (latest.pt) and metrics. Default: GRU 200 (on --resume the "
+                   "run's own), StyleInV 1000.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
 @common_options
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
@@ -53,6 +60,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
                         ("--n-critic", n_critic)):
         if value is not None and value <= 0:
             raise SvgenError(f"{name} must be a positive integer, got {value}")
+    if epochs is not None and steps is not None:
+        raise click.UsageError("give either --epochs or --steps, not both")
     if window is not None and window < 2:
         raise SvgenError(f"--window must be at least 2 frames (motion needs a next frame), got {window}")
     if preview_every is not None and preview_every < 0:

@@ -19,7 +19,7 @@ L2 norms are penalised (``delta_reg``), and a latent discriminator (an MLP telli
 codes from the encoder's, non-saturating loss with lazy R1) pulls every entry toward W (``w_disc``). Adam, an EMA copy
 of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/latest.pt`` replaced
 atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
-random stream (the run folder, resume policy and EMA of :mod:`svgen.training`). The result is
+random stream (the run folder, resume policy, EMA and outer loop of :mod:`svgen.training`). The result is
 ``<out>/encoder.pt``.
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,8 @@ from svgen.inversion.latent_discriminator import (LatentDiscriminator, discrimin
 from svgen.inversion.identity import LossOffWarning
 from svgen.inversion.losses import LPIPS_EXPECTED, ReconstructionLoss, _load_weight_file, latent_l2
 from svgen.training import Run, from_invocation, half_life_beta, resumed_config, saved_config, update_ema
+from svgen.training.loop import fit
+from svgen.training.state import restore
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, torch_save_atomic
@@ -82,9 +83,22 @@ class TrainEncoderConfig:
     ema_kimg: float = 1.0          # EMA half-life in thousands of images
     ema_rampup: float = 0.05       # half-life <= rampup * images seen
     log_every: int = 20
-    checkpoint_every: int = 200
-    snapshot_every: int = 1000
+    snapshot_every: int = from_invocation(200, if_given=True)   # steps between latest.pt + a sample grid
+    keep_every: int = 1000         # steps between numbered snapshots (encoder-NNNNNNN.pt)
     seed: int = 0
+
+
+def saved_train_config(data: dict) -> TrainEncoderConfig:
+    """A saved :class:`TrainEncoderConfig`; configs saved before the cadences were renamed
+    (``checkpoint_every`` for latest.pt, ``snapshot_every`` for numbered files) are mapped onto
+    ``snapshot_every`` / ``keep_every``, the names (and step units) every trainer uses."""
+    data = dict(data)
+    if "checkpoint_every" in data:
+        data["keep_every"] = data.pop("snapshot_every", TrainEncoderConfig.keep_every)
+        data["snapshot_every"] = data.pop("checkpoint_every")
+    cfg = saved_config(TrainEncoderConfig, data)
+    cfg.betas = tuple(cfg.betas)
+    return cfg
 
 
 def _real_targets(frames: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -143,15 +157,12 @@ class EncoderTrainer:
         return st
 
     def load_state(self, ckpt: dict) -> None:
-        self.E.load_state_dict(ckpt["E"])
-        self.E_ema.load_state_dict(ckpt.get("E_ema", ckpt["E"]))
-        self.opt.load_state_dict(ckpt["optimizer"])
+        ema = ckpt.get("E_ema", ckpt["E"])     # checkpoints without an EMA copy
+        restore(dict(ckpt, E_ema=ema), {"E": self.E, "E_ema": self.E_ema, "optimizer": self.opt, "D_w": self.D_w,
+                                        "opt_D_w": self.opt_D_w}, optional=("D_w", "opt_D_w"))
         set_rng_state(ckpt["rng"])
         self.gen.set_state(ckpt["sampler_rng"])
         self.step = int(ckpt["step"])
-        if self.D_w is not None and "D_w" in ckpt:
-            self.D_w.load_state_dict(ckpt["D_w"])
-            self.opt_D_w.load_state_dict(ckpt["opt_D_w"])
         self.set_stage()
 
     # -- batches -----------------------------------------------------------------------------
@@ -281,7 +292,7 @@ def _init_backbone(E: nn.Module, path: PathLike) -> None:
 def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] = None, *,
                   space: str = "w+", preset: str = "auto", steps: Optional[int] = None,
                   kimg: Optional[float] = None, batch: Optional[int] = None,
-                  lr: Optional[float] = None, resume: bool = False,
+                  lr: Optional[float] = None, snapshot_every: Optional[int] = None, resume: bool = False,
                   lpips_weights: Optional[PathLike] = None, id_weights: Optional[PathLike] = None,
                   id_loss: str = "auto", backbone_weights: Optional[PathLike] = None, seed: int = 0,
                   device: torch.device | str = "cpu", show_progress: bool = True,
@@ -295,9 +306,10 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
     one :class:`~svgen.inversion.identity.LossOffWarning` naming the file to provide.
     ``overrides`` sets any other :class:`TrainEncoderConfig` (or :class:`EncoderConfig`) field. ``stop_after`` ends the call
     after that many steps (checkpoint written, no ``encoder.pt``), which tests use for resume.
+    ``steps`` and ``snapshot_every`` count optimiser steps (one batch each), as in every trainer;
+    a resumed run keeps its own ``snapshot_every`` unless one is given.
     """
     from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.utils.progress import progress
 
     device = torch.device(device)
     gen_path = Path(generator)
@@ -320,19 +332,18 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
     run = Run(out, resume)
 
     if resume:
-        ckpt = run.load_latest(map_location=device)
-        if ckpt.get("format") != "svgen-encoder":
-            raise SvgenError("not an encoder training checkpoint", run.latest)
+        ckpt = run.load_latest("svgen-encoder", required=("optimizer", "step"), what="encoder training",
+                               map_location=device)
         if ckpt.get("generator_sha256") and ckpt["generator_sha256"] != g_sha:
             raise SvgenError("cannot resume: the checkpoint was trained against another generator "
                              f"({ckpt['generator_sha256'][:12]} vs {g_sha[:12]})", run.latest)
         if dataset is not None:
             dataset.check_resume(ckpt.get("meta", {}).get("data_fingerprint"))
-        saved = saved_config(TrainEncoderConfig, ckpt["train_config"])
+        saved = saved_train_config(ckpt["train_config"])
         saved.encoder = encoder_config_from_dict(ckpt["config"])
-        saved.betas = tuple(saved.betas)
         length = steps if steps is not None else None if kimg is None else math.ceil(kimg * 1000 / saved.batch)
-        cfg = resumed_config(saved, dataclasses.replace(saved, total_steps=length))  # extend or shorten
+        cfg = resumed_config(saved, dataclasses.replace(saved, total_steps=length,  # extend or shorten
+                                                        snapshot_every=snapshot_every))
     else:
         if preset == "auto":
             preset = "tiny" if G.img_resolution <= 64 else "ir_se50"
@@ -342,6 +353,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
                                                            else DEFAULT_KIMG[preset]) * 1000 / b)
         cfg = TrainEncoderConfig(encoder=enc_cfg, batch=b, total_steps=int(total),
                                  lr=float(lr if lr is not None else DEFAULT_LR[preset]), seed=int(seed))
+        if snapshot_every is not None:
+            cfg.snapshot_every = int(snapshot_every)
         for k, v in (overrides or {}).items():  # TrainEncoderConfig or EncoderConfig fields
             if k != "encoder" and hasattr(cfg, k):
                 setattr(cfg, k, v)
@@ -377,29 +390,26 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
             "id_loss": None if loss.id_loss is None else type(loss.id_loss).__name__}
     fixed = _fixed_real(dataset, G.img_resolution, device)
 
-    def checkpoint(snapshot: bool) -> None:
-        ck = encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, meta,
-                                train_config=config_to_dict(cfg), **trainer.state())
-        run.save_checkpoint(ck, f"encoder-{trainer.step:07d}.pt" if snapshot else None)
-
-    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, trainer.step + stop_after)
-    bar = progress(total=cfg.total_steps, initial=trainer.step, unit="step", desc="train-encoder",
-                   **({} if show_progress else {"disable": True}))
-    t0, s0 = time.time(), trainer.step
-    while trainer.step < end:
+    def step() -> dict:
         logs = trainer.train_step()
-        bar.update(1)
         if on_step is not None:
             on_step(trainer.step, logs)
-        if trainer.step % cfg.log_every == 0 or trainer.step == end:
-            sec = (time.time() - t0) / max(1, trainer.step - s0)
-            run.log_step(step=trainer.step, kimg=trainer.step * cfg.batch / 1000, sec_per_step=sec, **logs)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if trainer.step % cfg.checkpoint_every == 0 or trainer.step == end:
-            checkpoint(trainer.step % cfg.snapshot_every == 0)
-            trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
-    bar.close()
-    run.close()
+        return dict(kimg=trainer.step * cfg.batch / 1000, **logs)
+
+    def snapshot(final: bool) -> None:
+        """latest.pt (numbered every ``keep_every`` steps) and a reconstruction grid."""
+        ck = encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, meta,
+                                train_config=config_to_dict(cfg), **trainer.state())
+        run.save_checkpoint(ck, f"encoder-{trainer.step:07d}.pt" if trainer.step % cfg.keep_every == 0 else None)
+        trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
+
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, trainer.step + stop_after)
+    try:
+        fit(run, step, lambda: trainer.step, lambda: trainer.step >= end, snapshot, total=cfg.total_steps,
+            log_every=cfg.log_every, snapshot_every=cfg.snapshot_every, log_last=True, desc="train-encoder",
+            postfix=lambda logs: {"loss": f"{logs['loss']:.4f}"}, show_progress=show_progress)
+    finally:
+        run.close()
     if trainer.step < cfg.total_steps:
         return run.latest
     final = Path(out) / "encoder.pt"

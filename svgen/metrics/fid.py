@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from svgen.metrics.detectors import Detector
-from svgen.metrics.frechet import RunningGaussian, StatsCache, frechet_from_running
+from svgen.metrics.frechet import RunningGaussian, StatsCache, cached_real_stats, frechet_from_running
 from svgen.metrics.render import batch_seed
 from svgen.utils.progress import progress
 
@@ -71,13 +71,9 @@ def compute_fid(dataset: Any, dataset_id: str, source: Any, detector: Detector, 
            "detector_sha256": detector.sha256, "resolution": dataset.resolution, "cov_ddof": 0}
     if max_real is not None and max_real < total:
         key["seed"] = seed
-    cached = cache.load(dataset_id, key) if cache is not None else None
-    if cached is not None:
-        real = cached[0]
-    else:
-        real = real_image_stats(dataset, indices, detector, batch)
-        if cache is not None:
-            cache.save(dataset_id, key, real, {"num_real_frames": int(len(indices))})
+    real, cache_use = cached_real_stats(cache, dataset_id, key,
+                                        lambda: real_image_stats(dataset, indices, detector, batch),
+                                        {"num_real_frames": int(len(indices))})
     fake = fake_image_stats(source, num_fake_frames, detector, video_frames, seed, batch)
     value = frechet_from_running(real, fake, method=method)
     record = {
@@ -87,6 +83,6 @@ def compute_fid(dataset: Any, dataset_id: str, source: Any, detector: Detector, 
         "num_fake_videos": math.ceil(num_fake_frames / video_frames), "fake_clips_start": "t=0",
         "xflip": False, "seed": seed, "sqrt_method": method, "cov_ddof": 0, "detector": detector.record(),
         "real_resolution": dataset.resolution, "fake_source": source.describe(),
-        "real_stats_cache": "hit" if cached is not None else ("stored" if cache is not None else "off"),
+        "real_stats_cache": cache_use,
     }
     return {"value": value, "protocol": record}

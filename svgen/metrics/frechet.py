@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -176,6 +176,21 @@ def stats_cache_key(dataset_id: str, protocol: dict) -> str:
     """Hex key of (dataset identity, protocol): any change of either gives a new entry."""
     blob = json.dumps({"dataset": dataset_id, "protocol": protocol}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def cached_real_stats(cache: Optional["StatsCache"], dataset_id: str, protocol: dict,
+                      compute: Callable[[], RunningGaussian], info: Optional[dict] = None
+                      ) -> tuple[RunningGaussian, str]:
+    """Real statistics from ``cache`` or from ``compute()`` (then stored with ``info``); also what the
+    cache did: "hit", "stored" or "off" (no cache)."""
+    cached = cache.load(dataset_id, protocol) if cache is not None else None
+    if cached is not None:
+        return cached[0], "hit"
+    real = compute()
+    if cache is None:
+        return real, "off"
+    cache.save(dataset_id, protocol, real, info)
+    return real, "stored"
 
 
 class StatsCache:

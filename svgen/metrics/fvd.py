@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from svgen.metrics.detectors import Detector
-from svgen.metrics.frechet import RunningGaussian, StatsCache, frechet_from_running
+from svgen.metrics.frechet import RunningGaussian, StatsCache, cached_real_stats, frechet_from_running
 from svgen.metrics.render import batch_seed
 from svgen.utils.progress import progress
 
@@ -144,13 +144,9 @@ def compute_fvd(protocol: FVDProtocol, dataset: Any, dataset_id: str, source: An
            "seed": seed, "detector_sha256": detector.sha256, "resolution": dataset.resolution, "cov_ddof": 0}
     for unused in ("name", "num_fake"):  # the label and the fake count do not change real statistics
         key.pop(unused)
-    cached = cache.load(dataset_id, key) if cache is not None else None
-    if cached is not None:
-        real = cached[0]
-    else:
-        real = real_video_stats(dataset, plan, detector, batch)
-        if cache is not None:
-            cache.save(dataset_id, key, real, counts)
+    real, cache_use = cached_real_stats(cache, dataset_id, key,
+                                        lambda: real_video_stats(dataset, plan, detector, batch),
+                                        counts)
     fake = fake_video_stats(source, num_fake, protocol.num_frames, protocol.stride, detector, seed, batch)
     value = frechet_from_running(real, fake, method=method)
     record = {
@@ -160,7 +156,7 @@ def compute_fvd(protocol: FVDProtocol, dataset: Any, dataset_id: str, source: An
         "seed": seed, "sqrt_method": method, "cov_ddof": 0, "detector": detector.record(),
         "frames_per_detector_batch": (batch or _detector_batch(protocol.num_frames)) * protocol.num_frames,
         "real_resolution": dataset.resolution, "fake_source": source.describe(),
-        "real_stats_cache": "hit" if cached is not None else ("stored" if cache is not None else "off"),
+        "real_stats_cache": cache_use,
     }
     if counts["num_real_clips_used"] < max_real:
         record["warning"] = (f"only {counts['num_real_clips_used']} real clips (of {max_real} requested): "

@@ -29,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from svgen.metrics.frechet import frechet_distance, gaussian_stats
+from svgen.metrics.looping import flat_float64
 
 FEATURE_VERSION = 1
 
@@ -46,12 +47,7 @@ class LatentFDConfig:
 
 def _flatten(x: Any) -> np.ndarray:
     """[N, T, ...] (numpy or torch) -> float64 [N, T, D]."""
-    if hasattr(x, "detach"):
-        x = x.detach().to("cpu").numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 3:
-        raise ValueError(f"expected trajectories [N, T, D] or [N, T, num_ws, w_dim], got shape {x.shape}")
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return flat_float64(x, 2)
 
 
 def make_windows(traj: Any, length: int, stride: Optional[int] = None) -> np.ndarray:

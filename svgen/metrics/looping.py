@@ -20,14 +20,21 @@ from typing import Any
 import numpy as np
 
 
-def _traj(x: Any) -> np.ndarray:
-    """[T, ...] (numpy or torch) -> float64 [T, D]."""
+def flat_float64(x: Any, lead: int) -> np.ndarray:
+    """Latents (numpy or torch) as float64 with the first ``lead`` axes kept and the code axes
+    ([D] or [num_ws, w_dim]) flattened: [T, ...] -> [T, D] (``lead`` 1), [N, T, ...] -> [N, T, D] (2)."""
     if hasattr(x, "detach"):
         x = x.detach().to("cpu").numpy()
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2:
-        raise ValueError(f"expected a trajectory [T, D] or [T, num_ws, w_dim], got shape {x.shape}")
-    return x.reshape(x.shape[0], -1)
+    if x.ndim <= lead:
+        axes = "T" if lead == 1 else "N, T"
+        raise ValueError(f"expected latents [{axes}, D] or [{axes}, num_ws, w_dim], got shape {x.shape}")
+    return x.reshape(*x.shape[:lead], -1)
+
+
+def _traj(x: Any) -> np.ndarray:
+    """[T, ...] (numpy or torch) -> float64 [T, D]."""
+    return flat_float64(x, 1)
 
 
 def motion_magnitude(traj: Any) -> float:

@@ -51,16 +51,21 @@ def _build(cls: type, cfg: Any, state: dict, what: str, path: Optional[PathLike]
 def build_networks(ckpt: dict, path: Optional[PathLike] = None
                    ) -> tuple[Generator, Generator, Optional[Discriminator]]:
     """Rebuild ``(G, G_ema, D)`` from a checkpoint dict (``D`` is None when absent), on CPU."""
+    preset, G_ema = _checked_preset_and_ema(ckpt, path)
+    G = _build(Generator, preset.G, ckpt["G"], "G", path) if isinstance(ckpt.get("G"), dict) \
+        else copy.deepcopy(G_ema)
+    D = _build(Discriminator, preset.D, ckpt["D"], "D", path) if isinstance(ckpt.get("D"), dict) else None
+    return G, G_ema, D
+
+
+def _checked_preset_and_ema(ckpt: dict, path: Optional[PathLike]) -> tuple[TrainPreset, Generator]:
+    """The preset and the EMA generator of a checked checkpoint dict (one-line errors naming ``path``)."""
     check_generator_checkpoint(ckpt, path)
     try:
         preset = preset_from_dict(ckpt["config"])
     except (SvgenError, TypeError, ValueError) as exc:
         raise SvgenError(f"unreadable config in checkpoint ({exc})", path) from None
-    G_ema = _build(Generator, preset.G, ckpt["G_ema"], "G_ema", path)
-    G = _build(Generator, preset.G, ckpt["G"], "G", path) if isinstance(ckpt.get("G"), dict) \
-        else copy.deepcopy(G_ema)
-    D = _build(Discriminator, preset.D, ckpt["D"], "D", path) if isinstance(ckpt.get("D"), dict) else None
-    return G, G_ema, D
+    return preset, _build(Generator, preset.G, ckpt["G_ema"], "G_ema", path)
 
 
 def checkpoint_preset(ckpt: dict) -> TrainPreset:
@@ -118,13 +123,7 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     Accepts svgen ``generator.pt`` (and training ``latest.pt``), NVIDIA ``.pkl`` and rosinality
     ``.pt``; anything else raises SvgenError naming the file.
     """
-    ckpt = read_generator_checkpoint(path)
-    check_generator_checkpoint(ckpt, path)
-    try:
-        preset = preset_from_dict(ckpt["config"])
-    except (SvgenError, TypeError, ValueError) as exc:
-        raise SvgenError(f"unreadable config in checkpoint ({exc})", path) from None
-    G_ema = _build(Generator, preset.G, ckpt["G_ema"], "G_ema", path)
+    _, G_ema = _checked_preset_and_ema(read_generator_checkpoint(path), path)
     return G_ema.eval().requires_grad_(False).to(device)
 
 

@@ -43,11 +43,11 @@ from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, get_preset, preset_from_dict
 from svgen.training import (Dist, Run, check_consistency, from_invocation, half_life_beta, init_distributed,
                             lazy_regularised_adam, reduce_gradients, resumed_config, update_ema)
+from svgen.training.state import load_resume_checkpoint, restore
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import atomic_write, torch_save_atomic
 from svgen.utils.progress import progress
-from svgen.utils.rundir import load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 AUG_MODES = ("ada", "noaug", "fixed")
@@ -212,12 +212,7 @@ def _to_cpu(obj: Any) -> Any:
 
 def load_training_checkpoint(path: Path) -> dict:
     """``latest.pt`` for --resume: an svgen generator checkpoint with training state."""
-    ckpt = load_checkpoint(path, expect_format="svgen-generator")
-    missing = [k for k in TRAINING_KEYS if k not in ckpt]
-    if missing:
-        raise SvgenError(f"generator checkpoint has no training state (missing {', '.join(missing)}); "
-                         "cannot resume from it", path)
-    return ckpt
+    return load_resume_checkpoint(path, "svgen-generator", required=TRAINING_KEYS, what="generator")
 
 
 def default_kimg(preset: TrainPreset) -> tuple[float, float]:
@@ -341,16 +336,11 @@ class ImageGANTrainer:
         self.resumed = ckpt is not None
 
     def _load_state(self, ckpt: dict) -> None:
-        self.G.load_state_dict(ckpt["G"])
-        self.G_ema.load_state_dict(ckpt["G_ema"])
-        self.D.load_state_dict(ckpt["D"])
-        self.opt_G.load_state_dict(ckpt["opt_G"])
-        self.opt_D.load_state_dict(ckpt["opt_D"])
+        restore(ckpt, {"G": self.G, "G_ema": self.G_ema, "D": self.D, "opt_G": self.opt_G, "opt_D": self.opt_D,
+                       "ada": self.ada}, optional=("ada",))
         self.loss.pl_mean.copy_(ckpt["pl_mean"])
         if self.augment_pipe is not None:
             self.augment_pipe.p.copy_(torch.as_tensor(float(ckpt.get("augment_p", self.cfg.ada_p))))
-        if self.ada is not None and "ada" in ckpt:
-            self.ada.load_state_dict(ckpt["ada"])
         self.step, self.cur_nimg = int(ckpt["step"]), int(ckpt["cur_nimg"])
 
     # -- one iteration -----------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional, Type, TypeVar
+from typing import Any, Iterable, Optional, Type, TypeVar
 
 import torch
 
 from svgen.training.log import TrainLog
+from svgen.training.state import load_resume_checkpoint
 from svgen.utils.config import config_from_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.rundir import RunDir, load_checkpoint
@@ -102,10 +103,14 @@ class Run:
         return self.root / "samples"
 
     # -- state -----------------------------------------------------------------------------
-    def load_latest(self, expect_format: Optional[str] = None,
-                    map_location: str | torch.device = "cpu") -> dict:
-        """``latest.pt`` of the run being resumed."""
-        return load_checkpoint(self.latest, expect_format=expect_format, map_location=map_location)
+    def load_latest(self, fmt: Optional[str] = None, model: Optional[str] = None, required: Iterable[str] = (),
+                    what: str = "", map_location: str | torch.device = "cpu") -> dict:
+        """``latest.pt`` of the run being resumed; with ``fmt`` its kind is checked
+        (:func:`~svgen.training.state.load_resume_checkpoint`)."""
+        if fmt is None:
+            return load_checkpoint(self.latest, map_location=map_location)
+        return load_resume_checkpoint(self.latest, fmt, model=model, required=required, what=what,
+                                      map_location=map_location)
 
     def save_config(self, cfg: Any) -> None:
         """``config.json`` (a dataclass or a plain dict), beside the checkpoints."""

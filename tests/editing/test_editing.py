@@ -40,7 +40,7 @@ def dirs_file(random_generator_path, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("dirs") / "dirs.pt"
     main(["directions", "--generator", str(random_generator_path), "--out", str(out), "--num", "8",
-          "--samples", str(SAMPLES), "--steps", "3", "--device", "cpu"])
+          "--samples", str(SAMPLES), "--columns", "3", "--device", "cpu"])
     return out
 
 
@@ -69,6 +69,13 @@ def test_ganspace_directions_are_orthonormal_and_ordered_by_variance(dirs_file, 
     assert png.size == (3 * G.img_resolution, 8 * G.img_resolution)
     grid = np.asarray(png).reshape(8, G.img_resolution, 3, G.img_resolution, 3)
     assert np.abs(grid[:, :, 0].astype(int) - grid[:, :, 2]).mean() > 2      # -2 sigma vs +2 sigma differ
+
+
+def test_directions_preview_columns_are_not_steps(random_generator_path, tmp_path, capsys):
+    """--steps counts training steps in every command; the preview's columns are --columns."""
+    code, _, err = run_cli(capsys, "directions", "--generator", random_generator_path, "--out", tmp_path / "d.pt",
+                           "--steps", 3)
+    assert code == 2 and "--steps is now --columns" in err and not (tmp_path / "d.pt").exists()
 
 
 def test_ganspace_refuses_bad_sizes(G):

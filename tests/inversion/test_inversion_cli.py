@@ -42,9 +42,21 @@ def test_train_encoder_cli_writes_run_and_resume_matches(capsys, encoder_run, ti
     out = tmp_path / "enc"
     base = ["train-encoder", "--generator", tiny_generator_path, "--data", short_zip24, "--space", "w+",
             "--out", out, "--batch", "4"]
-    assert run_cli(capsys, *base, "--steps", "3")[0] == 0
+    assert run_cli(capsys, *base, "--steps", "3", "--snapshot-every", "2")[0] == 0
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["recon-0000002.png", "recon-0000003.png"]
+    # a run saved before the cadences were renamed (checkpoint_every = latest.pt, snapshot_every = numbered)
+    latest = out / "checkpoints" / "latest.pt"
+    ck = torch.load(latest, weights_only=True)
+    for key in ("snapshot_every", "keep_every"):
+        del ck["train_config"][key]
+    ck["train_config"].update(checkpoint_every=1, snapshot_every=2)
+    torch.save(ck, latest)
     code, stdout, _ = run_cli(capsys, *base, "--steps", "6", "--resume")
     assert code == 0 and "encoder.pt" in stdout
+    assert sorted(p.name for p in (out / "samples").glob("recon-000000[4-6].png")) == [
+        "recon-0000004.png", "recon-0000005.png", "recon-0000006.png"]          # every step, as saved
+    assert sorted(p.name for p in (out / "checkpoints").glob("encoder-*.pt")) == [
+        "encoder-0000004.pt", "encoder-0000006.pt"]                               # numbered every 2 steps
     resumed = load_checkpoint(out / "encoder.pt")
     for key in ("E", "E_ema"):
         for name, t in enc[key].items():

@@ -49,7 +49,7 @@ def test_raw_unit_penalty_trains_on_real_latents(real_latents: Path, tmp_path: P
     gen_steps = 150
     cfg = GRUTrainConfig(latents=str(real_latents), out=str(out), model=GRUMotionConfig(window=8, **SMALL),
                          epochs=10 ** 6, steps=gen_steps * defaults.n_critic, batch=16, stride=1,
-                         lambda_gap=lambda_gap, snapshot_every=10, keep_every=0, eval_windows=64,
+                         lambda_gap=lambda_gap, snapshot_every=60, keep_every=0, eval_windows=64,  # 10 epochs
                          eval_long_frames=60, eval_long_num=2, device="cpu", seed=0)
     tr = GRUTrainer(cfg)
     sigma = float(tr.C.w_std)

@@ -73,8 +73,15 @@ def test_training_lowers_latent_fd_on_structured_latents(osc_store, tmp_path):
 
 def _tiny_cfg(store, out, steps, **kw):
     return GRUTrainConfig(latents=str(store), out=str(out), model=GRUMotionConfig(window=8, **SMALL),
-                          epochs=1000, steps=steps, batch=4, stride=8, snapshot_every=1000,
+                          epochs=1000, steps=steps, batch=4, stride=8, snapshot_every=kw.pop("snapshot_every", 1000),
                           eval_windows=16, eval_long_frames=40, eval_long_num=2, device="cpu", seed=3, **kw)
+
+
+def _assert_same_networks(a: GRUTrainer, b: GRUTrainer) -> None:
+    for name in ("G", "G_ema", "C"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -85,10 +92,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed.train()
     straight = GRUTrainer(_tiny_cfg(store, tmp_path / "b", 12))
     straight.train()
-    for name in ("G", "G_ema", "C"):
-        sa, sb = getattr(resumed, name).state_dict(), getattr(straight, name).state_dict()
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
+    _assert_same_networks(resumed, straight)
 
 
 def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
@@ -113,6 +117,38 @@ def test_runs_saved_before_the_penalty_options_resume_as_they_trained(tmp_path):
     resumed = GRUTrainer(_tiny_cfg(store, tmp_path / "a", 4), resume=True)
     assert (resumed.cfg.penalty_units, resumed.cfg.n_critic) == ("normalised", 1)
     assert GRUTrainer(_tiny_cfg(store, tmp_path / "b", 4)).cfg.penalty_units == "raw"
+
+
+def test_runs_saved_with_epoch_cadences_resume_as_they_trained(tmp_path):
+    """--snapshot-every counts steps in every trainer; GRU runs saved when it counted epochs (a config
+    without ``cadence_unit``) are converted on load: snapshots at the same epoch ends as before, numbered
+    files at the old keep epochs, and the same weights as an uninterrupted run."""
+    from svgen.stage2_motion.gru.train import cadence_in_steps
+
+    store = oscillator_store(tmp_path / "l.h5", clips=2, frames=40)      # 2 batches every epoch
+    first = GRUTrainer(_tiny_cfg(store, tmp_path / "a", 4))
+    assert first.sampler.batches_per_epoch(0) == first.sampler.batches_per_epoch(7) == 2
+    first.train()
+    latest = tmp_path / "a" / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    assert state["config"]["cadence_unit"] == "steps" and (state["epoch"], state["batch_in_epoch"]) == (2, 0)
+    del state["config"]["cadence_unit"]
+    state["config"].update(snapshot_every=1, keep_every=2)             # old meaning: epochs
+    torch.save(state, latest)
+    resumed = GRUTrainer(_tiny_cfg(store, tmp_path / "a", 10, snapshot_every=None), resume=True)
+    assert (resumed.cfg.snapshot_every, resumed.cfg.keep_every, resumed.cfg.cadence_unit) == (2, 4, "steps")
+    resumed.train()
+    snaps = [m["step"] for m in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
+    assert snaps == [0, 4, 6, 8, 10]                  # init, end of the first call, epochs 3 and 4, the end
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("motion-*.pt")) == ["motion-0000008.pt"]
+    straight = GRUTrainer(_tiny_cfg(store, tmp_path / "b", 10))
+    straight.train()
+    _assert_same_networks(resumed, straight)
+    # a cadence given on --resume is in steps; unset cadences take the step defaults
+    given = GRUTrainer(_tiny_cfg(store, tmp_path / "a", 12, snapshot_every=3), resume=True)
+    assert (given.cfg.snapshot_every, given.cfg.keep_every) == (3, 4)
+    fresh = cadence_in_steps(GRUTrainConfig(), batches_per_epoch=7)
+    assert (fresh.snapshot_every, fresh.keep_every, fresh.preview_every) == (200, 1000, 0)
 
 
 def test_motion_checkpoint_loads_and_animates(tmp_path):
@@ -196,6 +232,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, random_generator_path):
     fails(*base, "--resume", match="no checkpoint")
     fails(*base, "--epochs", 0, match="--epochs must be a positive")
     fails(*base, "--n-critic", 0, match="--n-critic must be a positive")
+    code, _, err = run_cli(capsys, *base, "--epochs", 3)           # one length option: steps or epochs
+    assert code == 2 and "give either --epochs or --steps, not both" in err, err
     (tmp_path / "file").write_text("x")
     fails("train-motion", "--latents", store, "--out", tmp_path / "file" / "sub", "--steps", 1,
           match="cannot create output folder")

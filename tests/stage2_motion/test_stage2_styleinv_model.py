@@ -26,9 +26,7 @@ from svgen.utils.errors import SvgenError
 def tiny_encoder(resolution: int = 32, **kw) -> EncoderConfig:
     from svgen.inversion.backbone import BACKBONE_PRESETS
 
-    b = BACKBONE_PRESETS["tiny"]
-    return EncoderConfig(stem_channels=b.stem_channels, channels=tuple(b.channels), units=tuple(b.units),
-                         se_reduction=b.se_reduction, resolution=resolution, **kw)
+    return EncoderConfig(backbone=BACKBONE_PRESETS["tiny"], resolution=resolution, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +232,26 @@ def test_encoder_starts_from_a_trained_w_encoder(tmp_path) -> None:
 def test_plain_backbone_shapes_for_the_published_layout() -> None:
     cfg = styleinv_config_for(512, 14, 256)
     assert cfg.v_dim == 512 and cfg.z_motion_dim == 512 and cfg.motion_z_distance == 16
-    assert cfg.encoder.units == (3, 4, 14, 3) and cfg.encoder.channels == (64, 128, 256, 512)
+    assert cfg.encoder.backbone.units == (3, 4, 14, 3) and cfg.encoder.backbone.channels == (64, 128, 256, 512)
     assert math.isclose(cfg.motion_lr_multiplier, 0.01) and cfg.motion_kernel_size == 11
     assert num_anchors_for(127, 16) == 9
+
+
+def test_encoder_config_is_the_inversion_backbone_and_old_flat_configs_load() -> None:
+    """StyleInV's encoder config holds the inversion stage's BackboneConfig; a checkpoint written when
+    the backbone fields were flat (``{"stem_channels": 8, ...}``) rebuilds the same config."""
+    from svgen.inversion.backbone import BackboneConfig
+    from svgen.stage2_motion.styleinv.model import config_from_checkpoint, encoder_config_from_dict
+    from svgen.utils.config import config_to_dict
+
+    old = {"in_channels": 3, "stem_channels": 8, "channels": [8, 16, 16, 32], "units": [1, 1, 2, 1],
+           "se_reduction": 4, "resolution": 32, "adain": False, "bn_mode": "train"}
+    enc = encoder_config_from_dict(old)
+    assert enc.backbone == BackboneConfig(3, 8, (8, 16, 16, 32), (1, 1, 2, 1), 4)
+    assert (enc.resolution, enc.adain, enc.bn_mode) == (32, False, "train")
+    assert encoder_config_from_dict(config_to_dict(enc)) == enc          # the new layout round-trips
+    model = config_to_dict(styleinv_config_for(64, 8, 32, time_enc_dim=32))
+    model["encoder"] = old
+    cfg = config_from_checkpoint({"config": {"model": model}})
+    assert cfg.encoder == enc and cfg.time_enc_dim == 32
+    assert StyleInV(cfg).encoder.backbone.cfg == enc.backbone

@@ -96,3 +96,52 @@ def test_tensorboard_events_beside_log_jsonl(tmp_path) -> None:
     acc = EventAccumulator(str(tmp_path / "r"))
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(1, 1.0), (2, 0.5)]
+
+
+def test_resume_checkpoint_kind_and_restore(tmp_path) -> None:
+    """The one resume loader refuses another kind or a file without training state; ``restore`` loads
+    every named part and skips optional parts the checkpoint predates."""
+    from svgen.training.state import load_resume_checkpoint, restore, state_dicts
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(a.parameters(), lr=0.1)
+    a(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "latest.pt"
+    torch.save({"format": "svgen-motion", "model": "gru", "step": 3, **state_dicts({"net": a, "opt": opt})}, path)
+    with pytest.raises(SvgenError, match="expected a StyleInV motion checkpoint, found format 'svgen-motion' model 'gru'"):
+        load_resume_checkpoint(path, "svgen-motion", model="styleinv", what="StyleInV motion")
+    with pytest.raises(SvgenError, match=r"no training state \(missing opt_D\)"):
+        load_resume_checkpoint(path, "svgen-motion", required=("opt", "opt_D"), what="motion")
+    ckpt = load_resume_checkpoint(path, "svgen-motion", model="gru", required=("net", "opt"))
+    opt_b = torch.optim.Adam(b.parameters(), lr=0.1)
+    restore(ckpt, {"net": b, "opt": opt_b, "ada": torch.nn.Linear(1, 1), "unused": None}, optional=("ada",))
+    assert torch.equal(b.weight, a.weight) and torch.equal(b.bias, a.bias)
+    assert torch.equal(opt_b.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(KeyError):
+        restore(ckpt, {"ada": torch.nn.Linear(1, 1)})              # a required part that is missing
+
+
+def test_fit_calls_log_preview_and_snapshots_at_their_step_cadences(tmp_path) -> None:
+    """The shared outer loop: a resumed position continues the cadences, the last step ends with one final
+    snapshot (not a periodic one too), ``log_last`` logs the last step."""
+    from svgen.training.loop import fit
+
+    pos = {"step": 3}                                       # resumed at step 3
+    calls: list = []
+
+    def step_fn() -> dict:
+        pos["step"] += 1
+        return {"loss": 1.0 / pos["step"]}
+
+    run = Run(tmp_path / "r", resume=False)
+    fit(run, step_fn, lambda: pos["step"], lambda: pos["step"] >= 10,
+        lambda final: calls.append(("snap", pos["step"], final)),
+        total=10, log_every=4, snapshot_every=3, preview_every=5,
+        preview=lambda: calls.append(("preview", pos["step"])),
+        log_last=True, show_progress=False)
+    run.close()
+    assert calls == [("preview", 5), ("snap", 6, False), ("snap", 9, False), ("snap", 10, True)]
+    logs = read_jsonl(tmp_path / "r" / "log.jsonl")
+    assert [(r["step"], r["loss"]) for r in logs] == [(4, 0.25), (8, 0.125), (10, 0.1)]
+    assert all(r["sec_per_step"] >= 0 for r in logs)

@@ -4,13 +4,15 @@ Reads top to bottom: config -> data (windows streamed from latents.h5) + PCA for
 networks, Adam, EMA -> per batch one critic step (WGAN-GP), and every ``n_critic`` batches one
 generator step (WGAN + gradient angle penalty) -> snapshots (checkpoint, latent FD and loop score into metrics.jsonl,
 optional rendered preview) -> ``<out>/motion.pt``. No frame is rendered during training except
-the optional previews. The run folder, resume policy and EMA come from :mod:`svgen.training`.
+the optional previews. The run folder, resume policy, EMA and the outer loop (``fit``: log, preview
+and snapshot cadences, all in steps) come from :mod:`svgen.training`; this module keeps the data
+position (epoch, batch in epoch) and :meth:`GRUTrainer.train_step`.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -27,17 +29,19 @@ from svgen.stage2_motion.gru.penalties import (
     wgan_generator_loss,
 )
 from svgen.training import Run, from_invocation, legacy_default, resumed_config, saved_config, update_ema, warmup_beta
+from svgen.training.loop import fit
+from svgen.training.state import restore, state_dicts
 from svgen.utils.config import config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.prefetch import prefetch
-from svgen.utils.progress import progress
 from svgen.utils.rundir import load_checkpoint
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 PENALTY_UNITS = ("raw", "normalised")
 VERSION = 1
+CADENCES = {"snapshot_every": 200, "keep_every": 1000, "preview_every": 0}   # defaults, in steps
 
 
 @dataclass
@@ -50,8 +54,9 @@ class GRUTrainConfig:
     latents: str = from_invocation("")
     out: str = from_invocation("")
     model: GRUMotionConfig = field(default_factory=GRUMotionConfig)
-    epochs: int = from_invocation(350)     # paper: 350 epochs
-    steps: Optional[int] = from_invocation(None)   # optional cap on critic steps = batches (short runs, CI)
+    epochs: int = from_invocation(350)     # paper: 350 epochs (passes over all windows)
+    steps: Optional[int] = from_invocation(None)   # training length in steps (critic steps = batches);
+                                      # when given it replaces ``epochs``
     batch: int = 32
     stride: Optional[int] = None      # window stride within a clip (default: the window, see data.py)
     lr_G: float = 2e-4                # the paper gives no rates or critic schedule: equal rates and 5
@@ -66,9 +71,12 @@ class GRUTrainConfig:
     gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
     ema: float = 0.995                # paper: generator EMA momentum (ramped up: training.ema.warmup_beta)
     pca_components: int = 32          # paper: offset-trick PCA
-    snapshot_every: int = from_invocation(10)   # epochs between checkpoints + metrics
-    keep_every: int = from_invocation(50)       # epochs between numbered (EMA-only) snapshots
-    preview_every: int = from_invocation(0)     # epochs between rendered previews (0: off; needs a generator)
+    # cadences, in steps like ``steps`` (None: the defaults below; a resumed run keeps its own unless given)
+    snapshot_every: Optional[int] = from_invocation(None, if_given=True)  # checkpoint + metrics
+    keep_every: Optional[int] = from_invocation(None, if_given=True)      # numbered EMA-only snapshot (0: never)
+    preview_every: Optional[int] = from_invocation(None, if_given=True)   # rendered preview (0: off; needs a generator)
+    cadence_unit: str = legacy_default("steps", legacy="epochs")  # what the cadences count: runs saved before
+                                      # they counted steps counted epochs (converted on load: cadence_in_steps)
     preview_num: int = 3
     preview_frames: int = 100
     eval_windows: int = 128           # real/fake windows for the latent FD at snapshots
@@ -83,6 +91,21 @@ class GRUTrainConfig:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def cadence_in_steps(cfg: GRUTrainConfig, batches_per_epoch: int) -> GRUTrainConfig:
+    """``cfg`` with its cadences in steps: a config saved when they counted epochs is converted at
+    ``batches_per_epoch`` steps an epoch (exact when every epoch has that many batches); unset cadences
+    take their defaults (:data:`CADENCES`)."""
+    out = dataclasses.replace(cfg, cadence_unit="steps")
+    for name, default in CADENCES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            value = default
+        elif cfg.cadence_unit == "epochs":
+            value = int(value) * int(batches_per_epoch)
+        setattr(out, name, int(value))
+    return out
+
+
 def _abs(path: Optional[str]) -> Optional[str]:
     return None if path is None else str(Path(path).resolve())
 
@@ -135,16 +158,16 @@ class GRUTrainer:
         self.device = select_device(cfg.device)
         self.store = LatentStore(cfg.latents)
         self.run = Run(cfg.out, resume)
-        state = self.run.load_latest() if resume else None
+        state = self.run.load_latest(FORMAT, model="gru", what="GRU motion") if resume else None
         if state is not None:
             cfg = self._merge_resume_config(cfg, state)
-        self.cfg = cfg
         check_config(cfg)
-        self._check_artifacts()
         mc = cfg.model
         if mc.num_ws != self.store.num_ws or mc.w_dim != self.store.w_dim:
             mc.num_ws, mc.w_dim = self.store.num_ws, self.store.w_dim
         self.sampler = WindowSampler(self.store, mc.window, cfg.batch, stride=cfg.stride, seed=cfg.seed)
+        self.cfg = cfg = cadence_in_steps(cfg, self.sampler.batches_per_epoch(0))   # defaults for unset ones
+        self._check_artifacts()
         self.ref = latents_ref(self.store)
         seed_everything(cfg.seed)
 
@@ -172,13 +195,15 @@ class GRUTrainer:
 
     # -- setup --------------------------------------------------------------------------------
     def _merge_resume_config(self, cfg: GRUTrainConfig, state: dict) -> GRUTrainConfig:
-        if state.get("format") != FORMAT or state.get("model") != "gru":
-            raise SvgenError("--resume: checkpoint is not a GRU motion checkpoint", self.run.latest)
         ref = state.get("latents_ref", {})
         if ref.get("num_frames") != self.store.total_frames or ref.get("clips") != list(self.store.clips):
             raise SvgenError("--resume: the run was trained on other latents "
                              f"({ref.get('path')})", cfg.latents)
-        return resumed_config(saved_config(GRUTrainConfig, state["config"]), cfg)
+        saved = saved_config(GRUTrainConfig, state["config"])
+        if saved.cadence_unit == "epochs":     # saved before the cadences counted steps
+            sampler = WindowSampler(self.store, saved.model.window, saved.batch, stride=saved.stride, seed=saved.seed)
+            saved = cadence_in_steps(saved, sampler.batches_per_epoch(0))
+        return resumed_config(saved, cfg)
 
     def _check_artifacts(self) -> None:
         cfg = self.cfg
@@ -194,19 +219,15 @@ class GRUTrainer:
             raise SvgenError("--preview-every needs --generator to render previews")
 
     def _load_state(self, st: dict) -> None:
-        self.G.load_state_dict(st["G"])
-        self.G_ema.load_state_dict(st["ema"])
-        self.C.load_state_dict(st["critic"])
-        self.opt_G.load_state_dict(st["opt_G"])
-        self.opt_C.load_state_dict(st["opt_C"])
+        restore(st, {"G": self.G, "ema": self.G_ema, "critic": self.C, "opt_G": self.opt_G, "opt_C": self.opt_C})
         self.pca = PCABasis.from_dict(st["pca"])
         self.epoch, self.batch_in_epoch, self.step = int(st["epoch"]), int(st["batch_in_epoch"]), int(st["step"])
         set_rng_state(st["rng"])
 
     def state_dict(self) -> dict:
         ckpt = motion_checkpoint(self.cfg, self.G, self.G_ema, self.C, self.pca, self.ref, self.generator_sha256)
-        ckpt.update({"opt_G": self.opt_G.state_dict(), "opt_C": self.opt_C.state_dict(),
-                     "rng": get_rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+        ckpt.update(state_dicts({"opt_G": self.opt_G, "opt_C": self.opt_C}))
+        ckpt.update({"rng": get_rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                      "step": self.step})
         return ckpt
 
@@ -297,37 +318,68 @@ class GRUTrainer:
                 "loop_max": traj["loop_score_max"], "motion": traj["motion_magnitude"]}
 
     def preview(self) -> Path:
-        """Render a few EMA samples side by side into ``samples/preview-epochNNNN.mp4``."""
+        """Render a few EMA samples side by side into ``samples/preview-NNNNNNN.mp4`` (the step)."""
         from svgen.stage1_image_gan.checkpoints import load_checked_generator
         from svgen.stage1_image_gan.render import write_rendered_video
 
         if not hasattr(self, "_G_img"):
             self._G_img = load_checked_generator(self.cfg.generator, self.generator_sha256, self.device)
         ws = self.G_ema.sample(self.cfg.preview_num, self.cfg.preview_frames, seed=777)
-        out = self.run.samples / f"preview-epoch{self.epoch:04d}.mp4"
+        out = self.run.samples / f"preview-{self.step:07d}.mp4"
         write_rendered_video(self._G_img, ws, out, fps=self.ref["fps"])
         return out
 
     # -- loop ---------------------------------------------------------------------------------
     def _done(self) -> bool:
-        return self.epoch >= self.cfg.epochs or (self.cfg.steps is not None and self.step >= self.cfg.steps)
+        """``steps`` steps done when given, else ``epochs`` epochs."""
+        return self.step >= self.cfg.steps if self.cfg.steps is not None else self.epoch >= self.cfg.epochs
 
     def _snapshot(self, final: bool = False) -> None:
+        """Metrics and ``latest.pt``; every ``keep_every`` steps a numbered EMA-only snapshot; the final
+        one also renders a preview (when previews are on)."""
         cfg = self.cfg
         metrics = self.evaluate()
         self.run.log_metrics(epoch=self.epoch, step=self.step, **metrics)
         self.run.save_checkpoint(self.state_dict())
-        if cfg.keep_every and self.epoch % cfg.keep_every == 0 and self.batch_in_epoch == 0 and not final:
+        if cfg.keep_every and self.step % cfg.keep_every == 0 and not final:
             light = motion_checkpoint(cfg, self.G, self.G_ema, None, self.pca, self.ref, self.generator_sha256,
                                       meta={"epoch": self.epoch, "step": self.step})
-            torch_save_atomic(light, self.run.checkpoints / f"motion-epoch{self.epoch:04d}.pt")
-        if cfg.preview_every and self.epoch % cfg.preview_every == 0:
+            torch_save_atomic(light, self.run.checkpoints / f"motion-{self.step:07d}.pt")
+        if final and cfg.preview_every:
             self.preview()
 
     def total_steps(self) -> int:
-        per_epoch = self.sampler.batches_per_epoch(self.epoch)   # approximately constant
-        total = self.cfg.epochs * per_epoch
-        return total if self.cfg.steps is None else min(total, self.cfg.steps)
+        if self.cfg.steps is not None:
+            return self.cfg.steps
+        return self.cfg.epochs * self.sampler.batches_per_epoch(self.epoch)   # approximately constant
+
+    def _next_batch(self) -> torch.Tensor:
+        """The batch at (epoch, batch_in_epoch), read one ahead on a thread."""
+        while True:
+            if self._batches is None:
+                self._epoch_batches = self.sampler.batches_per_epoch(self.epoch)
+                self._batches = prefetch(self.sampler.epoch(self.epoch, skip=self.batch_in_epoch))
+            real = next(self._batches, None)
+            if real is not None:
+                return torch.from_numpy(real).to(self.device)
+            self._end_epoch()                                   # an epoch without (further) batches
+
+    def _end_epoch(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+        self._batches = None
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _step(self) -> dict:
+        """One step of the loop: the next batch through :meth:`train_step` (a generator step every
+        ``n_critic``); returns the latest value of every statistic (G's change on generator steps only)."""
+        g_step = (self.step + 1) % self.cfg.n_critic == 0
+        self._stats.update(self.train_step(self._next_batch(), generator_step=g_step), epoch=self.epoch)
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.batch_in_epoch == self._epoch_batches:
+            self._end_epoch()
+        return self._stats
 
     def train(self) -> Path:
         """Train to the end (resumable at any point) and write ``<out>/motion.pt``."""
@@ -335,38 +387,17 @@ class GRUTrainer:
         self.run.save_config(cfg)
         if self.step == 0:
             self.run.log_metrics(epoch=0, step=0, **self.evaluate())
-        bar = progress(total=self.total_steps(), initial=min(self.step, self.total_steps()), unit="step",
-                       desc="train-motion (gru)")
-        t_last = time.time()
-        stats: dict = {}     # the latest value of every statistic (G's only change on generator steps)
+        self._batches, self._stats = None, {}
         try:
-            while not self._done():
-                for real in prefetch(self.sampler.epoch(self.epoch, skip=self.batch_in_epoch)):
-                    g_step = (self.step + 1) % cfg.n_critic == 0
-                    stats.update(self.train_step(torch.from_numpy(real).to(self.device), generator_step=g_step))
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if self.step % cfg.log_every == 0:
-                        now = time.time()
-                        self.run.log_step(epoch=self.epoch, step=self.step,
-                                         sec_per_step=(now - t_last) / cfg.log_every, **stats)
-                        t_last = now
-                        bar.set_postfix(epoch=self.epoch, C=f"{stats['loss_C']:.3g}",
-                                        G=f"{stats.get('loss_G', math.nan):.3g}")
-                    if cfg.steps is not None and self.step >= cfg.steps:
-                        break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    if self.epoch % cfg.snapshot_every == 0 and not self._done():
-                        self._snapshot()
-                    continue
-                break
-            self._snapshot(final=True)
+            fit(self.run, self._step, lambda: self.step, self._done, self._snapshot, total=self.total_steps(),
+                log_every=cfg.log_every, snapshot_every=cfg.snapshot_every, preview_every=cfg.preview_every,
+                preview=self.preview, desc="train-motion (gru)",
+                postfix=lambda st: {"epoch": st["epoch"], "C": f"{st['loss_C']:.3g}",
+                                    "G": f"{st.get('loss_G', math.nan):.3g}"})
             return self.export()
         finally:
-            bar.close()
+            if self._batches is not None:
+                self._batches.close()
             self.run.close()
             self.store.close()
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svgen.inversion.backbone import BackboneConfig, IRSEBackbone
 from svgen.nn.equalized import EqualConv1d, EqualLinear
 from svgen.utils.config import config_from_dict
 
@@ -41,19 +42,34 @@ NOISE_BLOCK = 16
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class EncoderConfig:
-    """The IR-SE backbone of the inversion stage plus StyleInV's AdaIN blocks and W head."""
+    """The inversion stage's IR-SE backbone (:class:`~svgen.inversion.backbone.BackboneConfig`, shared
+    with ``svgen.inversion``) plus StyleInV's input size, AdaIN blocks and BatchNorm mode."""
 
-    # svgen.inversion.backbone.BackboneConfig fields
-    in_channels: int = 3
-    stem_channels: int = 64
-    channels: tuple = (64, 128, 256, 512)
-    units: tuple = (3, 4, 14, 3)
-    se_reduction: int = 16
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)   # default: the published IR-SE50
     resolution: int = 256          # input size the backbone was trained at (x0 is resized to it)
     adain: bool = True             # False = the plain inversion encoder (ablation)
     # "frozen": BatchNorm layers use the running statistics of the W encoder (train = eval);
     # "train": batch statistics while training (used when the encoder starts from random weights).
     bn_mode: str = "frozen"
+
+
+# Checkpoints written before the encoder config held a BackboneConfig kept its fields flat.
+_LEGACY_BACKBONE_KEYS = ("in_channels", "stem_channels", "channels", "units", "se_reduction")
+
+
+def encoder_config_from_dict(data: dict) -> EncoderConfig:
+    """Rebuild a saved :class:`EncoderConfig`; older checkpoints' flat backbone fields are mapped
+    into ``backbone``."""
+    data = dict(data)
+    backbone = dict(data.pop("backbone", None) or {})
+    for key in _LEGACY_BACKBONE_KEYS:
+        if key in data:
+            backbone[key] = data.pop(key)
+    cfg = config_from_dict(EncoderConfig, data)
+    cfg.backbone = config_from_dict(BackboneConfig, backbone)
+    cfg.backbone.channels = tuple(cfg.backbone.channels)
+    cfg.backbone.units = tuple(cfg.backbone.units)
+    return cfg
 
 
 @dataclass
@@ -259,14 +275,6 @@ class AdainResBlk(nn.Module):
         return (x + h) / math.sqrt(2.0)
 
 
-def _backbone_config(enc: EncoderConfig):
-    from svgen.inversion.backbone import BackboneConfig
-
-    return BackboneConfig(in_channels=enc.in_channels, stem_channels=enc.stem_channels,
-                          channels=tuple(enc.channels), units=tuple(enc.units),
-                          se_reduction=enc.se_reduction)
-
-
 class ModulatedEncoder(nn.Module):
     """IR-SE backbone with one :class:`AdainResBlk` after the last unit of each stage, then
     AdaptiveAvgPool -> FC -> a W-space vector.
@@ -277,11 +285,9 @@ class ModulatedEncoder(nn.Module):
 
     def __init__(self, cfg: StyleInVConfig):
         super().__init__()
-        from svgen.inversion.backbone import IRSEBackbone
-
         self.enc_cfg = cfg.encoder
-        self.backbone = IRSEBackbone(_backbone_config(cfg.encoder))
-        chans = tuple(cfg.encoder.channels)
+        self.backbone = IRSEBackbone(cfg.encoder.backbone)
+        chans = tuple(cfg.encoder.backbone.channels)
         self.adain = nn.ModuleList(AdainResBlk(c, cfg.style_dim) for c in chans) if cfg.encoder.adain else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = EqualLinear(chans[-1], cfg.w_dim)
@@ -340,8 +346,5 @@ class StyleInV(nn.Module):
 def config_from_checkpoint(ckpt: dict) -> StyleInVConfig:
     model_cfg = ckpt.get("config", {}).get("model", ckpt.get("config", {}))
     cfg = config_from_dict(StyleInVConfig, model_cfg)
-    if isinstance(cfg.encoder, dict):
-        cfg.encoder = config_from_dict(EncoderConfig, cfg.encoder)
-    cfg.encoder.channels = tuple(cfg.encoder.channels)
-    cfg.encoder.units = tuple(cfg.encoder.units)
+    cfg.encoder = encoder_config_from_dict(model_cfg.get("encoder", {}))
     return cfg

@@ -15,14 +15,14 @@ the lazy R1), EMA of SI with a half-life of ``ema_kimg`` thousand clips.
 
 First frames w0: ``w0_source="real"`` (default) uses the W codes of real first frames, as the
 animation does with an inverted photo; ``"mapping"`` samples w0 = mapping(z) as in the paper.
-The run folder, resume policy, lazy-regularised Adam, gradient scrubbing and the EMA come from
-:mod:`svgen.training`; the losses from :mod:`svgen.nn.losses`.
+The run folder, resume policy, lazy-regularised Adam, gradient scrubbing, the EMA and the outer loop
+(``fit``) come from :mod:`svgen.training`; the losses from :mod:`svgen.nn.losses`.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from svgen.inversion.backbone import BACKBONE_PRESETS
 from svgen.stage2_motion.styleinv.model import (
     MODEL_NAME,
     EncoderConfig,
@@ -47,11 +48,12 @@ from svgen.stage2_motion.styleinv.motion import StyleInVMotion
 from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
 from svgen.training import (Run, from_invocation, half_life_beta, lazy_regularised_adam, optimizer_step,
                             resumed_config, update_ema)
+from svgen.training.loop import fit
+from svgen.training.state import restore
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
-from svgen.utils.progress import progress
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 VERSION = 1
@@ -140,7 +142,7 @@ class StyleInVTrainer:
         self.device = select_device(cfg.device)
         self.latents = LatentClips(cfg.latents)
         self.run = Run(cfg.out, resume)
-        state = self.run.load_latest(map_location="cpu") if resume else None
+        state = self.run.load_latest(FORMAT, model=MODEL_NAME, what="StyleInV motion") if resume else None
         encoder_given = bool(cfg.encoder)
         if state is not None:
             cfg = self._merge_resume_config(cfg, state)
@@ -170,9 +172,9 @@ class StyleInVTrainer:
                 enc_cfg, bb_state, head, meta = encoder_config_from_file(cfg.encoder)
                 enc_init = (bb_state, head, meta)
             else:   # no trained encoder: the published layout at random init, BN in training mode
-                enc_cfg = EncoderConfig(resolution=min(256, int(self.G.img_resolution)), bn_mode="train")
-                if int(self.G.w_dim) < 512:
-                    enc_cfg = _tiny_encoder_config(enc_cfg.resolution)
+                backbone = BACKBONE_PRESETS["tiny" if int(self.G.w_dim) < 512 else "ir_se50"]
+                enc_cfg = EncoderConfig(backbone=dataclasses.replace(backbone),
+                                        resolution=min(256, int(self.G.img_resolution)), bn_mode="train")
             cfg.model = styleinv_config_for(int(self.G.w_dim), int(self.G.num_ws), int(self.G.img_resolution),
                                             encoder=enc_cfg, nframes=cfg.sampling.nframes,
                                             max_period_len=float(cfg.sampling.nframes))
@@ -205,8 +207,6 @@ class StyleInVTrainer:
 
     # -- setup --------------------------------------------------------------------------------
     def _merge_resume_config(self, cfg: StyleInVTrainConfig, state: dict) -> StyleInVTrainConfig:
-        if state.get("format") != FORMAT or state.get("model") != MODEL_NAME:
-            raise SvgenError("--resume: checkpoint is not a StyleInV motion checkpoint", self.run.latest)
         old = config_from_dict(StyleInVTrainConfig, state["config"]["train"])
         old.model = config_from_checkpoint(state)
         old.d = config_from_dict(DiscConfig, state["config"]["d"])
@@ -267,13 +267,8 @@ class StyleInVTrainer:
         self.D.set_stats(codes.to(self.device), (w[:, 1:] - w[:, :1]).reshape(-1, w.shape[-1]).to(self.device))
 
     def _load_state(self, st: dict) -> None:
-        self.si.load_state_dict(st["SI"])
-        self.si_ema.load_state_dict(st["ema"])
-        self.D.load_state_dict(st["D"])
-        self.opt_si.load_state_dict(st["opt_SI"])
-        self.opt_d.load_state_dict(st["opt_D"])
-        if self.ada is not None and "ada" in st:
-            self.ada.load_state_dict(st["ada"])
+        restore(st, {"SI": self.si, "ema": self.si_ema, "D": self.D, "opt_SI": self.opt_si, "opt_D": self.opt_d,
+                     "ada": self.ada}, optional=("ada",))
         self.step = int(st["step"])
         set_rng_state(st["rng"])
 
@@ -465,26 +460,13 @@ class StyleInVTrainer:
             self.run.log_metrics(step=0, clips=0, **metrics, latent_fd_protocol=protocol)
         self.si.train()
         self.D.train()
-        bar = progress(total=cfg.steps, initial=min(self.step, cfg.steps), unit="step",
-                       desc=f"train-motion (styleinv, {cfg.disc})")
-        t_last = time.time()
         try:
-            while self.step < cfg.steps:
-                stats = self.train_step()
-                bar.update(1)
-                if self.step % cfg.log_every == 0:
-                    now = time.time()
-                    self.run.log_step(step=self.step, sec_per_step=(now - t_last) / cfg.log_every, **stats)
-                    t_last = now
-                    bar.set_postfix(D=f"{stats['loss_d']:.3g}", SI=f"{stats['loss_si']:.3g}",
-                                    rec=f"{stats['recon']:.2g}")
-                if cfg.preview_every and self.step % cfg.preview_every == 0:
-                    self.preview()
-                if self.step % cfg.snapshot_every == 0 and self.step < cfg.steps:
-                    self._snapshot()
-            self._snapshot(final=True)
+            fit(self.run, self.train_step, lambda: self.step, lambda: self.step >= cfg.steps, self._snapshot,
+                total=cfg.steps, log_every=cfg.log_every, snapshot_every=cfg.snapshot_every,
+                preview_every=cfg.preview_every, preview=self.preview, desc=f"train-motion (styleinv, {cfg.disc})",
+                postfix=lambda st: {"D": f"{st['loss_d']:.3g}", "SI": f"{st['loss_si']:.3g}",
+                                    "rec": f"{st['recon']:.2g}"})
         finally:
-            bar.close()
             self.run.close()
         return self.export()
 
@@ -492,14 +474,6 @@ class StyleInVTrainer:
         out = Path(self.cfg.out) / "motion.pt"
         torch_save_atomic(self.checkpoint(full=False), out)
         return out
-
-
-def _tiny_encoder_config(resolution: int) -> EncoderConfig:
-    from svgen.inversion.backbone import BACKBONE_PRESETS
-
-    b = BACKBONE_PRESETS["tiny"]
-    return EncoderConfig(in_channels=b.in_channels, stem_channels=b.stem_channels, channels=tuple(b.channels),
-                         units=tuple(b.units), se_reduction=b.se_reduction, resolution=resolution, bn_mode="train")
 
 
 def train_styleinv(cfg: StyleInVTrainConfig, resume: bool = False) -> Path:

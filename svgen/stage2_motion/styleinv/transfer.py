@@ -2,6 +2,7 @@
 backbone is copied, and a W encoder's linear head becomes the residual head (its ``w_avg`` dropped)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -24,9 +25,7 @@ def encoder_config_from_file(path: PathLike) -> tuple[EncoderConfig, dict, Optio
     if backbone is None or not hasattr(backbone, "stages"):
         raise SvgenError("encoder has no IR-SE backbone to initialise StyleInV from", path)
     bcfg = backbone.cfg
-    enc = EncoderConfig(in_channels=bcfg.in_channels, stem_channels=bcfg.stem_channels,
-                        channels=tuple(bcfg.channels), units=tuple(bcfg.units),
-                        se_reduction=bcfg.se_reduction, resolution=int(getattr(E, "resolution", 256)),
+    enc = EncoderConfig(backbone=dataclasses.replace(bcfg), resolution=int(getattr(E, "resolution", 256)),
                         bn_mode="frozen")
     head = _find_w_head(E, int(getattr(E, "w_dim", 0)), int(bcfg.channels[-1]))
     meta = {"space": getattr(E, "space", "?"), "num_ws": int(getattr(E, "num_ws", 0)),

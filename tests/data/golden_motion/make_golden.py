@@ -56,9 +56,7 @@ def main() -> None:
 
     # StyleInV: seeded weights, tiny IR-SE encoder
     torch.manual_seed(2)
-    b = BACKBONE_PRESETS["tiny"]
-    enc = EncoderConfig(stem_channels=b.stem_channels, channels=tuple(b.channels), units=tuple(b.units),
-                        se_reduction=b.se_reduction, resolution=32)
+    enc = EncoderConfig(backbone=BACKBONE_PRESETS["tiny"], resolution=32)
     scfg = styleinv_config_for(G.w_dim, G.num_ws, G.img_resolution, encoder=enc, time_enc_dim=32)
     si = StyleInV(scfg).eval()
     torch.save({**common, "model": "styleinv", "config": {"model": config_to_dict(scfg)},
