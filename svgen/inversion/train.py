@@ -21,6 +21,13 @@ of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/lat
 atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
 random stream (the run folder, resume policy and EMA of :mod:`svgen.training`). The result is
 ``<out>/encoder.pt``.
+
+Under ``torchrun`` (``svgen train-encoder --gpus N``) each process takes 1/N of the generated and of the
+real images of every global batch: all processes draw the whole batch's latents, frame indices and flips
+from the shared sampling stream and keep their part, the encoder's BatchNorm layers normalise over the
+global batch (:mod:`svgen.training.sync_bn`) and the encoder's and latent discriminator's gradients are
+averaged, so N processes follow one process with the same ``--batch``. The frozen generator and the
+loss networks are not distributed; only process 0 writes.
 """
 from __future__ import annotations
 
@@ -44,7 +51,9 @@ from svgen.inversion.latent_discriminator import (LatentDiscriminator, discrimin
                                                   encoder_adversarial_loss)
 from svgen.inversion.identity import LossOffWarning
 from svgen.inversion.losses import LPIPS_EXPECTED, ReconstructionLoss, _load_weight_file, latent_l2
-from svgen.training import Run, from_invocation, half_life_beta, resumed_config, saved_config, update_ema
+from svgen.training import (Dist, Run, check_consistency, from_invocation, half_life_beta, init_distributed_on,
+                            reduce_gradients, resumed_config, saved_config, update_ema)
+from svgen.training.sync_bn import convert_batchnorm
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, torch_save_atomic
@@ -100,9 +109,10 @@ class EncoderTrainer:
     """One training run: networks, optimiser, EMA, data sampling and the step function."""
 
     def __init__(self, G: nn.Module, cfg: TrainEncoderConfig, dataset: Any, device: torch.device,
-                 loss: ReconstructionLoss, w_avg: torch.Tensor):
+                 loss: ReconstructionLoss, w_avg: torch.Tensor, dist: Optional[Dist] = None):
         self.G, self.cfg, self.dataset, self.device, self.loss = G, cfg, dataset, device, loss
-        self.E = build_encoder(cfg.encoder, w_avg).to(device).train()
+        self.dist = dist if dist is not None else Dist(rank=0, world_size=1, device=device)
+        self.E = convert_batchnorm(build_encoder(cfg.encoder, w_avg).to(device).train(), self.dist)
         self.E_ema = copy.deepcopy(self.E).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data + latent sampling stream
@@ -156,15 +166,18 @@ class EncoderTrainer:
 
     # -- batches -----------------------------------------------------------------------------
     def sample_generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n generated images with their true latents ([n, 3, R, R], [n, num_ws, w_dim])."""
-        G, cfg = self.G, self.cfg
-        z = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+        """This process's part of ``n`` generated images with their true latents ([n / processes, 3, R, R],
+        [n / processes, num_ws, w_dim]); the randoms of all ``n`` are drawn (see the module doc)."""
+        G, cfg, share = self.G, self.cfg, self.dist.share
+        z = torch.randn(n, G.z_dim, generator=self.gen)
+        mixing = cfg.encoder.space == "w+" and cfg.style_mixing > 0 and G.num_ws > 1
+        if mixing:
+            mix = share(torch.rand(n, generator=self.gen) < cfg.style_mixing)
+            cut = share(torch.randint(1, G.num_ws, (n,), generator=self.gen))
+            z2 = share(torch.randn(n, G.z_dim, generator=self.gen)).to(self.device)
         with torch.no_grad():
-            ws = G.mapping(z, None)
-            if cfg.encoder.space == "w+" and cfg.style_mixing > 0 and G.num_ws > 1:
-                mix = torch.rand(n, generator=self.gen) < cfg.style_mixing
-                cut = torch.randint(1, G.num_ws, (n,), generator=self.gen)
-                z2 = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+            ws = G.mapping(share(z).to(self.device), None)
+            if mixing:
                 ws2 = G.mapping(z2, None)
                 layer = torch.arange(G.num_ws).view(1, -1)
                 use2 = (mix.view(-1, 1) & (layer >= cut.view(-1, 1))).to(self.device)
@@ -173,9 +186,11 @@ class EncoderTrainer:
         return img.clamp(-1, 1), ws
 
     def sample_real(self, n: int) -> torch.Tensor:
-        idx = torch.randint(len(self.dataset), (n,), generator=self.gen).tolist()
-        flips = (torch.rand(n, generator=self.gen) < 0.5).tolist() if self.cfg.xflip else [False] * n
+        """This process's part of ``n`` real frames (randomly flipped) [n / processes, 3, R, R]."""
+        idx = torch.randint(len(self.dataset), (n,), generator=self.gen)
+        flips = torch.rand(n, generator=self.gen) < 0.5 if self.cfg.xflip else torch.zeros(n, dtype=torch.bool)
         frames = []
+        idx, flips = self.dist.share(idx).tolist(), self.dist.share(flips).tolist()
         for i, f in zip(idx, flips):
             a = self.dataset[i]
             frames.append(a[:, ::-1] if f else a)
@@ -183,6 +198,11 @@ class EncoderTrainer:
         return _real_targets(x.to(self.device), self.G.img_resolution)
 
     # -- step --------------------------------------------------------------------------------
+    def reduce(self, params: Any) -> None:
+        """Average the gradients over processes (a no-op for one process)."""
+        if self.dist.world_size > 1:
+            reduce_gradients(params, self.dist)
+
     def train_step(self) -> dict:
         cfg, G = self.cfg, self.G
         n_real = int(round(cfg.batch * cfg.real_fraction)) if self.dataset is not None else 0
@@ -204,7 +224,7 @@ class EncoderTrainer:
         img_loss, logs = self.loss(x_hat, x)
         total = img_loss.mean()
         if n_gen and cfg.latent > 0:
-            lat = latent_l2(ws_hat[:n_gen], ws_true).mean()
+            lat = latent_l2(ws_hat[:len(ws_true)], ws_true).mean()
             total = total + cfg.latent * lat
             logs["latent"] = float(lat.detach())
         active = int(self.E.stage) + 1 if self.e4e else cfg.encoder.num_ws
@@ -218,14 +238,15 @@ class EncoderTrainer:
             logs["wdisc_e"] = float(adv.detach())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        self.reduce(self.E.parameters())
         self.opt.step()
         if self.D_w is not None:
             with torch.no_grad():
-                z = torch.randn(cfg.batch, G.z_dim, generator=self.gen).to(self.device)
+                z = self.dist.share(torch.randn(cfg.batch, G.z_dim, generator=self.gen)).to(self.device)
                 w_real = G.mapping(z, None)[:, 0]
             logs.update(discriminator_step(self.D_w, self.opt_D_w, w_real,
                                            ws_hat[:, :active].reshape(-1, ws_hat.shape[-1]),
-                                           cfg.w_disc_r1, self.step % 16 == 0, 16))
+                                           cfg.w_disc_r1, self.step % 16 == 0, 16, reduce=self.reduce))
         self.step += 1
         update_ema(self.E_ema, self.E, half_life_beta(cfg.batch, self.step * cfg.batch, cfg.ema_kimg,
                                                       cfg.ema_rampup if cfg.ema_rampup > 0 else None))
@@ -299,7 +320,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.utils.progress import progress
 
-    device = torch.device(device)
+    dist = init_distributed_on(torch.device(device))   # a world of one unless started by torchrun
+    device = dist.device
     gen_path = Path(generator)
     if not gen_path.is_file():
         raise SvgenError("generator does not exist", gen_path)
@@ -317,7 +339,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         from svgen.inversion.losses import ID_EXPECTED
 
         raise SvgenError(f"backbone weights not found; expected {ID_EXPECTED}", backbone_weights)
-    run = Run(out, resume)
+    run = Run(out, resume, main=dist.is_main)
 
     if resume:
         ckpt = run.load_latest(map_location=device)
@@ -355,12 +377,16 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         raise SvgenError(f"nothing to train: {cfg.total_steps} steps")
     if dataset is None and cfg.real_fraction > 0:
         raise SvgenError("this run was trained with real frames; pass --data to resume it")
+    n_real = int(round(cfg.batch * cfg.real_fraction)) if dataset is not None else 0
+    if n_real % dist.world_size or (cfg.batch - n_real) % dist.world_size:
+        raise SvgenError(f"batch {cfg.batch} ({cfg.batch - n_real} generated + {n_real} real images) does not "
+                         f"split evenly over {dist.world_size} processes")
 
     seed_everything(cfg.seed)
     loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)
     if loss.lpips is None and cfg.lpips > 0:
         warnings.warn(LossOffWarning(f"LPIPS loss off: give --lpips-weights ({LPIPS_EXPECTED})"), stacklevel=2)
-    trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float())
+    trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float(), dist)
     if resume:
         trainer.load_state(ckpt)
         del ckpt
@@ -384,7 +410,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
 
     end = cfg.total_steps if stop_after is None else min(cfg.total_steps, trainer.step + stop_after)
     bar = progress(total=cfg.total_steps, initial=trainer.step, unit="step", desc="train-encoder",
-                   **({} if show_progress else {"disable": True}))
+                   **({} if show_progress and dist.is_main else {"disable": True}))
     t0, s0 = time.time(), trainer.step
     while trainer.step < end:
         logs = trainer.train_step()
@@ -392,18 +418,21 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         if on_step is not None:
             on_step(trainer.step, logs)
         if trainer.step % cfg.log_every == 0 or trainer.step == end:
+            logs = dist.mean_stats(logs)
             sec = (time.time() - t0) / max(1, trainer.step - s0)
             run.log_step(step=trainer.step, kimg=trainer.step * cfg.batch / 1000, sec_per_step=sec, **logs)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if trainer.step % cfg.checkpoint_every == 0 or trainer.step == end:
             checkpoint(trainer.step % cfg.snapshot_every == 0)
-            trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
+            if dist.is_main:
+                trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
     bar.close()
     run.close()
-    if trainer.step < cfg.total_steps:
-        return run.latest
+    check_consistency([m for m in (trainer.E, trainer.E_ema, trainer.D_w) if m is not None], dist)
     final = Path(out) / "encoder.pt"
-    done_meta = dict(meta, steps=trainer.step, kimg=trainer.step * cfg.batch / 1000)
-    torch_save_atomic(encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, done_meta,
-                                         train_config=config_to_dict(cfg)), final)
-    return final
+    if trainer.step >= cfg.total_steps and dist.is_main:
+        done_meta = dict(meta, steps=trainer.step, kimg=trainer.step * cfg.batch / 1000, world_size=dist.world_size)
+        torch_save_atomic(encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, done_meta,
+                                             train_config=config_to_dict(cfg)), final)
+    dist.close()
+    return final if trainer.step >= cfg.total_steps else run.latest
