@@ -60,6 +60,10 @@ def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: st
     if kimg is not None and steps is not None:
         raise click.UsageError("give either --kimg or --steps, not both")
     check_gpus(gpus, device)
+    if batch is not None and not resume:
+        from svgen.inversion.train import TrainEncoderConfig, check_batch_split
+
+        check_batch_split(batch, TrainEncoderConfig.real_fraction, gpus)
     if relaunch_under_torchrun(gpus, out):   # process 0 of the group says what it wrote
         return
     with echo_warnings():

@@ -70,6 +70,13 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         raise SvgenError(f"--gpus {gpus}: the GRU trains in one process (multi-process training is for "
                          "--model styleinv)")
     check_gpus(gpus, device)
+    if gpus > 1 and batch is not None and not resume:   # whole minibatch-std groups of D per process
+        import torch
+
+        from svgen.stage2_motion.styleinv.train import _largest_divisor_le
+        from svgen.training.dist import Dist
+
+        Dist(rank=0, world_size=gpus, device=torch.device("cpu")).share_index(batch, _largest_divisor_le(batch, 4))
     if relaunch_under_torchrun(gpus, out):   # process 0 of the group says what it wrote
         return
     if model == "styleinv":

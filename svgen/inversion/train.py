@@ -276,6 +276,14 @@ class EncoderTrainer:
             Image.fromarray(img).save(tmp, format="PNG")
 
 
+def check_batch_split(batch: int, real_fraction: float, world_size: int) -> None:
+    """SvgenError unless the generated and the real images of a batch split evenly over the processes."""
+    n_real = int(round(batch * real_fraction))
+    if n_real % world_size or (batch - n_real) % world_size:
+        raise SvgenError(f"batch {batch} ({batch - n_real} generated + {n_real} real images) does not split "
+                         f"evenly over {world_size} processes")
+
+
 def _fixed_real(dataset: Any, resolution: int, device: torch.device, n: int = 8) -> Optional[torch.Tensor]:
     if dataset is None:
         return None
@@ -377,10 +385,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         raise SvgenError(f"nothing to train: {cfg.total_steps} steps")
     if dataset is None and cfg.real_fraction > 0:
         raise SvgenError("this run was trained with real frames; pass --data to resume it")
-    n_real = int(round(cfg.batch * cfg.real_fraction)) if dataset is not None else 0
-    if n_real % dist.world_size or (cfg.batch - n_real) % dist.world_size:
-        raise SvgenError(f"batch {cfg.batch} ({cfg.batch - n_real} generated + {n_real} real images) does not "
-                         f"split evenly over {dist.world_size} processes")
+    check_batch_split(cfg.batch, cfg.real_fraction if dataset is not None else 0.0, dist.world_size)
 
     seed_everything(cfg.seed)
     loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)

@@ -55,6 +55,14 @@ def test_two_processes_train_the_one_process_styleinv_and_resume(latents, random
             torch.testing.assert_close(resumed[key][name], t, rtol=0, atol=0, msg=f"{key}.{name}")
 
 
+def test_batch_that_does_not_split_is_refused_before_any_process_starts(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train-motion", "--model", "styleinv", "--latents", tmp_path / "latents.h5",
+                           "--out", tmp_path / "run", "--batch", "4", "--gpus", "2", "--device", "cpu")
+    assert code == 1 and err.strip().splitlines() == [
+        "svgen: error: batch 4 over 2 processes gives 2 per process, not a multiple of the minibatch-std group 4"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_gru_refuses_gpus(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train-motion", "--model", "gru", "--latents", tmp_path / "latents.h5",
                            "--out", tmp_path / "run", "--gpus", "2", "--device", "cpu")
