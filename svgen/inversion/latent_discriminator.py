@@ -9,6 +9,8 @@ learning rate works for any generator's latent scale.
 """
 from __future__ import annotations
 
+from typing import Callable, Iterable, Optional
+
 import torch
 from torch import nn
 
@@ -39,8 +41,10 @@ class LatentDiscriminator(nn.Module):
 
 
 def discriminator_step(D: LatentDiscriminator, opt: torch.optim.Optimizer, w_real: torch.Tensor,
-                       w_fake: torch.Tensor, r1_gamma: float, do_r1: bool, r1_interval: int) -> dict:
-    """One D update on real codes ``w_real [N, w_dim]`` and detached encoder codes ``w_fake [M, w_dim]``."""
+                       w_fake: torch.Tensor, r1_gamma: float, do_r1: bool, r1_interval: int,
+                       reduce: Optional[Callable[[Iterable[nn.Parameter]], None]] = None) -> dict:
+    """One D update on real codes ``w_real [N, w_dim]`` and detached encoder codes ``w_fake [M, w_dim]``;
+    ``reduce`` averages the gradients over processes before the step (data-parallel runs)."""
     # the logistic D loss of stage 1, with real and fake batches of different sizes
     loss = d_logistic_loss(D(w_real), D(w_fake.detach()))
     logs = {"wdisc_d": float(loss.detach())}
@@ -51,6 +55,8 @@ def discriminator_step(D: LatentDiscriminator, opt: torch.optim.Optimizer, w_rea
         logs["wdisc_r1"] = float(r1.detach().mean())
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if reduce is not None:
+        reduce(D.parameters())
     opt.step()
     return logs
 

@@ -21,6 +21,13 @@ of the encoder (half-life in kimg with a ramp-up, as stage 1), ``checkpoints/lat
 atomically, numbered snapshots, ``log.jsonl``, sample grids and ``--resume`` that continues the same
 random stream (the run folder, resume policy, EMA and outer loop of :mod:`svgen.training`). The result is
 ``<out>/encoder.pt``.
+
+Under ``torchrun`` (``svgen train-encoder --gpus N``) each process takes 1/N of the generated and of the
+real images of every global batch: all processes draw the whole batch's latents, frame indices and flips
+from the shared sampling stream and keep their part, the encoder's BatchNorm layers normalise over the
+global batch (:mod:`svgen.training.sync_bn`) and the encoder's and latent discriminator's gradients are
+averaged, so N processes follow one process with the same ``--batch``. The frozen generator and the
+loss networks are not distributed; only process 0 writes.
 """
 from __future__ import annotations
 
@@ -43,9 +50,11 @@ from svgen.inversion.latent_discriminator import (LatentDiscriminator, discrimin
                                                   encoder_adversarial_loss)
 from svgen.inversion.identity import LossOffWarning
 from svgen.inversion.losses import LPIPS_EXPECTED, ReconstructionLoss, _load_weight_file, latent_l2
-from svgen.training import Run, from_invocation, half_life_beta, resumed_config, saved_config, update_ema
+from svgen.training import (Dist, Run, check_consistency, from_invocation, half_life_beta, init_distributed_on,
+                            reduce_gradients, resumed_config, saved_config, update_ema)
 from svgen.training.loop import fit
 from svgen.training.state import restore
+from svgen.training.sync_bn import convert_batchnorm
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import file_sha256, torch_save_atomic
@@ -114,9 +123,10 @@ class EncoderTrainer:
     """One training run: networks, optimiser, EMA, data sampling and the step function."""
 
     def __init__(self, G: nn.Module, cfg: TrainEncoderConfig, dataset: Any, device: torch.device,
-                 loss: ReconstructionLoss, w_avg: torch.Tensor):
+                 loss: ReconstructionLoss, w_avg: torch.Tensor, dist: Optional[Dist] = None):
         self.G, self.cfg, self.dataset, self.device, self.loss = G, cfg, dataset, device, loss
-        self.E = build_encoder(cfg.encoder, w_avg).to(device).train()
+        self.dist = dist if dist is not None else Dist(rank=0, world_size=1, device=device)
+        self.E = convert_batchnorm(build_encoder(cfg.encoder, w_avg).to(device).train(), self.dist)
         self.E_ema = copy.deepcopy(self.E).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data + latent sampling stream
@@ -167,15 +177,18 @@ class EncoderTrainer:
 
     # -- batches -----------------------------------------------------------------------------
     def sample_generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n generated images with their true latents ([n, 3, R, R], [n, num_ws, w_dim])."""
-        G, cfg = self.G, self.cfg
-        z = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+        """This process's part of ``n`` generated images with their true latents ([n / processes, 3, R, R],
+        [n / processes, num_ws, w_dim]); the randoms of all ``n`` are drawn (see the module doc)."""
+        G, cfg, share = self.G, self.cfg, self.dist.share
+        z = torch.randn(n, G.z_dim, generator=self.gen)
+        mixing = cfg.encoder.space == "w+" and cfg.style_mixing > 0 and G.num_ws > 1
+        if mixing:
+            mix = share(torch.rand(n, generator=self.gen) < cfg.style_mixing)
+            cut = share(torch.randint(1, G.num_ws, (n,), generator=self.gen))
+            z2 = share(torch.randn(n, G.z_dim, generator=self.gen)).to(self.device)
         with torch.no_grad():
-            ws = G.mapping(z, None)
-            if cfg.encoder.space == "w+" and cfg.style_mixing > 0 and G.num_ws > 1:
-                mix = torch.rand(n, generator=self.gen) < cfg.style_mixing
-                cut = torch.randint(1, G.num_ws, (n,), generator=self.gen)
-                z2 = torch.randn(n, G.z_dim, generator=self.gen).to(self.device)
+            ws = G.mapping(share(z).to(self.device), None)
+            if mixing:
                 ws2 = G.mapping(z2, None)
                 layer = torch.arange(G.num_ws).view(1, -1)
                 use2 = (mix.view(-1, 1) & (layer >= cut.view(-1, 1))).to(self.device)
@@ -184,9 +197,11 @@ class EncoderTrainer:
         return img.clamp(-1, 1), ws
 
     def sample_real(self, n: int) -> torch.Tensor:
-        idx = torch.randint(len(self.dataset), (n,), generator=self.gen).tolist()
-        flips = (torch.rand(n, generator=self.gen) < 0.5).tolist() if self.cfg.xflip else [False] * n
+        """This process's part of ``n`` real frames (randomly flipped) [n / processes, 3, R, R]."""
+        idx = torch.randint(len(self.dataset), (n,), generator=self.gen)
+        flips = torch.rand(n, generator=self.gen) < 0.5 if self.cfg.xflip else torch.zeros(n, dtype=torch.bool)
         frames = []
+        idx, flips = self.dist.share(idx).tolist(), self.dist.share(flips).tolist()
         for i, f in zip(idx, flips):
             a = self.dataset[i]
             frames.append(a[:, ::-1] if f else a)
@@ -194,6 +209,11 @@ class EncoderTrainer:
         return _real_targets(x.to(self.device), self.G.img_resolution)
 
     # -- step --------------------------------------------------------------------------------
+    def reduce(self, params: Any) -> None:
+        """Average the gradients over processes (a no-op for one process)."""
+        if self.dist.world_size > 1:
+            reduce_gradients(params, self.dist)
+
     def train_step(self) -> dict:
         cfg, G = self.cfg, self.G
         n_real = int(round(cfg.batch * cfg.real_fraction)) if self.dataset is not None else 0
@@ -215,7 +235,7 @@ class EncoderTrainer:
         img_loss, logs = self.loss(x_hat, x)
         total = img_loss.mean()
         if n_gen and cfg.latent > 0:
-            lat = latent_l2(ws_hat[:n_gen], ws_true).mean()
+            lat = latent_l2(ws_hat[:len(ws_true)], ws_true).mean()
             total = total + cfg.latent * lat
             logs["latent"] = float(lat.detach())
         active = int(self.E.stage) + 1 if self.e4e else cfg.encoder.num_ws
@@ -229,14 +249,15 @@ class EncoderTrainer:
             logs["wdisc_e"] = float(adv.detach())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        self.reduce(self.E.parameters())
         self.opt.step()
         if self.D_w is not None:
             with torch.no_grad():
-                z = torch.randn(cfg.batch, G.z_dim, generator=self.gen).to(self.device)
+                z = self.dist.share(torch.randn(cfg.batch, G.z_dim, generator=self.gen)).to(self.device)
                 w_real = G.mapping(z, None)[:, 0]
             logs.update(discriminator_step(self.D_w, self.opt_D_w, w_real,
                                            ws_hat[:, :active].reshape(-1, ws_hat.shape[-1]),
-                                           cfg.w_disc_r1, self.step % 16 == 0, 16))
+                                           cfg.w_disc_r1, self.step % 16 == 0, 16, reduce=self.reduce))
         self.step += 1
         update_ema(self.E_ema, self.E, half_life_beta(cfg.batch, self.step * cfg.batch, cfg.ema_kimg,
                                                       cfg.ema_rampup if cfg.ema_rampup > 0 else None))
@@ -264,6 +285,14 @@ class EncoderTrainer:
 
         with atomic_path(path) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
+
+
+def check_batch_split(batch: int, real_fraction: float, world_size: int) -> None:
+    """SvgenError unless the generated and the real images of a batch split evenly over the processes."""
+    n_real = int(round(batch * real_fraction))
+    if n_real % world_size or (batch - n_real) % world_size:
+        raise SvgenError(f"batch {batch} ({batch - n_real} generated + {n_real} real images) does not split "
+                         f"evenly over {world_size} processes")
 
 
 def _fixed_real(dataset: Any, resolution: int, device: torch.device, n: int = 8) -> Optional[torch.Tensor]:
@@ -311,7 +340,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
     """
     from svgen.stage1_image_gan.checkpoints import load_generator
 
-    device = torch.device(device)
+    dist = init_distributed_on(torch.device(device))   # a world of one unless started by torchrun
+    device = dist.device
     gen_path = Path(generator)
     if not gen_path.is_file():
         raise SvgenError("generator does not exist", gen_path)
@@ -329,7 +359,7 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         from svgen.inversion.losses import ID_EXPECTED
 
         raise SvgenError(f"backbone weights not found; expected {ID_EXPECTED}", backbone_weights)
-    run = Run(out, resume)
+    run = Run(out, resume, main=dist.is_main)
 
     if resume:
         ckpt = run.load_latest("svgen-encoder", required=("optimizer", "step"), what="encoder training",
@@ -368,12 +398,13 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         raise SvgenError(f"nothing to train: {cfg.total_steps} steps")
     if dataset is None and cfg.real_fraction > 0:
         raise SvgenError("this run was trained with real frames; pass --data to resume it")
+    check_batch_split(cfg.batch, cfg.real_fraction if dataset is not None else 0.0, dist.world_size)
 
     seed_everything(cfg.seed)
     loss.set_weights(l2=cfg.l2, msssim=cfg.msssim, lpips=cfg.lpips, id=cfg.id)
     if loss.lpips is None and cfg.lpips > 0:
         warnings.warn(LossOffWarning(f"LPIPS loss off: give --lpips-weights ({LPIPS_EXPECTED})"), stacklevel=2)
-    trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float())
+    trainer = EncoderTrainer(G, cfg, dataset, device, loss, G.mapping.w_avg.detach().float(), dist)
     if resume:
         trainer.load_state(ckpt)
         del ckpt
@@ -397,23 +428,26 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
         return dict(kimg=trainer.step * cfg.batch / 1000, **logs)
 
     def snapshot(final: bool) -> None:
-        """latest.pt (numbered every ``keep_every`` steps) and a reconstruction grid."""
+        """latest.pt (numbered every ``keep_every`` steps) and a reconstruction grid (process 0 writes)."""
         ck = encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, meta,
                                 train_config=config_to_dict(cfg), **trainer.state())
         run.save_checkpoint(ck, f"encoder-{trainer.step:07d}.pt" if trainer.step % cfg.keep_every == 0 else None)
-        trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
+        if dist.is_main:
+            trainer.sample_grid(run.samples / f"recon-{trainer.step:07d}.png", fixed)
 
     end = cfg.total_steps if stop_after is None else min(cfg.total_steps, trainer.step + stop_after)
     try:
         fit(run, step, lambda: trainer.step, lambda: trainer.step >= end, snapshot, total=cfg.total_steps,
             log_every=cfg.log_every, snapshot_every=cfg.snapshot_every, log_last=True, desc="train-encoder",
-            postfix=lambda logs: {"loss": f"{logs['loss']:.4f}"}, show_progress=show_progress)
+            postfix=lambda logs: {"loss": f"{logs['loss']:.4f}"}, show_progress=show_progress and dist.is_main,
+            reduce_stats=dist.mean_stats)
     finally:
         run.close()
-    if trainer.step < cfg.total_steps:
-        return run.latest
+    check_consistency([m for m in (trainer.E, trainer.E_ema, trainer.D_w) if m is not None], dist)
     final = Path(out) / "encoder.pt"
-    done_meta = dict(meta, steps=trainer.step, kimg=trainer.step * cfg.batch / 1000)
-    torch_save_atomic(encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, done_meta,
-                                         train_config=config_to_dict(cfg)), final)
-    return final
+    if trainer.step >= cfg.total_steps and dist.is_main:
+        done_meta = dict(meta, steps=trainer.step, kimg=trainer.step * cfg.batch / 1000, world_size=dist.world_size)
+        torch_save_atomic(encoder_checkpoint(trainer.E, trainer.E_ema, g_sha, done_meta,
+                                             train_config=config_to_dict(cfg)), final)
+    dist.close()
+    return final if trainer.step >= cfg.total_steps else run.latest

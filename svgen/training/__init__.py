@@ -11,7 +11,7 @@
 
 Each stage keeps only its networks, its data and its ``train_step``.
 """
-from svgen.training.dist import Dist, check_consistency, init_distributed, reduce_gradients
+from svgen.training.dist import Dist, check_consistency, init_distributed, init_distributed_on, reduce_gradients
 from svgen.training.ema import half_life_beta, update_ema, warmup_beta
 from svgen.training.log import TrainLog
 from svgen.training.loop import fit
@@ -21,6 +21,6 @@ from svgen.training.run import (Run, check_run_folder, from_invocation, legacy_d
 from svgen.training.state import load_resume_checkpoint, restore, state_dicts
 
 __all__ = ["Run", "check_run_folder", "from_invocation", "legacy_default", "resumed_config", "saved_config", "Dist",
-           "init_distributed", "reduce_gradients", "check_consistency", "lazy_regularised_adam",
-           "optimizer_step", "scrub_gradients", "half_life_beta", "warmup_beta", "update_ema", "TrainLog", "fit",
-           "load_resume_checkpoint", "restore", "state_dicts"]
+           "init_distributed", "init_distributed_on", "reduce_gradients", "check_consistency",
+           "lazy_regularised_adam", "optimizer_step", "scrub_gradients", "half_life_beta", "warmup_beta", "update_ema",
+           "TrainLog", "fit", "load_resume_checkpoint", "restore", "state_dicts"]

@@ -1,7 +1,7 @@
 """Optimiser pieces shared by the GAN trainers: lazy-regularised Adam and gradient scrubbing."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -23,10 +23,15 @@ def scrub_gradients(params: Iterable[torch.nn.Parameter]) -> None:
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter], loss: torch.Tensor) -> None:
-    """``zero_grad``, ``backward``, :func:`scrub_gradients`, ``step``."""
+def optimizer_step(opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter], loss: torch.Tensor,
+                   reduce: Optional[Callable[[list], None]] = None) -> None:
+    """``zero_grad``, ``backward``, :func:`scrub_gradients` (or ``reduce``, which averages the gradients
+    over processes and scrubs them: :func:`~svgen.training.dist.reduce_gradients`), ``step``."""
     params = list(params)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    scrub_gradients(params)
+    if reduce is not None:
+        reduce(params)
+    else:
+        scrub_gradients(params)
     opt.step()

@@ -17,15 +17,22 @@ First frames w0: ``w0_source="real"`` (default) uses the W codes of real first f
 animation does with an inverted photo; ``"mapping"`` samples w0 = mapping(z) as in the paper.
 The run folder, resume policy, lazy-regularised Adam, gradient scrubbing, the EMA and the outer loop
 (``fit``) come from :mod:`svgen.training`; the losses from :mod:`svgen.nn.losses`.
+
+Under ``torchrun`` (``--gpus N``) every process draws the random numbers of the whole batch (real windows,
+first frames, generator times, motion noise, augmentation) from the shared seed and keeps its part
+(:meth:`~svgen.training.dist.Dist.share_index`, which keeps D's minibatch-std groups whole); SI's
+BatchNorm normalises over the whole batch and the gradients of SI and D are averaged, so N processes
+follow one process with the same ``--batch``. Only process 0 evaluates and writes.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -46,12 +53,12 @@ from svgen.stage2_motion.styleinv.data import FrameClips, LatentClips, SparseCli
 from svgen.stage2_motion.styleinv.disc import DiscConfig, build_discriminator
 from svgen.stage2_motion.styleinv.motion import StyleInVMotion
 from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
-from svgen.training import (Run, from_invocation, half_life_beta, lazy_regularised_adam, optimizer_step,
-                            resumed_config, update_ema)
+from svgen.training import (Run, check_consistency, from_invocation, half_life_beta, init_distributed,
+                            lazy_regularised_adam, optimizer_step, reduce_gradients, resumed_config, update_ema)
 from svgen.training.loop import fit
 from svgen.training.state import restore
+from svgen.training.sync_bn import convert_batchnorm
 from svgen.utils.config import config_from_dict, config_to_dict
-from svgen.utils.device import select_device
 from svgen.utils.errors import SvgenError
 from svgen.utils.io import file_sha256, require_file, torch_save_atomic
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
@@ -110,15 +117,18 @@ def _largest_divisor_le(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
 
 
-def augment_clips(pipe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """ADA for clips [B, F, 3, H, W]: one set of random parameters per clip, shared by its frames."""
+def augment_clips(pipe: torch.nn.Module, x: torch.Tensor, total: Optional[int] = None,
+                  share: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """ADA for clips [B, F, 3, H, W]: one set of random parameters per clip, shared by its frames.
+    Data-parallel runs draw the parameters of all ``total`` clips and apply their ``share``."""
     B, Fr, C, H, W = x.shape
-    G_inv = pipe.sample_geometry(B, H, W, x.device)
+    n, share = (B, lambda t: t) if share is None else (total, share)
+    G_inv = pipe.sample_geometry(n, H, W, x.device)
     if not torch.equal(G_inv, torch.eye(3, device=x.device).expand_as(G_inv)):
-        x = pipe.apply_geometry(x.reshape(B, Fr * C, H, W), G_inv).reshape(B, Fr, C, H, W)
-    Cm = pipe.sample_color(B, x.device)
+        x = pipe.apply_geometry(x.reshape(B, Fr * C, H, W), share(G_inv)).reshape(B, Fr, C, H, W)
+    Cm = pipe.sample_color(n, x.device)
     if not torch.equal(Cm, torch.eye(4, device=x.device).expand_as(Cm)):
-        x = pipe.apply_color(x.reshape(B * Fr, C, H, W), Cm.repeat_interleave(Fr, 0)).reshape(B, Fr, C, H, W)
+        x = pipe.apply_color(x.reshape(B * Fr, C, H, W), share(Cm).repeat_interleave(Fr, 0)).reshape(B, Fr, C, H, W)
     return x
 
 
@@ -139,9 +149,10 @@ class StyleInVTrainer:
             raise SvgenError("StyleInV training needs --generator (it renders the first frame x0 = G(w0))")
         if cfg.disc == "image" and not cfg.data and not resume:
             raise SvgenError("--disc image needs --data aligned.zip (real frames for the discriminator)")
-        self.device = select_device(cfg.device)
+        self.dist = init_distributed(cfg.device)   # a world of one unless started by torchrun
+        self.device = self.dist.device
         self.latents = LatentClips(cfg.latents)
-        self.run = Run(cfg.out, resume)
+        self.run = Run(cfg.out, resume, main=self.dist.is_main)
         state = self.run.load_latest(FORMAT, model=MODEL_NAME, what="StyleInV motion") if resume else None
         encoder_given = bool(cfg.encoder)
         if state is not None:
@@ -181,7 +192,10 @@ class StyleInVTrainer:
         if cfg.d is None:
             cfg.d = self._default_disc_config()
         cfg.d.mbstd_group_size = _largest_divisor_le(cfg.batch, 4)
+        self._check_split()
         self.si = StyleInV(cfg.model).to(self.device)
+        if cfg.model.encoder.bn_mode != "frozen":   # frozen BatchNorm uses running statistics only
+            convert_batchnorm(self.si, self.dist)
         self.D = build_discriminator(cfg.d).to(self.device)
         self.init_summary = {}
         if state is None:
@@ -206,6 +220,22 @@ class StyleInVTrainer:
         self._fd = None
 
     # -- setup --------------------------------------------------------------------------------
+    def _check_split(self) -> None:
+        """Data-parallel runs: the batch must split into whole minibatch-std groups, and generator noise
+        must be constant (random noise would be drawn per process)."""
+        if self.dist.world_size == 1:
+            return
+        self.dist.share_index(self.cfg.batch, self.cfg.d.mbstd_group_size)
+        if self.cfg.noise_mode != "const":
+            raise SvgenError(f"noise mode {self.cfg.noise_mode!r} cannot be split over processes (use const)")
+
+    def share(self, x: torch.Tensor | list) -> torch.Tensor | list:
+        """This process's part of a global batch (all of it with one process)."""
+        return self.dist.share(x, self.cfg.d.mbstd_group_size)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return augment_clips(self.augment, x, self.cfg.batch, self.share if self.dist.world_size > 1 else None)
+
     def _merge_resume_config(self, cfg: StyleInVTrainConfig, state: dict) -> StyleInVTrainConfig:
         old = config_from_dict(StyleInVTrainConfig, state["config"]["train"])
         old.model = config_from_checkpoint(state)
@@ -305,63 +335,74 @@ class StyleInVTrainer:
         return self.G.synthesis(ws, noise_mode=self.cfg.noise_mode)
 
     def first_frames(self, batch: int, w_real: Optional[torch.Tensor]) -> torch.Tensor:
-        """w0 [B, w_dim]: real first frames (of this batch's real clips in latent mode) or mapping(z)."""
+        """w0 [b, w_dim] (this process's part of ``batch``): real first frames (of this batch's real
+        clips in latent mode) or mapping(z)."""
         cfg = self.cfg
         if cfg.w0_source == "mapping":
-            z = torch.randn(batch, int(self.G.z_dim)).to(self.device)
+            z = self.share(torch.randn(batch, int(self.G.z_dim))).to(self.device)
             with torch.no_grad():
                 return self.G.mapping(z, truncation_psi=cfg.truncation_psi)[:, 0]
         if w_real is not None:
             return w_real[:, 0]
         clips, starts = self.lat_sampler.sample_first_frames(batch)
-        return self.latents.first_frames(clips, starts).to(self.device)
+        return self.latents.first_frames(self.share(clips), self.share(starts)).to(self.device)
 
     def real_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real clips: W codes [B, 4, w_dim] or frames [B, 4, 3, R, R], and their times [B, 4]."""
+        """This process's part of ``batch`` real clips: W codes [b, 4, w_dim] or frames [b, 4, 3, R, R],
+        and their times [b, 4]."""
         clips, starts, t = self.real_sampler.sample_real(batch)
+        clips, starts, t = self.share(clips), self.share(starts), self.share(t)
         src = self.latents if self.cfg.disc == "latent" else self.frames
         return src.gather(clips, starts, t).to(self.device), t.to(self.device)
 
-    def generate(self, si: StyleInV, x0: torch.Tensor, w0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        L = si.ffa_ape.num_anchors(max(float(t.max()), self.cfg.sampling.nframes - 1))
-        z_m = sample_motion_noise(t.shape[0], L, self.cfg.model.z_motion_dim).to(self.device)
-        return si(x0, w0, z_m, t)
+    def generate(self, si: StyleInV, x0: torch.Tensor, w0: torch.Tensor, t: torch.Tensor,
+                 t_all: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SI's codes at times ``t`` [b, 4]; the motion noise is drawn for the whole batch (times
+        ``t_all``, default ``t``) and shared out."""
+        t_all = t if t_all is None else t_all
+        L = si.ffa_ape.num_anchors(max(float(t_all.max()), self.cfg.sampling.nframes - 1))
+        z_m = sample_motion_noise(t_all.shape[0], L, self.cfg.model.z_motion_dim)
+        if t_all is not t:
+            z_m = self.share(z_m)
+        return si(x0, w0, z_m.to(self.device), t)
 
     # -- one optimisation step ----------------------------------------------------------------
     def train_step(self) -> dict:
         cfg, si, D = self.cfg, self.si, self.D
         B = cfg.batch
         latent = cfg.disc == "latent"
-        real, t_real = self.real_batch(B)
+        reduce = functools.partial(reduce_gradients, dist=self.dist) if self.dist.world_size > 1 else None
+        real, t_real = self.real_batch(B)                                  # this process's b = B / N
         w0 = self.first_frames(B, real if (latent and cfg.w0_source == "real") else None)
         with torch.no_grad():
-            x0 = self.render(w0)                                           # [B, 3, R, R]
-        t_fake = self.real_sampler.sample_fake_times(B).to(self.device)    # [B, 4]
+            x0 = self.render(w0)                                           # [b, 3, R, R]
+        t_all = self.real_sampler.sample_fake_times(B)                     # [B, 4]
+        t_fake = self.share(t_all).to(self.device)                         # [b, 4]
 
         # SI: adversarial + first-frame reconstruction + latent regulariser
         D.requires_grad_(False)
-        w_fake = self.generate(si, x0, w0, t_fake)                         # [B, 4, W]
+        w_fake = self.generate(si, x0, w0, t_fake, t_all)                  # [b, 4, W]
         if latent:
             clip_fake = torch.cat([w0[:, None], w_fake[:, 1:]], dim=1)
             recon = (w_fake[:, 0] - w0).square().mean()
         else:
-            imgs = self.render(w_fake.reshape(-1, w_fake.shape[-1])).reshape(B, -1, *x0.shape[1:])
-            clip_fake = torch.cat([x0[:, None], imgs[:, 1:]], dim=1)       # [B, 4, 3, R, R]
+            imgs = self.render(w_fake.reshape(-1, w_fake.shape[-1])).reshape(len(x0), -1, *x0.shape[1:])
+            clip_fake = torch.cat([x0[:, None], imgs[:, 1:]], dim=1)       # [b, 4, 3, R, R]
             recon = (imgs[:, 0] - x0).square().mean()
-        d_in = augment_clips(self.augment, clip_fake) if self.augment is not None else clip_fake
+        d_in = self._augment(clip_fake) if self.augment is not None else clip_fake
         adv = g_nonsaturating_loss(D(d_in, t_fake)).mean()
         w_reg = (w_fake - w0[:, None]).norm(dim=-1).mean()
         loss_si = cfg.lambda_adv * adv + cfg.lambda_recon * recon + cfg.lambda_w_reg * w_reg
-        optimizer_step(self.opt_si, si.parameters(), loss_si)
+        optimizer_step(self.opt_si, si.parameters(), loss_si, reduce=reduce)
 
         # D: logistic loss, lazy R1 on real clips
         D.requires_grad_(True)
         fake_in = clip_fake.detach()
         if self.augment is not None:
-            fake_in = augment_clips(self.augment, fake_in)
+            fake_in = self._augment(fake_in)
         do_r1 = cfg.r1_interval > 0 and cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
         real_in = real.detach().requires_grad_(do_r1)
-        real_aug = augment_clips(self.augment, real_in) if self.augment is not None else real_in
+        real_aug = self._augment(real_in) if self.augment is not None else real_in
         logits_real = D(real_aug, t_real)
         logits_fake = D(fake_in, t_fake)
         loss_d = d_logistic_loss(logits_real, logits_fake)
@@ -371,10 +412,10 @@ class StyleInVTrainer:
             r1 = r1_penalty(logits_real, real_in, scale)
             loss_d = loss_d + r1.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             stats["r1"] = float(r1.detach().mean())
-        optimizer_step(self.opt_d, D.parameters(), loss_d)
+        optimizer_step(self.opt_d, D.parameters(), loss_d, reduce=reduce)
         if self.ada is not None:
             self.ada.accumulate(logits_real)
-            rt = self.ada.step(self.step)
+            rt = self.ada.step(self.step, all_reduce=self.dist.all_reduce_sum if reduce is not None else None)
             if rt is not None:
                 stats.update(ada_p=float(self.augment.p), ada_rt=rt)
 
@@ -440,6 +481,8 @@ class StyleInVTrainer:
     # -- loop ---------------------------------------------------------------------------------
     def _snapshot(self, final: bool = False) -> None:
         cfg = self.cfg
+        if not self.dist.is_main:
+            return
         metrics = self.evaluate()
         self.run.log_metrics(step=self.step, clips=self.step * cfg.batch, **metrics)
         keep = cfg.keep_every and self.step % cfg.keep_every == 0 and not final
@@ -454,7 +497,7 @@ class StyleInVTrainer:
         cfg = self.cfg
         self.run.save_config({"model": config_to_dict(cfg.model), "d": config_to_dict(cfg.d),
                               "train": {k: v for k, v in config_to_dict(cfg).items() if k not in ("model", "d")}})
-        if self.step == 0:
+        if self.step == 0 and self.dist.is_main:
             metrics = self.evaluate()
             protocol = self._fd.protocol() if self._fd else None
             self.run.log_metrics(step=0, clips=0, **metrics, latent_fd_protocol=protocol)
@@ -463,16 +506,22 @@ class StyleInVTrainer:
         try:
             fit(self.run, self.train_step, lambda: self.step, lambda: self.step >= cfg.steps, self._snapshot,
                 total=cfg.steps, log_every=cfg.log_every, snapshot_every=cfg.snapshot_every,
-                preview_every=cfg.preview_every, preview=self.preview, desc=f"train-motion (styleinv, {cfg.disc})",
+                preview_every=cfg.preview_every if self.dist.is_main else 0, preview=self.preview,
+                desc=f"train-motion (styleinv, {cfg.disc})",
                 postfix=lambda st: {"D": f"{st['loss_d']:.3g}", "SI": f"{st['loss_si']:.3g}",
-                                    "rec": f"{st['recon']:.2g}"})
+                                    "rec": f"{st['recon']:.2g}"},
+                show_progress=self.dist.is_main, reduce_stats=self.dist.mean_stats)
         finally:
             self.run.close()
         return self.export()
 
     def export(self) -> Path:
+        """``<out>/motion.pt`` (process 0), after checking that all processes hold the same weights."""
         out = Path(self.cfg.out) / "motion.pt"
-        torch_save_atomic(self.checkpoint(full=False), out)
+        check_consistency([self.si, self.si_ema, self.D], self.dist)
+        if self.dist.is_main:
+            torch_save_atomic(self.checkpoint(full=False), out)
+        self.dist.close()
         return out
 
 
