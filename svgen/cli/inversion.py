@@ -108,8 +108,7 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
     from svgen.inversion.losses import ReconstructionLoss
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.utils.device import select_device
-    from svgen.utils.errors import SvgenError
-    from svgen.utils.io import file_sha256, require_file
+    from svgen.utils.io import check_generator_sha256, file_sha256, require_file
     from svgen.utils.seed import seed_everything
     from svgen.utils.shard import parse_shard
 
@@ -124,9 +123,7 @@ def invert(generator: Path, encoder: Path, data: Path, out: Path, refine_steps: 
     g_sha = file_sha256(generator)
     e_sha = file_sha256(encoder)
     E = load_encoder(encoder, dev)
-    if E.generator_sha256 and E.generator_sha256 != g_sha:
-        raise SvgenError(f"encoder was trained against another generator "
-                         f"({E.generator_sha256[:12]}, given {g_sha[:12]}: {generator})", encoder)
+    check_generator_sha256(E.generator_sha256, g_sha, "encoder was trained against", encoder, generator=generator)
     G = load_generator(generator, device=dev)
     loss = None
     if refine_steps and (lpips_weights or id_weights):

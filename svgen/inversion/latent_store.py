@@ -27,7 +27,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import ExclusiveLock, fsync_dir, ensure_parent_writable
+from svgen.utils.io import ExclusiveLock, check_generator_sha256, ensure_parent_writable, fsync_dir
 from svgen.utils.shard import shard_order
 
 FORMAT = "svgen-latents"
@@ -387,9 +387,7 @@ class LatentStore:
 
     def check_generator(self, sha256: str, what: PathLike = "generator") -> None:
         """Refuse a generator other than the one the store was inverted with."""
-        if self.generator_sha256 and sha256 != self.generator_sha256:
-            raise SvgenError(f"latents were made with another generator "
-                             f"(store {self.generator_sha256[:12]}, {what} {sha256[:12]})", self.path)
+        check_generator_sha256(self.generator_sha256, sha256, "latents were made with", self.path, generator=what)
 
     def num_frames(self, clip: str) -> int:
         return int(self.f["clips"][clip].attrs["num_frames"])

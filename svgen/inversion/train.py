@@ -57,7 +57,7 @@ from svgen.training.state import restore
 from svgen.training.sync_bn import convert_batchnorm
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import file_sha256, torch_save_atomic
+from svgen.utils.io import check_generator_sha256, file_sha256, torch_save_atomic
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 # kimg (thousands of training images) by encoder preset when neither --kimg nor --steps is given
@@ -364,9 +364,8 @@ def train_encoder(generator: PathLike, out: PathLike, data: Optional[PathLike] =
     if resume:
         ckpt = run.load_latest("svgen-encoder", required=("optimizer", "step"), what="encoder training",
                                map_location=device)
-        if ckpt.get("generator_sha256") and ckpt["generator_sha256"] != g_sha:
-            raise SvgenError("cannot resume: the checkpoint was trained against another generator "
-                             f"({ckpt['generator_sha256'][:12]} vs {g_sha[:12]})", run.latest)
+        check_generator_sha256(ckpt.get("generator_sha256", ""), g_sha, "cannot resume: the run was trained against",
+                               run.latest, generator=gen_path)
         if dataset is not None:
             dataset.check_resume(ckpt.get("meta", {}).get("data_fingerprint"))
         saved = saved_train_config(ckpt["train_config"])

@@ -25,7 +25,7 @@ from svgen.stage1_image_gan.importers import (_first_line, nvidia_to_checkpoint,
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, preset_from_dict
 from svgen.utils.errors import PathLike, SvgenError
-from svgen.utils.io import file_sha256, require_file, torch_save_atomic
+from svgen.utils.io import check_generator_sha256, file_sha256, require_file, torch_save_atomic
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file
@@ -140,8 +140,6 @@ def load_checked_generator(path: PathLike, expected_sha256: str = "", device: Un
     The error names ``what`` (the checkpoint that recorded it; ``recorded_by`` says what it is)."""
     require_file(path, "generator")
     if expected_sha256:
-        sha = file_sha256(path)
-        if sha != expected_sha256:
-            raise SvgenError(f"{recorded_by} was trained against another generator "
-                             f"(it records {expected_sha256[:12]}, {path} is {sha[:12]})", what or path)
+        check_generator_sha256(expected_sha256, file_sha256(path), f"{recorded_by} was trained against",
+                               what or path, generator=path)
     return load_generator(path, device=device)

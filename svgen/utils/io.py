@@ -235,6 +235,16 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def check_generator_sha256(recorded: str, actual: str, subject: str, where: PathLike,
+                           generator: PathLike = "the generator") -> None:
+    """The one check of a generator against the sha256 an artifact recorded (an empty record or an
+    unknown ``actual`` is not checked): ``"<subject> another generator (it records .., <generator> is ..)"``,
+    e.g. subject "encoder was trained against", naming the file ``where``."""
+    if recorded and actual and recorded != actual:
+        raise SvgenError(f"{subject} another generator (it records {recorded[:12]}, {generator} is "
+                         f"{actual[:12]})", where)
+
+
 def require_file(path: PathLike, what: str = "file") -> Path:
     """Return ``Path(path)`` if it is an existing readable file, else raise a one-line SvgenError."""
     p = Path(path)

@@ -189,3 +189,15 @@ def test_prefetch_keeps_order_raises_in_place_and_stops_early():
     n = len(produced)
     assert n <= 3 + 2 + 1
     assert len(produced) == n         # nothing more is produced after close
+
+
+def test_one_generator_sha256_check(tmp_path) -> None:
+    """Every artifact that records its generator is checked by utils.io.check_generator_sha256."""
+    from svgen.utils.io import check_generator_sha256
+
+    check_generator_sha256("", "b" * 64, "encoder was trained against", tmp_path / "e.pt")       # nothing recorded
+    check_generator_sha256("a" * 64, "a" * 64, "encoder was trained against", tmp_path / "e.pt")  # the same file
+    with pytest.raises(SvgenError) as err:
+        check_generator_sha256("a" * 64, "b" * 64, "encoder was trained against", tmp_path / "e.pt", generator="g.pt")
+    assert str(err.value) == (f"{tmp_path / 'e.pt'}: encoder was trained against another generator "
+                              f"(it records {'a' * 12}, g.pt is {'b' * 12})")

@@ -60,7 +60,7 @@ from svgen.training.state import restore
 from svgen.training.sync_bn import convert_batchnorm
 from svgen.utils.config import config_from_dict, config_to_dict
 from svgen.utils.errors import SvgenError
-from svgen.utils.io import file_sha256, require_file, torch_save_atomic
+from svgen.utils.io import check_generator_sha256, file_sha256, require_file, torch_save_atomic
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
 VERSION = 1
@@ -252,10 +252,8 @@ class StyleInVTrainer:
         cfg = self.cfg
         require_file(cfg.generator, "generator")
         self.generator_sha256 = file_sha256(cfg.generator)
-        if self.latents.generator_sha256 and self.latents.generator_sha256 != self.generator_sha256:
-            raise SvgenError(f"latents were made with another generator (store "
-                             f"{self.latents.generator_sha256[:12]}, generator {self.generator_sha256[:12]})",
-                             cfg.latents)
+        check_generator_sha256(self.latents.generator_sha256, self.generator_sha256, "latents were made with",
+                               cfg.latents, generator=cfg.generator)
         self.G = load_generator(cfg.generator, device=self.device).eval().requires_grad_(False)
         if int(self.G.w_dim) != self.latents.w_dim or int(self.G.num_ws) != self.latents.num_ws:
             raise SvgenError(f"latents (num_ws {self.latents.num_ws}, w_dim {self.latents.w_dim}) do not fit the "
@@ -271,10 +269,8 @@ class StyleInVTrainer:
         from svgen.utils.rundir import load_checkpoint
 
         ck = load_checkpoint(cfg.encoder, expect_format="svgen-encoder")
-        gsha = ck.get("generator_sha256", "")
-        if gsha and gsha != self.generator_sha256:
-            raise SvgenError(f"encoder was trained against another generator (encoder {gsha[:12]}, "
-                             f"generator {self.generator_sha256[:12]})", cfg.encoder)
+        check_generator_sha256(ck.get("generator_sha256", ""), self.generator_sha256, "encoder was trained against",
+                               cfg.encoder, generator=cfg.generator)
 
     def _default_disc_config(self) -> DiscConfig:
         cfg, mc = self.cfg, self.cfg.model
