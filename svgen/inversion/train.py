@@ -37,7 +37,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -209,7 +209,7 @@ class EncoderTrainer:
         return _real_targets(x.to(self.device), self.G.img_resolution)
 
     # -- step --------------------------------------------------------------------------------
-    def reduce(self, params: Any) -> None:
+    def reduce(self, params: Iterable[nn.Parameter]) -> None:
         """Average the gradients over processes (a no-op for one process)."""
         if self.dist.world_size > 1:
             reduce_gradients(params, self.dist)
