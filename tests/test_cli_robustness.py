@@ -437,3 +437,11 @@ def test_trainer_full_disk_one_line_no_checkpoint(small_disk_ok, motion_path, tm
     assert code == 1, err
     one_line_error(err, str(disk / "run" / "checkpoints" / "latest.pt"), "no space left on device")
     assert not [p for p in left if p.endswith(".pt") or ".tmp" in p], left  # no checkpoint, no temporary
+
+
+def test_demo_with_a_missing_video_or_photo_says_which(tmp_path, capsys):
+    for opt in ("--video", "--photo"):
+        missing = tmp_path / f"missing{opt.strip('-')}.mp4"
+        code, _, err = run_cli(capsys, "demo", "--stage", "input", "--out", tmp_path / "d", opt, missing)
+        assert code == 1
+        one_line_error(err, str(missing), "does not exist")

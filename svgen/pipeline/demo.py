@@ -13,7 +13,7 @@ from typing import Optional
 
 from svgen.demo.build_report import build_report
 from svgen.demo.layout import DemoConfig, Paths, run_svgen
-from svgen.utils.errors import PathLike
+from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import write_json
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from svgen.nn.equalized import EqualLinear
