@@ -153,12 +153,16 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @edit_option
 @click.option("--paste-back", is_flag=True, help="Composite the animated face into the original photo "
                                                   "(the video has the photo's size).")
+@click.option("--render-generator", type=click.Path(dir_okay=False), default=None,
+              help="Render through this restyled copy of the generator (svgen finetune-decoder); with "
+                   "--tune pti the photo's tuning is added to it as a weight delta.")
 @common_options
 def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
             frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
             offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
             landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
-            out: str, edits: list, paste_back: bool, seed: int, device: str) -> None:
+            out: str, edits: list, paste_back: bool, render_generator: Optional[str], seed: int,
+            device: str) -> None:
     """Animate a photo with sampled (or driving-video) motion and write an mp4."""
     from svgen.pipeline.animate import AnimateSettings, animate as run_animate
 
@@ -167,7 +171,8 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
-                         tune_cache=tune_cache, edits=edits, paste_back=paste_back)
+                         tune_cache=tune_cache, edits=edits, paste_back=paste_back,
+                         render_generator=render_generator)
     with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
         summary = run_animate(st)
     res = summary["resolved"]
