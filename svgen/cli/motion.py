@@ -100,14 +100,16 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate of the mp4s (default: the training fps).")
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
 @edit_option
+@click.option("--render-generator", type=click.Path(dir_okay=False), default=None,
+              help="Render through this restyled copy of --generator (svgen finetune-decoder).")
 @common_options
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
-           batch: int, edits: list, seed: int, device: str) -> None:
+           batch: int, edits: list, render_generator: Optional[str], seed: int, device: str) -> None:
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
     from svgen.pipeline.sample import sample_to_dir
 
     summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
-                            batch=batch, device=device, edits=edits)
+                            batch=batch, device=device, edits=edits, render_generator=render_generator)
     click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
                + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
 

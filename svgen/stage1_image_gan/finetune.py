@@ -52,8 +52,8 @@ from svgen.stage1_image_gan.checkpoint_format import FORMAT, make_generator_chec
 from svgen.stage1_image_gan.checkpoints import build_networks, checkpoint_preset, read_generator_checkpoint
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.train import GlobalBatches, _to_cpu, generate_images, save_image_grid
-from svgen.training import (Run, check_run_folder, from_invocation, half_life_beta, lazy_regularised_adam, optimizer_step,
-                            resumed_config, saved_config, update_ema)
+from svgen.training import (Run, check_run_folder, from_invocation, half_life_beta, lazy_regularised_adam,
+                            optimizer_step, resumed_config, saved_config, update_ema)
 from svgen.utils.config import config_to_dict
 from svgen.utils.device import select_device
 from svgen.utils.errors import PathLike, SvgenError

@@ -269,3 +269,19 @@ def test_render_generator_of_another_parent_is_refused(chain, style_dir, shared,
                                "--tune", "none", "--landmarks", "none", "--render-generator", render, "--out", out)
         assert code == 1 and match in err and err.startswith("svgen: error: ") and err.count("\n") == 1, err
         assert not out.exists() and not out.with_suffix(".npy").exists() and not out.with_suffix(".json").exists()
+
+
+def test_sample_renders_through_the_restyled_decoder(chain, styled, tmp_path, capsys):
+    gen, _, motion, _ = chain
+    args = ("sample", "--motion", motion, "--num", 1, "--frames", 6, "--generator", gen, "--seed", 4)
+    ok_cli(capsys, *args, "--out", tmp_path / "a")
+    ok_cli(capsys, *args, "--render-generator", styled, "--out", tmp_path / "b")
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "latents.npy"), np.load(tmp_path / "b" / "latents.npy"))
+    fa, fb = _frames(tmp_path / "a" / "sample_000.mp4"), _frames(tmp_path / "b" / "sample_000.mp4")
+    assert fa.shape == fb.shape and np.abs(fa - fb).mean(axis=(1, 2, 3)).min() > 10
+    rec = json.loads((tmp_path / "b" / "sample.json").read_text())["render_generator"]
+    assert rec["sha256"] == file_sha256(styled) and rec["finetuned_from"] == file_sha256(gen)
+    code, _, err = run_cli(capsys, "sample", "--motion", motion, "--num", 1, "--frames", 6, "--render-generator",
+                           styled, "--out", tmp_path / "c")
+    assert code == 1 and "--render-generator needs --generator" in err
+    assert not list((tmp_path / "c").glob("*"))
