@@ -23,7 +23,8 @@ from svgen.utils.errors import SvgenError
 @click.option("--steps", type=int, default=None, callback=positive_int,
               help="Length in optimiser steps [default: 1000; on --resume: the run's own].")
 @click.option("--freeze-coarse", type=click.IntRange(0, None), default=0, show_default=True,
-              help="Keep the first N synthesis blocks (4x4, 8x8, ...: pose and face shape) frozen.")
+              help="Keep the constant and convolutions of the first N synthesis blocks (4x4, 8x8, ...: pose and "
+                   "face shape) bit-identical; their ToRGB layers still learn the colours.")
 @click.option("--batch", type=int, default=None, callback=positive_int,
               help="Images per step [default: the generator's training preset's].")
 @click.option("--ada/--no-ada", default=True, show_default=True, help="Adaptive discriminator augmentation.")
