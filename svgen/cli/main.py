@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "svgen.cli.evaluate:evaluate",
     "directions": "svgen.cli.editing:directions",
     "edit-video": "svgen.cli.editing:edit_video",
+    "finetune-decoder": "svgen.cli.restyle:finetune_decoder",
     "demo": "svgen.cli.demo:demo",
 }
 
@@ -56,6 +57,7 @@ SUMMARIES: dict[str, str] = {
     "evaluate": "Score a motion model or an animation (JSON report).",
     "directions": "Editing directions of a generator (GANSpace) + preview.",
     "edit-video": "Edit the face in a real video and paste it back.",
+    "finetune-decoder": "Restyle a generator on a small style set.",
     "demo": "The whole pipeline on the embedded (or your) input.",
 }
 

@@ -125,14 +125,16 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate of the mp4s (default: the training fps).")
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
 @edit_option
+@click.option("--render-generator", type=click.Path(dir_okay=False), default=None,
+              help="Render through this restyled copy of --generator (svgen finetune-decoder).")
 @common_options
 def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str], fps: Optional[float],
-           batch: int, edits: list, seed: int, device: str) -> None:
+           batch: int, edits: list, render_generator: Optional[str], seed: int, device: str) -> None:
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
     from svgen.pipeline.sample import sample_to_dir
 
     summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
-                            batch=batch, device=device, edits=edits)
+                            batch=batch, device=device, edits=edits, render_generator=render_generator)
     click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
                + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
 
@@ -178,12 +180,16 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @edit_option
 @click.option("--paste-back", is_flag=True, help="Composite the animated face into the original photo "
                                                   "(the video has the photo's size).")
+@click.option("--render-generator", type=click.Path(dir_okay=False), default=None,
+              help="Render through this restyled copy of the generator (svgen finetune-decoder); with "
+                   "--tune pti the photo's tuning is added to it as a weight delta.")
 @common_options
 def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
             frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
             offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
             landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
-            out: str, edits: list, paste_back: bool, seed: int, device: str) -> None:
+            out: str, edits: list, paste_back: bool, render_generator: Optional[str], seed: int,
+            device: str) -> None:
     """Animate a photo with sampled (or driving-video) motion and write an mp4."""
     from svgen.pipeline.animate import AnimateSettings, animate as run_animate
 
@@ -192,7 +198,8 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
                          offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
-                         tune_cache=tune_cache, edits=edits, paste_back=paste_back)
+                         tune_cache=tune_cache, edits=edits, paste_back=paste_back,
+                         render_generator=render_generator)
     with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
         summary = run_animate(st)
     res = summary["resolved"]

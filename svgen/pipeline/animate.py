@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from svgen.editing.edits import apply_edits, describe_edits, load_edits
+from svgen.editing.restyle import describe_render, load_render_generator, transfer_tuning
 from svgen.editing.video import write_pasted_animation
 from svgen.inversion.api import images_to_tensor, invert_images
 from svgen.pipeline.driving import DrivingLatents, invert_driving
@@ -73,6 +74,7 @@ class AnimateSettings:
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
     paste_back: bool = False           # composite the animated face into the original, unaligned photo
+    render_generator: Optional[str] = None  # a finetune-decoder copy of the generator to render through
 
 
 TUNE_MODES = ("pti", "none")
@@ -107,6 +109,8 @@ def _validate(st: AnimateSettings) -> None:
     if not str(st.out).lower().endswith(".mp4"):
         raise SvgenError("output must be an .mp4 file", st.out)
     require_file(st.identity, "identity photo")
+    if st.render_generator:
+        require_file(st.render_generator, "render generator")
     if st.driving:
         require_file(st.driving, "driving video")
     ensure_parent_writable(st.out)
@@ -155,6 +159,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     except ValueError as exc:
         raise SvgenError(f"--offset-layers: {exc}") from None
     edits = load_edits(st.edits, G.num_ws, G.w_dim)
+    styled, styled_rec = (load_render_generator(st.render_generator, gen_sha, G, device) if st.render_generator
+                          else (None, None))
     max_k = model.pca.k if model is not None and model.pca is not None else 32
     if st.offset_components is not None and not 1 <= st.offset_components <= max_k:
         raise SvgenError(f"--offset-components must be in 1..{max_k}, got {st.offset_components}")
@@ -172,6 +178,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         t = time.perf_counter()
         render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
         timing["pivotal_tuning"] = time.perf_counter() - t
+    if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
+        render_G = transfer_tuning(G, render_G, styled) if tuning else styled
 
     # motion -> edits -> render + encode, streamed chunk by chunk (auto offset: around the pivot for a
     # tuned generator, the paper's PCA trick otherwise); the .npy holds exactly what was rendered
@@ -205,6 +213,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
                      "encoder": str(Path(enc_path).resolve()),
                      "generator_sha256": gen_sha,
                      "motion_model": model.model_name if model else None,
+                     "render_generator": describe_render(styled_rec, tuning) if styled_rec else None,
                      "device": str(device)},
         "outputs": {"video": str(Path(st.out).resolve()), "latents": str(npy_path.resolve()),
                     "latents_shape": list(shape), "frames_written": n},
