@@ -27,13 +27,13 @@ def fit(run: Run, step_fn: Callable[[], Mapping[str, Any]], position: Callable[[
         done: Callable[[], bool], snapshot: Callable[[bool], None], *, total: int, log_every: int,
         snapshot_every: int, preview_every: int = 0, preview: Optional[Callable[[], None]] = None,
         postfix: Optional[Callable[[Mapping[str, Any]], dict]] = None, log_last: bool = False,
-        desc: str = "train", show_progress: bool = True,
-        reduce_stats: Optional[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = None) -> None:
+        reduce_stats: Optional[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = None,
+        desc: str = "train", show_progress: bool = True) -> None:
     """Run ``step_fn`` until ``done()``, logging, previewing and snapshotting at their cadences (in steps;
     0: never); ``position()`` is the trainer's step count, ``total`` the bar's length, ``log_last`` also
-    logs the last step. Always ends with ``snapshot(True)``; the bar is closed on the way out.
-    ``reduce_stats`` (data-parallel runs: the mean over processes, a collective every process calls at the
-    same steps) is applied to the statistics of each logged step."""
+    logs the last step. ``reduce_stats`` runs on every process at the logged steps only (e.g. a
+    data-parallel mean; it may be collective). Always ends with ``snapshot(True)``; the bar is closed
+    on the way out."""
     start = position()
     bar = progress(total=total, initial=min(start, total), unit="step", desc=desc, disable=not show_progress)
     t_last, s_last = time.time(), start

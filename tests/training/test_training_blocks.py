@@ -139,9 +139,9 @@ def test_fit_calls_log_preview_and_snapshots_at_their_step_cadences(tmp_path) ->
         lambda final: calls.append(("snap", pos["step"], final)),
         total=10, log_every=4, snapshot_every=3, preview_every=5,
         preview=lambda: calls.append(("preview", pos["step"])),
-        log_last=True, show_progress=False)
+        log_last=True, show_progress=False, reduce_stats=lambda st: {k: 2 * v for k, v in st.items()})
     run.close()
     assert calls == [("preview", 5), ("snap", 6, False), ("snap", 9, False), ("snap", 10, True)]
     logs = read_jsonl(tmp_path / "r" / "log.jsonl")
-    assert [(r["step"], r["loss"]) for r in logs] == [(4, 0.25), (8, 0.125), (10, 0.1)]
+    assert [(r["step"], r["loss"]) for r in logs] == [(4, 0.5), (8, 0.25), (10, 0.2)]    # reduced, logged steps only
     assert all(r["sec_per_step"] >= 0 for r in logs)
