@@ -75,7 +75,7 @@ class FinetuneConfig:
     out: str = from_invocation("")         # G_style.pt (the run folder is <stem>.finetune beside it)
     steps: Optional[int] = from_invocation(None, if_given=True)   # length in optimiser steps, or
     kimg: Optional[float] = from_invocation(None, if_given=True)  # in thousands of style images shown
-    freeze_coarse: int = 0                 # synthesis blocks kept frozen, from 4x4 up
+    freeze_coarse: int = 0                 # synthesis blocks whose layers stay frozen, from 4x4 up (not ToRGB)
     batch: Optional[int] = None            # None: the parent preset's batch
     ada: bool = True
     ada_target: float = 0.6

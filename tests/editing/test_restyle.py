@@ -251,15 +251,20 @@ def test_transfer_tuning_adds_the_weight_delta(chain, styled):
 
 
 def test_render_generator_of_another_parent_is_refused(chain, style_dir, shared, tmp_path, capsys):
-    from conftest import build_random_generator
-    from svgen.stage1_image_gan.checkpoints import read_generator_checkpoint
+    from svgen.stage1_image_gan.checkpoints import read_generator_checkpoint, save_generator
+    from svgen.stage1_image_gan.networks import Discriminator, Generator
+    from svgen.stage1_image_gan.presets import get_preset
     from svgen.utils.io import torch_save_atomic
 
     gen, _, motion, _ = chain
-    other = _finetuned(build_random_generator(tmp_path / "other.pt", seed=1), style_dir, tmp_path / "o.pt", steps=2)
-    wide = read_generator_checkpoint(build_random_generator(tmp_path / "g64.pt", resolution=64))
-    wide["meta"]["finetuned_from"] = file_sha256(gen)
-    torch_save_atomic(wide, tmp_path / "wide.pt")
+    twin = read_generator_checkpoint(gen)          # the same weights in another file: another parent
+    twin["meta"]["note"] = "another file"
+    torch_save_atomic(twin, tmp_path / "twin.pt")
+    other = _finetuned(tmp_path / "twin.pt", style_dir, tmp_path / "o.pt", steps=2)
+    preset = get_preset("tiny", 64)
+    G64 = Generator(preset.G)
+    save_generator(tmp_path / "wide.pt", preset, G64, G64, Discriminator(preset.D),
+                   meta={"finetuned_from": file_sha256(gen)})
     out = tmp_path / "a.mp4"
     for render, match in ((other, "o.pt: fine-tuned from another generator"),
                           (gen, "generator.pt: not a fine-tuned generator"),
