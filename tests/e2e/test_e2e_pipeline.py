@@ -99,7 +99,7 @@ def test_results_page_says_whether_it_worked(pipeline: Paths) -> None:
             "faces_styleinv", "identity_styleinv", "motion_styleinv"} <= set(checks)
     assert checks["generator_faces"]["references"]["real aligned frames"] >= 90       # dlib sees real frames
     motion = checks["motion_gru"]["references"]
-    assert motion["real vs real"] < min(motion["frozen first frame"], motion["random walk"])
+    assert motion["real halves"] < min(motion["frozen first frame"], motion["time-shuffled"])
     ident = checks["identity_gru"]["references"]
     assert ident["same-person threshold"] == 0.6
     # even at this toy budget, pivotal tuning puts a face of the photo's person in every frame:
