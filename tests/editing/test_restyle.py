@@ -21,12 +21,7 @@ STEPS = 400           # the quality test's fine-tune (tiny preset, 32 px, batch 
 NUM = 120             # samples per side of the style distance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sepia(frame: np.ndarray) -> np.ndarray:
