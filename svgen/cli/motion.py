@@ -163,6 +163,10 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--offset-components", type=POSITIVE_INT, default=None, help="PCA components used (default all, 32).")
 @click.option("--offset-layers", default=None, help="W+ layers shifted, e.g. '0-7' (default all).")
 @click.option("--offset-strength", type=FINITE, default=1.0, show_default=True, help="Scale of the offset.")
+@click.option("--motion-layers", default="auto", show_default=True,
+              help="W+ layers that move, e.g. '0-4'; the others stay at the photo's code. auto: with --tune pti "
+                   "the blocks up to an eighth of the resolution (0-3 at 64 px, 0-7 at 256 px; the finer "
+                   "layers' motion carries the training actor's colour and hair), else all.")
 @click.option("--landmarks", type=click.Choice(["dlib", "face-alignment", "none"]), default="dlib",
               show_default=True, help="Photo alignment backend.")
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True, help="Frames rendered at once.")
@@ -187,7 +191,7 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
             frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
             offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
-            landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
+            motion_layers: str, landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int, tune_cache: Optional[str],
             out: str, edits: list, paste_back: bool, render_generator: Optional[str], seed: int,
             device: str) -> None:
     """Animate a photo with sampled (or driving-video) motion and write an mp4."""
@@ -196,7 +200,8 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
     st = AnimateSettings(identity=identity, out=out, motion=motion, generator=generator, encoder=encoder,
                          frames=frames, fps=fps, seed=seed, driving=driving, grid=grid,
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
-                         offset_layers=offset_layers, offset_strength=offset_strength, landmarks=landmarks,
+                         offset_layers=offset_layers, offset_strength=offset_strength,
+                         motion_layers=motion_layers, landmarks=landmarks,
                          batch=batch, device=device, slowmo=slowmo, tune=tune, tune_steps=tune_steps,
                          tune_cache=tune_cache, edits=edits, paste_back=paste_back,
                          render_generator=render_generator)

@@ -23,6 +23,9 @@ class DemoConfig:
     image_kimg: float = 14.0        # stage-1 training length
     encoder_kimg: float = 3.0       # W+ encoder training length
     encoder_w_kimg: float = 1.0     # W encoder (initialises StyleInV)
+    refine_steps: int = 100         # invert's refinement per 16-frame chunk (mouth spread of the
+    refine_lr: float = 0.1          # re-rendered clip: encoder 0.32x, refined 0.75x; ~1 min, L2 only)
+    refine_msssim: float = 0.0
     motion_epochs: int = 1200       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
     styleinv_steps: int = 150       # StyleInV iterations (latent mode)
     frames: int = 100               # length of the animation
@@ -33,7 +36,8 @@ class DemoConfig:
 def make_vars(cfg: DemoConfig) -> str:
     """The demo budget as Makefile variable assignments (one source of truth for both entry points)."""
     return (f"SIZE={cfg.size} IMAGE_KIMG={cfg.image_kimg} ENCODER_KIMG={cfg.encoder_kimg} "
-            f"ENCODER_W_KIMG={cfg.encoder_w_kimg} MOTION_EPOCHS={cfg.motion_epochs} "
+            f"ENCODER_W_KIMG={cfg.encoder_w_kimg} REFINE_STEPS={cfg.refine_steps} REFINE_LR={cfg.refine_lr:g} "
+            f"REFINE_MSSSIM={cfg.refine_msssim:g} MOTION_EPOCHS={cfg.motion_epochs} "
             f"STYLEINV_STEPS={cfg.styleinv_steps} FRAMES={cfg.frames} FPS={cfg.fps:g}")
 
 

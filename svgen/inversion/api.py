@@ -141,7 +141,8 @@ def invert_images(G: nn.Module, E: nn.Module, images: np.ndarray, refine_steps: 
 
 def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
                    generator_sha256: str, encoder_sha256: str = "", refine_steps: int = 0,
-                   temporal_weight: float = 0.0, batch: int = 16, resume: bool = False,
+                   temporal_weight: float = 0.0, refine_lr: float = RefineConfig.lr,
+                   batch: int = 16, resume: bool = False,
                    seed: int = 0, loss: Optional[ReconstructionLoss] = None,
                    extra_attrs: Optional[dict] = None, flush_frames: int = CHUNK_FRAMES,
                    flush_seconds: float = 10.0,
@@ -171,8 +172,9 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
         shard_attrs = {"shard_index": int(shard[0]), "shard_count": int(shard[1]),
                        "shard_clips_sha256": inputs_digest(names + [dataset.fingerprint()])}
         names = [names[k] for k in picked]
-    refine = RefineConfig(steps=int(refine_steps), temporal_weight=float(temporal_weight))
+    refine = RefineConfig(steps=int(refine_steps), temporal_weight=float(temporal_weight), lr=float(refine_lr))
     inv = ChunkInverter(G, E, refine, loss, seed)
+    loss_weights = (inv.loss or ReconstructionLoss()).weights() if refine.steps else {}
     resuming = bool(resume) and partial_path(out).exists()
     writer = LatentStoreWriter(out, space=E.space, num_ws=E.num_ws, w_dim=E.w_dim,
                                generator_sha256=generator_sha256, encoder_sha256=encoder_sha256,
@@ -185,13 +187,15 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
         if resuming and "batch" in attrs:
             batch = int(attrs["batch"])  # same chunk boundaries as the interrupted run
             for key, want in (("refine_steps", refine.steps), ("temporal_weight", refine.temporal_weight),
-                              ("seed", int(seed))):
+                              ("refine_lr", refine.lr), ("seed", int(seed)),
+                              *((f"refine_{k}", v) for k, v in loss_weights.items())):
                 if key in attrs and float(attrs[key]) != float(want):
                     raise SvgenError(f"cannot resume: partial store was written with {key}="
                                      f"{attrs[key]} (now {want})", writer.tmp)
         else:
             attrs.update({"batch": int(batch), "refine_steps": refine.steps,
-                          "temporal_weight": refine.temporal_weight, "seed": int(seed)})
+                          "temporal_weight": refine.temporal_weight, "refine_lr": refine.lr, "seed": int(seed),
+                          **{f"refine_{k}": v for k, v in loss_weights.items()}})
             for k, v in {**(extra_attrs or {}), **shard_attrs}.items():
                 attrs[k] = v
         batch = max(1, int(batch))

@@ -354,6 +354,10 @@ class ReconstructionLoss(nn.Module):
         self.w_lpips = float(lpips) if self.lpips is not None else 0.0
         self.w_id = float(id) if self.id_loss is not None else 0.0
 
+    def weights(self) -> dict[str, float]:
+        """The effective weights (0 for a term whose net is not loaded), e.g. for a store's attributes."""
+        return {"l2": self.w_l2, "msssim": self.w_msssim, "lpips": self.w_lpips, "id": self.w_id}
+
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         x_hat, x = pool_to_loss_resolution(x_hat), pool_to_loss_resolution(x)
         parts: dict[str, torch.Tensor] = {}

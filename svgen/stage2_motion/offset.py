@@ -141,6 +141,26 @@ def parse_layers(spec: Optional[str | Sequence[int]], num_ws: int) -> Optional[l
     return layers
 
 
+def coarse_layers(num_ws: int, resolution: int) -> list[int]:
+    """The W+ entries of the synthesis blocks up to an eighth of the output resolution (4x4 .. R/8, with
+    that block's toRGB entry, which the next block's first conv shares): pose, head shape, mouth and eye
+    opening, without the finer blocks' colour and texture. StyleGAN2 gives block 2^k the entries
+    2k-5 (conv0), 2k-4 (conv1) and 2k-3 (toRGB), so this is 0 .. 2*log2(R/8)-3: 0-3 of 10 at 64 px,
+    0-7 of 14 at 256 px."""
+    last = 2 * int(round(np.log2(max(32, resolution) / 8))) - 3
+    return list(range(0, min(num_ws, last + 1)))
+
+
+def hold_layers(seq: np.ndarray, w_id: np.ndarray, layers: Optional[Sequence[int]]) -> np.ndarray:
+    """Keep the W+ entries outside ``layers`` at the identity's code ``w_id`` (seq: [n, num_ws, w_dim]):
+    only the listed layers carry the motion. None: every layer moves (``seq`` unchanged)."""
+    if layers is None:
+        return seq
+    out = np.repeat(np.asarray(w_id, np.float32)[None], len(seq), axis=0)
+    out[:, list(layers)] = np.asarray(seq, np.float32)[:, list(layers)]
+    return out
+
+
 def project(w: np.ndarray, basis: PCABasis, components: Optional[int] = None) -> np.ndarray:
     """Orthogonal projection of W+ code(s) [..., num_ws, w_dim] onto the PCA affine subspace
     spanned by the first ``components`` directions (all when None)."""

@@ -7,6 +7,7 @@ import torch
 
 from svgen.inversion.api import invert_dataset, invert_images
 from svgen.inversion.encoders import build_encoder, make_encoder_config
+from svgen.inversion.losses import ReconstructionLoss
 from svgen.inversion.latent_store import LatentStore, partial_path
 from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
 from svgen.stage1_image_gan.networks import Generator
@@ -81,6 +82,10 @@ def test_interrupted_invert_resumes_to_identical_store(nets, short_zip20, tmp_pa
         invert_dataset(G, E, short_zip20, out, resume=True, **dict(kw, generator_sha256="x" * 64))
     with pytest.raises(SvgenError, match="refine_steps"):
         invert_dataset(G, E, short_zip20, out, resume=True, **dict(kw, refine_steps=3))
+    with pytest.raises(SvgenError, match="refine_lr"):
+        invert_dataset(G, E, short_zip20, out, resume=True, **dict(kw, refine_lr=0.1))
+    with pytest.raises(SvgenError, match="refine_msssim"):
+        invert_dataset(G, E, short_zip20, out, resume=True, loss=ReconstructionLoss(msssim=0.0), **kw)
     resumed_chunks = []
     invert_dataset(G, E, short_zip20, out, resume=True,
                    on_chunk=lambda c, a, b: resumed_chunks.append((a, b)), **dict(kw, batch=16, flush_frames=64))

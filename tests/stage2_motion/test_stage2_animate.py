@@ -56,6 +56,11 @@ def test_animate_writes_playable_mp4_latents_and_settings(chain, shared, tmp_pat
     assert settings["resolved"]["generator"] == str(chain[0].resolve())      # default from motion.pt
     assert settings["motion"][0]["offset"]["mode"] == "mean"        # auto: around the pivot with --tune pti
     assert settings["resolved"]["generator_sha256"] == file_sha256(chain[0])
+    # auto motion layers with PTI: only the 4x4 block's entries move at 32 px; the finer ones stay at
+    # the photo's code in every frame
+    assert settings["resolved"]["motion_layers"] == [0, 1]
+    np.testing.assert_array_equal(lat[0, :, 2:], np.broadcast_to(lat[0, :1, 2:], lat[0, :, 2:].shape))
+    assert np.abs(lat[0, 1:, :2] - lat[0, :1, :2]).max() > 1e-4          # (a 2-step GRU moves little)
     # the identity photo was pivotal-tuned (default --tune pti): the tuned copy renders the photo
     # at the pivot far better than the frozen generator, and it was cached for the next call
     pti = settings["pivotal_tuning"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from svgen.stage2_motion.offset import (
+from svgen.stage2_motion.offset import (coarse_layers, hold_layers,
     PCABasis, apply_offset, fit_pca, fit_pca_from_store, offset_delta, parse_layers, project,
 )
 
@@ -155,3 +155,22 @@ def test_mean_mode_moves_the_motion_around_the_new_identity():
     assert info["mode"] == "mean"
     with pytest.raises(ValueError, match="needs a PCA basis"):
         offset_delta(w_new, None, "mean")
+
+
+def test_coarse_layers_follow_stylegan2s_entry_layout():
+    """Blocks 4..R/8 with their toRGB entry (block 2^k uses entries 2k-5, 2k-4, 2k-3)."""
+    assert coarse_layers(10, 64) == [0, 1, 2, 3]          # 4x4 and 8x8 of a 64 px generator
+    assert coarse_layers(8, 32) == [0, 1]
+    assert coarse_layers(14, 256) == list(range(8))       # up to 32x32
+    assert coarse_layers(18, 1024) == list(range(12))
+
+
+def test_hold_layers_keeps_the_other_layers_at_the_identity():
+    rng = np.random.default_rng(0)
+    seq = rng.standard_normal((7, NUM_WS, W_DIM)).astype(np.float32)
+    w_id = rng.standard_normal((NUM_WS, W_DIM)).astype(np.float32)
+    out = hold_layers(seq, w_id, [0, 2])
+    np.testing.assert_array_equal(out[:, [0, 2]], seq[:, [0, 2]])
+    rest = [k for k in range(NUM_WS) if k not in (0, 2)]
+    np.testing.assert_array_equal(out[:, rest], np.broadcast_to(w_id[rest], out[:, rest].shape))
+    assert hold_layers(seq, w_id, None) is seq
