@@ -397,6 +397,7 @@ class VideoWriter(CommitOnExit):
             self._proc.stdin.close()
             rc = self._proc.wait()
             self._err_thread.join(timeout=5)
+            self._proc.stderr.close()       # drained to EOF by the thread
             if rc != 0:
                 raise SvgenError(_ffmpeg_problem(self._stderr.text(), f"ffmpeg failed (exit {rc})"),
                                  self.path)
@@ -416,6 +417,10 @@ class VideoWriter(CommitOnExit):
             with contextlib.suppress(Exception):
                 self._proc.kill()
                 self._proc.wait(timeout=5)
+            if self._err_thread is not None:
+                self._err_thread.join(timeout=5)
+            with contextlib.suppress(Exception):
+                self._proc.stderr.close()
         self._stack.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
 
 

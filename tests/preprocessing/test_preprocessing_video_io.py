@@ -76,6 +76,22 @@ def test_writer_round_trip_odd_size(tmp_path):
     assert "yuv420p" in log
 
 
+@pytest.mark.filterwarnings("error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning")
+def test_writer_closes_ffmpegs_pipes(tmp_path):
+    """Finished and aborted writers leave no open pipe behind (Python warns 'unclosed file' at exit,
+    which reached users as a warning line after every animate)."""
+    import gc
+
+    with VideoWriter(tmp_path / "a.mp4", fps=25) as w:
+        w.write(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "b.mp4", fps=25) as w:
+            w.write(np.zeros((16, 16, 3), np.uint8))
+            raise RuntimeError("interrupted")
+    del w
+    gc.collect()
+
+
 def test_writer_abort_and_bad_frames_leave_nothing(tmp_path):
     out = tmp_path / "clip.mp4"
     with pytest.raises(RuntimeError):
