@@ -137,7 +137,7 @@ def parse_layers(spec: Optional[str | Sequence[int]], num_ws: int) -> Optional[l
         layers = sorted({int(x) for x in spec})
     bad = [x for x in layers if not 0 <= x < num_ws]
     if bad or not layers:
-        raise ValueError(f"offset layers must lie in 0..{num_ws - 1}, got {spec!r}")
+        raise ValueError(f"W+ layers must lie in 0..{num_ws - 1}, got {spec!r}")
     return layers
 
 

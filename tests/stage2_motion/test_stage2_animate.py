@@ -138,7 +138,8 @@ def test_animate_bad_inputs_fail_with_one_line_and_no_mp4(chain, shared, tmp_pat
     fails("--identity", _photo(shared), "--generator", other, match="another generator")
     fails("--identity", _photo(shared), "--frames", 0, match="--frames must be a positive")
     fails("--identity", _photo(shared), "--frames", -5, match="--frames must be a positive")
-    fails("--identity", _photo(shared), "--offset-layers", "0-99", match="offset layers")
+    fails("--identity", _photo(shared), "--offset-layers", "0-99", match="--offset-layers: W+ layers must lie")
+    fails("--identity", _photo(shared), "--motion-layers", "0-99", match="--motion-layers: W+ layers must lie")
 
 
 @pytest.mark.parametrize("given", [(), ("--generator",), ("--encoder",)])
