@@ -196,7 +196,8 @@ def animation_checks(model: str, video: Path, photo: Path, train_motion: Any, em
         dist = float(np.mean([np.linalg.norm(e - photo_emb) for e in found]))
         checks.append(Check(f"identity_{model}", f"Keeps the photo's identity ({model} animation)", dist,
                             "dlib distance", f"<= {IDENTITY_GOAL:g}", dist <= IDENTITY_GOAL, refs,
-                            "mean L2 distance of 128-d dlib embeddings, photo vs frames with a face"))
+                            "mean L2 distance of 128-d dlib embeddings, photo vs frames with a face (animate's PTI "
+                            "tunes with an identity term on the same dlib network, so this is not an independent judge)"))
     return checks
 
 

@@ -73,6 +73,7 @@ class AnimateSettings:
     slowmo: float = 1.0                # slow motion (StyleInV samples t directly; the GRU resamples in time)
     tune: str = "pti"                  # pti: pivotal tuning of a generator copy on the photo | none
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
+    tune_id_loss: str = "dlib"         # PTI's identity term: dlib's face-recognition net | none
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
     paste_back: bool = False           # composite the animated face into the original, unaligned photo
@@ -95,6 +96,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--refine-steps must be >= 0, got {st.refine_steps}")
     if st.tune not in TUNE_MODES:
         raise SvgenError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {st.tune!r}")
+    if st.tune_id_loss not in ("dlib", "none"):
+        raise SvgenError(f"--tune-id-loss must be dlib or none, got {st.tune_id_loss!r}")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES + ("auto",):
@@ -255,11 +258,11 @@ def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettin
     """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache."""
     device = G.mapping.w_avg.device
     target = images_to_tensor(photo[None], G.img_resolution, device)
-    cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed))
+    cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss)
     photo_sha = file_sha256(st.identity)
     G_t, summary = tune_cached(G, torch.from_numpy(np.asarray(w_id)), target, cfg, photo_sha256=photo_sha,
                                generator_sha256=gen_sha, cache_dir=st.tune_cache,
-                               loss=ReconstructionLoss(device=device),
+                               loss=ReconstructionLoss(identity=cfg.identity, device=device),
                                extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)})
     return G_t, {**summary_for_json(summary), "photo_sha256": photo_sha}
 
