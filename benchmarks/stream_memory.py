@@ -23,7 +23,8 @@ Measured 2026-12-04 at 256 px (2 shared cores, one thread, load 1.5-5), ``animat
 - after (the encoder adopts its memory-mapped checkpoint's tensors and is let go after the
   inversion; PTI back-propagates its two terms one after the other with its temporaries mapped
   and handed back): 1336 MiB with ``--tune none`` (the peak is the inversion, the rendering phase
-  ends it at 0.8 GB), 1421 MiB with PTI (2 steps, 16 frames). Rendering: 2.4 frames/s on one
+  ends it at 0.8 GB; this script at load 5: 1301 / 1327 MiB at 16 / 64 frames, 0.24 frames/s),
+  1421 MiB with PTI (2 steps, 16 frames). Rendering: 2.4 frames/s on one
   thread at load 1.5 (an hour would take ~10 h, so the hour itself was not run). Memory is flat
   in the length: the sidecar ``.npy`` (2.4 GiB for an hour of 14 x 512) is written block by block
   with plain writes, which count in no RSS, and the 64 px runs hold it from 1500 to 15000 frames
