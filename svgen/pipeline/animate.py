@@ -39,7 +39,7 @@ from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion import MotionModel, load_motion
 from svgen.stage2_motion.offset import MODES, coarse_layers, fit_pca, hold_layers, offset_for, parse_layers
-from svgen.utils.device import select_device
+from svgen.utils.device import mapped_temporaries, release_memory, select_device
 from svgen.utils.checks import check_finite
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import OutputGroup, ensure_parent_writable, file_sha256, require_file, write_json
@@ -176,13 +176,17 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     t = time.perf_counter()
     photo = align_photo(st.identity, size=G.img_resolution, landmarks=st.landmarks)
     w_id = invert_images(G, E, photo[None], refine_steps=st.refine_steps, seed=st.seed)[0]   # [num_ws, w_dim]
+    if not st.driving:
+        E = None   # rendering needs no encoder: its weights (0.84 GB for IR-SE-50 at 256 px) are let go
+        release_memory()
     timing["align_invert"] = time.perf_counter() - t
 
     # identity: pivotal tuning of a generator copy that renders the photo at w_id
     render_G, tuning = G, None
     if st.tune == "pti":
         t = time.perf_counter()
-        render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
+        with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
+            render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
         timing["pivotal_tuning"] = time.perf_counter() - t
     if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
         render_G = transfer_tuning(G, render_G, styled) if tuning else styled
@@ -197,6 +201,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         if st.driving:
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
                                    st.frames)
+            E = None
+            release_memory()
             frames, fps = int(st.frames or drive.num_frames), float(st.fps or drive.fps)
             streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details)]
         else:

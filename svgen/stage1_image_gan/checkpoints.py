@@ -73,20 +73,22 @@ def checkpoint_preset(ckpt: dict) -> TrainPreset:
     return preset_from_dict(ckpt["config"])
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, mmap: bool = False) -> Any:
     try:
         # rosinality training checkpoints carry their argparse options.
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise SvgenError(f"not a readable checkpoint ({_first_line(exc)})", path) from None
 
 
-def read_generator_checkpoint(path: PathLike) -> dict:
+def read_generator_checkpoint(path: PathLike, mmap: bool = False) -> dict:
     """Read any supported generator file as an svgen checkpoint dict.
 
     svgen ``generator.pt`` / training ``latest.pt`` (returned as stored), NVIDIA ``.pkl`` and
     rosinality ``.pt`` (converted). The format is detected from the content, not the name.
+    ``mmap`` leaves a zip file's tensors in the file until used (``load_generator`` builds
+    ``G_ema`` only, so ``G`` and ``D`` are never read into memory).
     """
     p = require_file(path, "checkpoint")
     try:
@@ -95,7 +97,7 @@ def read_generator_checkpoint(path: PathLike) -> dict:
     except OSError as exc:
         raise SvgenError(f"cannot read ({exc.strerror or exc})", p) from None
     if head == _ZIP_MAGIC:
-        obj = _torch_load(p)
+        obj = _torch_load(p, mmap=mmap)
     elif head[:1] == b"\x80":  # a raw pickle: NVIDIA network pickle or a pre-1.6 torch.save file
         obj = read_nvidia_pickle(p)
         if isinstance(obj, int) and obj == _LEGACY_TORCH_MAGIC:
@@ -123,7 +125,7 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     Accepts svgen ``generator.pt`` (and training ``latest.pt``), NVIDIA ``.pkl`` and rosinality
     ``.pt``; anything else raises SvgenError naming the file.
     """
-    _, G_ema = _checked_preset_and_ema(read_generator_checkpoint(path), path)
+    _, G_ema = _checked_preset_and_ema(read_generator_checkpoint(path, mmap=True), path)
     return G_ema.eval().requires_grad_(False).to(device)
 
 

@@ -54,13 +54,17 @@ class RunDir:
 
 
 def load_checkpoint(path: PathLike, expect_format: Optional[str] = None,
-                    map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(weights_only=True)`` with one-line errors and an optional format check."""
+                    map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors and an optional format check.
+
+    ``mmap``: the tensors stay in the file (copy-on-write pages, read on first use): an inference
+    loader that adopts them as a module's weights holds them once, and a part never used (another
+    network of the checkpoint) is never read into memory."""
     p = Path(path)
     if not p.is_file():
         raise SvgenError("checkpoint does not exist", p)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+        ckpt = torch.load(p, map_location=map_location, weights_only=True, mmap=mmap and _is_zip(p))
     except Exception as exc:  # corrupt, truncated, pickled code, not a torch file
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SvgenError(f"not a readable svgen checkpoint ({msg})", p) from None
@@ -70,3 +74,9 @@ def load_checkpoint(path: PathLike, expect_format: Optional[str] = None,
         found = ckpt.get("format", "unknown")
         raise SvgenError(f"expected a {expect_format!r} checkpoint, found format {found!r}", p)
     return ckpt
+
+
+def _is_zip(path: Path) -> bool:
+    """A torch >= 1.6 (zip) file, the only format ``torch.load(mmap=True)`` reads."""
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
