@@ -16,7 +16,6 @@ import torch
 
 from svgen.cli.main import main
 from svgen.inversion.latent_store import LatentStore, partial_path
-from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
 from svgen.utils.rundir import load_checkpoint
 
 from clitools import run_cli

@@ -9,7 +9,7 @@ from svgen.inversion.api import invert_dataset, invert_images
 from svgen.inversion.encoders import build_encoder, make_encoder_config
 from svgen.inversion.losses import ReconstructionLoss
 from svgen.inversion.latent_store import LatentStore, partial_path
-from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
+from svgen.preprocessing.dataset import AlignedDataset
 from svgen.stage1_image_gan.networks import Generator
 from svgen.stage1_image_gan.presets import get_preset
 from svgen.utils.errors import SvgenError

@@ -15,7 +15,6 @@ from svgen.cli.main import main as svgen_main
 from svgen.metrics.swd import sliced_wasserstein
 from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
 from svgen.stage1_image_gan.checkpoints import build_networks, load_generator
-from svgen.stage1_image_gan.presets import get_preset
 from svgen.stage1_image_gan.train import GlobalBatches, generate_images, real_reference, snapshot_tag
 from svgen.utils.logging import read_jsonl
 

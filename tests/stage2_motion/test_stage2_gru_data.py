@@ -5,7 +5,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 from svgen.inversion.latent_store import LatentStore, LatentStoreWriter
 from svgen.stage2_motion.gru.data import WindowSampler

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.decomposition import PCA
 
 from svgen.stage2_motion.offset import (coarse_layers, hold_layers,
