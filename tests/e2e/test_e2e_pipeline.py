@@ -27,7 +27,7 @@ def _first_photo(shared: Path) -> Path:
 def pipeline(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """Run the whole pipeline once at the smallest sizes (32 px, tiny nets, few steps)."""
     out = tmp_path_factory.mktemp("e2e") / "work"
-    cfg = DemoConfig(size=32, image_kimg=0.3, encoder_kimg=0.3, encoder_w_kimg=0.2, motion_epochs=2,
+    cfg = DemoConfig(size=32, image_kimg=0.3, encoder_kimg=0.3, encoder_w_kimg=0.2, refine_steps=5, motion_epochs=2,
                      styleinv_steps=4, frames=30, fps=25.0, styleinv=True)
     run_demo(out, cfg, video=shared / "data" / CLIP, photo=_first_photo(shared), device="cpu", seed=1)
     return Paths(out)
