@@ -59,7 +59,8 @@ class ChunkInverter:
         self.G, self.E = G, E
         self.refine = refine or RefineConfig()
         self.device = _device_of(E)
-        self.loss = loss
+        # the refinement's loss (the default one when none is given); None without refinement
+        self.loss = loss if loss is not None or self.refine.steps <= 0 else ReconstructionLoss(device=self.device)
         self.seed = int(seed)
         self._w_std: Optional[float] = None
 
@@ -77,8 +78,6 @@ class ChunkInverter:
             w = self.E.encode(x).float()
         if not self.refining:
             return w
-        if self.loss is None:
-            self.loss = ReconstructionLoss(device=self.device)
         if self._w_std is None and self.refine.latent_noise > 0:
             self._w_std = estimate_w_std(self.G)
         target = images_to_tensor(frames, self.G.img_resolution, self.device)
@@ -174,7 +173,7 @@ def invert_dataset(G: nn.Module, E: nn.Module, data: PathLike, out: PathLike, *,
         names = [names[k] for k in picked]
     refine = RefineConfig(steps=int(refine_steps), temporal_weight=float(temporal_weight), lr=float(refine_lr))
     inv = ChunkInverter(G, E, refine, loss, seed)
-    loss_weights = (inv.loss or ReconstructionLoss()).weights() if refine.steps else {}
+    loss_weights = inv.loss.weights() if inv.refining else {}
     resuming = bool(resume) and partial_path(out).exists()
     writer = LatentStoreWriter(out, space=E.space, num_ws=E.num_ws, w_dim=E.w_dim,
                                generator_sha256=generator_sha256, encoder_sha256=encoder_sha256,

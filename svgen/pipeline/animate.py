@@ -246,8 +246,9 @@ def _motion_layers(st: AnimateSettings, num_ws: int, resolution: int) -> Optiona
     code when the generator is tuned on it: there the motion's fine-layer part is mostly the training
     actor's appearance (hair colour, skin), which the tuned generator renders as a ghost of the actor.
     Measured on the demo (64 px, latents refined, 16 frames of each animation): faces found in 7/16
-    frames of the GRU animation with every layer moving, 16/16 with layers 0-4; dlib identity
-    0.558 -> 0.516; mouth spread 0.68x -> 0.66x of the clip's."""
+    frames of the GRU animation with every layer moving, 16/16 with layers 0-3 (auto at 64 px); dlib
+    identity 0.558 -> 0.513; mouth spread 0.68x -> 0.67x of the clip's. Layers 0-2 lose the mouth
+    (0.24x), 0-4 bring the ghost back (13/16 frames with a face)."""
     spec = st.motion_layers
     if spec is None or str(spec).strip() in ("", "all"):
         return None
