@@ -41,7 +41,7 @@ WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
-FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=1200 STYLEINV_STEPS=1000 FRAMES=100 FPS=25
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=1200 STYLEINV_STEPS=600 FRAMES=100 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 # the generator every later step uses: trained by train-image, or converted from GENERATOR=
@@ -91,7 +91,7 @@ help:
 	@echo "      the encoder alone keeps about a third of the mouth's motion, this recovers about three quarters"
 	@echo "  MODEL=$(MODEL)   motion model (gru | styleinv)"
 	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 1200"
-	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 1000"
+	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 600"
 	@echo "  FRAMES=$(FRAMES)   frames animate writes"
 	@echo "  FPS=$(FPS)   frame rate of the animation"
 	@echo "  DEVICE=$(DEVICE)   auto | cpu | cuda"

@@ -16,9 +16,10 @@ class DemoConfig:
     included. Stage 1 gets the largest share: the tiny preset makes the actor's face from about
     10 kimg (2500 steps at batch 4) on; 14 kimg leaves a margin (63-64 of 64 samples from 13 to 16).
     The GRU needs about 1000 steps before its motion has the clip's amplitude (mouth spread 0.14x
-    of the clip's after 400 epochs, 1.3x after 3000; about 0.05 s a step). StyleInV likewise: after
-    150 steps its samples move a quarter as much as the clip's W codes (RMS step) and the animation's
-    mouth 0.14x; after 1000, 0.65x (about 0.2 s a step)."""
+    of the clip's after 400 epochs, 1.3x after 3000; about 0.05 s a step). StyleInV likewise: its
+    samples' RMS step in W is 0.065 after 150 steps, 0.22 after 600 (the clip's codes: 0.22) and
+    0.10 after 1000, about 0.2 s a step. Its animation's mouth stays small (spread 0.18-0.65x of the
+    clip's over these lengths and two PTI runs: mostly the noise of dlib's mouth landmarks at 64 px)."""
 
     clip_frames: int = 150          # synthetic driving clip: 6 s at 25 fps
     size: int = 64                  # aligned resolution (tiny preset)
@@ -29,7 +30,7 @@ class DemoConfig:
     refine_lr: float = 0.1          # re-rendered clip: encoder 0.32x, refined 0.75x; ~1 min, L2 only)
     refine_msssim: float = 0.0
     motion_epochs: int = 1200       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
-    styleinv_steps: int = 1000      # StyleInV iterations (latent mode)
+    styleinv_steps: int = 600       # StyleInV iterations (latent mode)
     frames: int = 100               # length of the animation
     fps: float = 25.0
     styleinv: bool = True
