@@ -410,7 +410,7 @@ def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames:
             if "partial file" in err or (short and err.strip()):
                 raise SvgenError(f"video is truncated or corrupt: decoded {decoded} of about "
                                  f"{info.num_frames} frames", p)
-        if reader.seeked and decoded != info.num_frames:
+        if reader.seeked and decoded != max(info.num_frames, src_start):
             # after a seek the indices rest on the timestamps; a different count at the end means
             # they did not match the decoded frames, so these frames may differ from a full decode
             raise SvgenError(f"decoding from frame {src_start} by timestamp ended at frame {decoded}, "
