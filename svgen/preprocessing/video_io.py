@@ -405,17 +405,18 @@ def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames:
         if check_truncated:
             # ``decoded`` counts the frames before ``src_start`` as decoded (a seek skips them).
             # ffmpeg says "partial file" when data is missing; a shortfall against the header's
-            # duration only counts with decoder errors (an audio track may outlast the video)
+            # duration only counts with decoder errors (an audio track may outlast the video), or
+            # after a seek (the data a seek lands beyond may be gone without a message)
             short = info.num_frames > 0 and decoded < info.num_frames - max(3, int(0.05 * info.num_frames))
-            if "partial file" in err or (short and err.strip()):
+            if "partial file" in err or (short and (err.strip() or reader.seeked)):
                 raise SvgenError(f"video is truncated or corrupt: decoded {decoded} of about "
                                  f"{info.num_frames} frames", p)
         if reader.seeked and decoded != max(info.num_frames, src_start):
             # after a seek the indices rest on the timestamps; a different count at the end means
             # they did not match the decoded frames, so these frames may differ from a full decode
-            raise SvgenError(f"decoding from frame {src_start} by timestamp ended at frame {decoded}, "
-                             f"not {info.num_frames}: timestamps and frames disagree "
-                             "(process this video in one piece, e.g. with --workers 1)", p)
+            raise SvgenError(f"video is truncated, or its timestamps disagree with its frames: decoding "
+                             f"from frame {src_start} by timestamp ended at frame {decoded}, not "
+                             f"{info.num_frames} (if it plays, process it in one piece: --workers 1)", p)
     finally:
         reader.close()
 
