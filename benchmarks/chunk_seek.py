@@ -13,7 +13,7 @@ Measured 2026-12-04 (2 shared cores, load ~2.7, chunk 100, best of 2): synthetic
 0.131 s (8.1x; ffmpeg decodes 155 instead of 2905 frames before the chunk); 10 min (15000 frames, 640x360)
 2.883 -> 0.098 s (29x; 155 instead of 14905); ``demo3_video.mp4`` (600 frames, 1080x1920 HEVC) 1.68 -> 1.16 s
 (1.45x; 254 instead of 504: its keyframes are 250 apart); ``WolfgangLanger_Pexels.mp4`` 0.251 -> 0.097 s (2.6x;
-17 instead of 377). The price: ``probe`` lists packet timestamps (``framecrc``), 0.10 -> 0.25 s for the
+17 instead of 377). The price: ``probe`` lists packet timestamps (``framecrc``), 0.10 -> 0.18 s for the
 10-minute file, once per video. "decoded" counts include the few frames ffmpeg decodes ahead of its output.
 """
 from __future__ import annotations

@@ -150,12 +150,15 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
     for line in table.splitlines():
         if not line.startswith("0,"):
             continue
-        fields = [f.strip() for f in line.split(",")]
-        flags = re.search(r"F=0x([0-9a-fA-F]+)", line)
-        if len(fields) < 5 or (flags and int(flags.group(1), 16) & (_PKT_CORRUPT | _PKT_DISCARD)):
+        fields = line.split(",")   # stream, dts, pts, duration, size, crc[, F=0x<flags>][, side data]
+        flags = re.search(r"F=0x([0-9a-fA-F]+)", line) if "F=" in line else None
+        if flags and int(flags.group(1), 16) & (_PKT_CORRUPT | _PKT_DISCARD):
             return None
-        dts, p = int(fields[1]), int(fields[2])
-        if p == _NOPTS or p < 0:
+        try:
+            dts, p = int(fields[1]), int(fields[2])
+        except (IndexError, ValueError):
+            return None
+        if p < 0:  # also a missing timestamp (INT64_MIN)
             return None
         if dts != _NOPTS:
             reorder = max(reorder, p - dts)
@@ -163,12 +166,14 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
     if len(pts) < 2 or len(pts) != num_frames:
         return None
     pts.sort()
-    step = Fraction(pts[-1] - pts[0], len(pts) - 1)
-    if step <= 0 or any(abs(p - pts[0] - n * step) * 4 > step for n, p in enumerate(pts)):
+    first, span = pts[0], pts[-1] - pts[0]
+    steps = len(pts) - 1            # frame n is due at first + n * span / steps; allow a quarter frame
+    if span <= 0 or any(abs((p - first) * steps - n * span) * 4 > span for n, p in enumerate(pts)):
         return None
+    step = Fraction(span, steps)
     if abs(1 / (step * tb) - fps) > 0.01 * fps:
         return None
-    return FrameClock(first=pts[0], step=step, time_base=tb, reorder=reorder)
+    return FrameClock(first=first, step=step, time_base=tb, reorder=reorder)
 
 
 def probe(path: PathLike) -> VideoInfo:
