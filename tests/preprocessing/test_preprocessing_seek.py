@@ -45,12 +45,13 @@ def _hashed(frames) -> list[tuple[int, str]]:
     return [(i, hashlib.md5(f.tobytes()).hexdigest()) for i, f in frames]
 
 
-def _check_starts(path: Path, starts: list[int], fps=None, count: int = 6) -> None:
-    """Chunks from each ``start`` (``count`` frames; the last one to the end) equal the full decode."""
+def _check_starts(path: Path, starts: list[int], fps=None, count: int = 6, upto=None) -> None:
+    """Chunks from each ``start`` (``count`` frames; the last one to the end) equal the full decode
+    (of its first ``upto`` frames only, when given)."""
     info = probe(path)
-    full = _hashed(iter_frames_indexed(path, fps=fps, info=info))
+    full = _hashed(iter_frames_indexed(path, fps=fps, info=info, max_frames=upto))
     for k in starts:
-        m = count if k < len(full) - count else None
+        m = count if upto or k < len(full) - count else None
         got = _hashed(iter_frames_indexed(path, fps=fps, info=info, start=k, max_frames=m))
         assert got == full[k:k + (m or len(full))], (path.name, fps, k)
 
@@ -69,6 +70,13 @@ def test_real_videos_seek_to_the_same_frames(shared, name):
     n = info.num_frames
     _check_starts(path, [0, 1, 13, 37, n // 2, n - 8, n - 1])
     _check_starts(path, [0, 29, n // 3], fps=17.0, count=4)
+
+
+@pytest.mark.slow
+def test_hevc_keyframe_seek_to_the_same_frames(shared):
+    """HEVC, 1080x1920, keyframes at 0 and 250: starts whose seek lands on the keyframe at 250."""
+    path = shared / "data" / "videos" / "latentsync" / "demo3_video.mp4"
+    _check_starts(path, [257, 258, 261], count=3, upto=264)
 
 
 @pytest.mark.parametrize("key", ["gop", "offset", "offset_mkv", "sar"])
