@@ -38,6 +38,15 @@ def synthetic(tmp_path_factory) -> dict[str, Path]:
                        ("sar", ["-bsf:v", "h264_metadata=sample_aspect_ratio=4/3"]), ("ts", [])):
         subprocess.run([ff, "-v", "error", "-y", "-i", str(out["gop"]), "-c", "copy", *extra, str(out[key])],
                        check=True)
+    # open groups of pictures: B-frames after a keyframe (decoding order) shown before it
+    pattern = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=8", "-pix_fmt", "yuv420p"]
+    for key, codec in (("open_gop", ["-c:v", "libx264", "-g", "50", "-bf", "3", "-x264-params", "open-gop=1"]),
+                       ("open_gop_hevc", ["-c:v", "libx265", "-x265-params",
+                                          "keyint=50:min-keyint=50:open-gop=1:bframes=4:log-level=error"])):
+        out[key] = d / f"{key}.mp4"
+        made = subprocess.run([ff, "-v", "error", "-y", *pattern, "-preset", "veryfast", *codec, str(out[key])])
+        if made.returncode != 0:    # an ffmpeg without that encoder
+            out.pop(key)
     return out
 
 
@@ -89,6 +98,26 @@ def test_long_gop_and_offset_start_seek_to_the_same_frames(synthetic, key):
         assert info.clock.time(0) == Fraction(3, 2)
     _check_starts(path, [0, 1, 100, 244, 249, 250, 251, 257, 393, 399])
     _check_starts(path, [0, 170, 271], fps=40.0, count=5)     # upsampled: source frames repeat
+
+
+@pytest.mark.parametrize("key", ["open_gop", "open_gop_hevc"])
+def test_open_gop_seek_to_the_same_frames(synthetic, key):
+    """Keyframes every 50 frames whose leading B-frames need the previous group: starts around them."""
+    if key not in synthetic:
+        pytest.skip(f"this ffmpeg cannot encode {key}")
+    path = synthetic[key]
+    assert probe(path).clock is not None
+    _check_starts(path, [45, 48, 49, 50, 51, 53, 57, 96, 100, 199], count=5)
+
+
+def test_millisecond_timestamps_seek_to_the_same_frames(shared, tmp_path):
+    """23.976 fps in Matroska's 1 ms ticks: frame times 41 or 42 ticks apart, still a clock."""
+    path = tmp_path / "pexels.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(shared / "data" / "videos" / "pyfeat" /
+                    "WolfgangLanger_Pexels.mp4"), "-an", "-c", "copy", str(path)], check=True)
+    clock = probe(path).clock
+    assert clock is not None and clock.step.denominator > 1
+    _check_starts(path, [0, 7, 100, 301, 471])
 
 
 def _decoded_before_first_frame(cmd: list[str]) -> int:
