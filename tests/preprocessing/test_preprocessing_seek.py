@@ -1,7 +1,8 @@
 """Decoding a long video's chunk from frame ``k`` (``svgen preprocess --workers N``) seeks to a
 keyframe before ``k`` instead of decoding from the first frame: the frames (indices and pixels) are
 those of a full decode, the decoding work no longer grows with ``k``, and files whose frame times
-cannot be trusted (variable frame rate, a container without a trusted index) decode from the start."""
+cannot be trusted (variable frame rate, a container without a trusted index, packets an edit list
+discards) decode from the start."""
 from __future__ import annotations
 
 import dataclasses
@@ -38,6 +39,9 @@ def synthetic(tmp_path_factory) -> dict[str, Path]:
                        ("sar", ["-bsf:v", "h264_metadata=sample_aspect_ratio=4/3"]), ("ts", [])):
         subprocess.run([ff, "-v", "error", "-y", "-i", str(out["gop"]), "-c", "copy", *extra, str(out[key])],
                        check=True)
+    out["trimmed"] = d / "trimmed.mp4"       # cut without re-encoding: an edit list hides 75 frames
+    subprocess.run([ff, "-v", "error", "-y", "-ss", "3", "-i", str(out["gop"]), "-c", "copy", str(out["trimmed"])],
+                   check=True)
     # open groups of pictures: B-frames after a keyframe (decoding order) shown before it
     pattern = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=8", "-pix_fmt", "yuv420p"]
     for key, codec in (("open_gop", ["-c:v", "libx264", "-g", "50", "-bf", "3", "-x264-params", "open-gop=1"]),
@@ -157,12 +161,13 @@ def test_decoding_work_does_not_grow_with_the_start(synthetic, tmp_path, monkeyp
 
 def test_untrusted_frame_times_decode_from_the_start(shared, synthetic):
     vfr = shared / "data" / "videos" / "video_retalking" / "1.mp4"      # 22.13 fps average, frames 1 or 2 ticks
-    for path in (vfr, synthetic["ts"]):
+    for path in (vfr, synthetic["ts"], synthetic["trimmed"]):
         info = probe(path)
         assert info.clock is None and seek_window(info, 100) is None
         cmd = decode_command(path, info, 100)
         assert "-ss" not in cmd and "select=gte(n\\,100)" in cmd
     _check_starts(vfr, [0, 50, 130])
+    _check_starts(synthetic["trimmed"], [0, 100, 320])
     gop = probe(synthetic["gop"])
     assert seek_window(gop, 0) is None and seek_window(gop, 3) is None   # too near the start to seek
 
