@@ -27,7 +27,8 @@ from svgen.utils.errors import SvgenError
 def synthetic(tmp_path_factory) -> dict[str, Path]:
     """Moving test pattern, 160x120, 25 fps, 400 frames, H.264 with B-frames and keyframes only every
     250 frames (``-g 250``, no scene cuts): as mp4, with a start time of 1.5 s (mp4 and mkv), with
-    non-square pixels, and as MPEG-TS (a container whose timestamps are not trusted)."""
+    non-square pixels, as MPEG-TS (a container whose timestamps are not trusted) and trimmed by an
+    edit list; and 200 frames with open groups of pictures every 50 (H.264, HEVC where available)."""
     d = tmp_path_factory.mktemp("seek")
     ff = ffmpeg_exe()
     out = {"gop": d / "gop.mp4", "offset": d / "offset.mp4", "offset_mkv": d / "offset.mkv",
