@@ -3,7 +3,9 @@
 A video of one chunk (``PreprocessConfig.chunk_frames``) is processed whole by one worker, in the
 same streaming pass as ``--workers 1``. A longer video is processed in three steps:
 
-1. *measure* (parallel): each chunk is decoded from its first frame and tracked by a fresh tracker,
+1. *measure* (parallel): each chunk is decoded from its first frame (ffmpeg seeks to a keyframe before
+   it where the file's frame times are exact, so a chunk's decoding does not grow with its position:
+   ``video_io.seek_window``) and tracked by a fresh tracker,
    giving the raw crop parameters of every frame (the one-process pass restarts its tracker at the
    same frames, so the measurements are the same);
 2. *stabilise* (here): the whole video's measurements go through one ``StreamingStabilizer``: gap

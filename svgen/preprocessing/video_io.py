@@ -5,6 +5,10 @@ on the video's length; a small reader thread keeps a few frames in flight so tha
 while the caller works. Frames come out as displayed: ffmpeg applies rotation metadata, and
 non-square pixels (a sample aspect ratio other than 1:1, e.g. 512x480 stored, 480x480 shown) are
 resampled to square ones, so faces keep their proportions for landmarks and alignment.
+Decoding from a frame ``k > 0`` (a chunk of a long video) seeks to a keyframe before ``k`` when
+``probe`` found the stream's frame times exact (``FrameClock``), and keeps the frames from ``k`` on
+by timestamp; otherwise it decodes from the start and skips ``k`` frames by count. Both give the
+same frames.
 Encoding writes H.264 / yuv420p mp4 to a temporary name that is renamed into place on success.
 """
 from __future__ import annotations
@@ -14,6 +18,7 @@ import re
 import subprocess
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Generator, Iterable, Iterator, Optional
 
@@ -23,8 +28,8 @@ from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import CommitOnExit, atomic_path, require_file
 from svgen.utils.prefetch import prefetch as prefetch_items
 
-__all__ = ["VideoInfo", "probe", "display_size", "iter_frames", "iter_frames_indexed", "VideoWriter", "write_video",
-           "ffmpeg_exe"]
+__all__ = ["VideoInfo", "FrameClock", "probe", "display_size", "seek_window", "decode_command", "iter_frames",
+           "iter_frames_indexed", "VideoWriter", "write_video", "ffmpeg_exe"]
 
 
 def ffmpeg_exe() -> str:
@@ -35,6 +40,25 @@ def ffmpeg_exe() -> str:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:  # no binary for this platform
         raise SvgenError(f"ffmpeg is not available ({exc})") from None
+
+
+@dataclass(frozen=True)
+class FrameClock:
+    """Presentation times of a constant-rate stream: frame ``n`` (in display order, as
+    ``iter_frames_indexed`` counts) shows at ``(first + n * step) * time_base`` seconds.
+
+    ``probe`` sets it only when every packet's time is within a quarter frame of that line, so
+    a frame index can be turned into a time to seek to and back without ambiguity.
+    """
+
+    first: int                 # pts of frame 0, in time_base ticks (>= 0)
+    step: Fraction             # ticks per frame
+    time_base: Fraction        # seconds per tick
+    reorder: int = 0           # most ticks a packet's pts is after its dts (B-frame delay)
+
+    def time(self, n: int) -> Fraction:
+        """Seconds at which frame ``n`` is shown."""
+        return (self.first + n * self.step) * self.time_base
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,7 @@ class VideoInfo:
     coded_width: int = 0       # size as stored, before rotation
     coded_height: int = 0
     sar: float = 1.0           # sample (pixel) aspect ratio, width / height of one stored pixel
+    clock: Optional[FrameClock] = None  # exact frame times (seekable, constant rate), else None
 
 
 _ERROR_HINTS = (
@@ -106,19 +131,65 @@ def display_size(coded_width: int, coded_height: int, sar: float, rotation: int)
     return (coded_height, w) if rotation in (90, 270) else (w, coded_height)
 
 
+# containers whose demuxer seeks by its index to a keyframe and keeps the stored timestamps
+_SEEKABLE = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+_NOPTS = -(1 << 63)
+_PKT_CORRUPT, _PKT_DISCARD = 0x2, 0x4
+
+
+def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock]:
+    """The ``FrameClock`` of ffmpeg's ``framecrc`` packet table, or None when frame times cannot
+    be trusted to map indices: a missing or negative timestamp, corrupt or discarded packets,
+    frames off a constant rate by more than a quarter frame (variable frame rate), or a table
+    that disagrees with the header's ``fps`` (by more than 1 %) or with ``num_frames``."""
+    m = re.search(r"^#tb 0: (\d+)/(\d+)", table, re.M)
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        return None
+    tb = Fraction(int(m.group(1)), int(m.group(2)))
+    pts, reorder = [], 0
+    for line in table.splitlines():
+        if not line.startswith("0,"):
+            continue
+        fields = line.split(",")   # stream, dts, pts, duration, size, crc[, F=0x<flags>][, side data]
+        flags = re.search(r"F=0x([0-9a-fA-F]+)", line) if "F=" in line else None
+        if flags and int(flags.group(1), 16) & (_PKT_CORRUPT | _PKT_DISCARD):
+            return None
+        try:
+            dts, p = int(fields[1]), int(fields[2])
+        except (IndexError, ValueError):
+            return None
+        if p < 0:  # also a missing timestamp (INT64_MIN)
+            return None
+        if dts != _NOPTS:
+            reorder = max(reorder, p - dts)
+        pts.append(p)
+    if len(pts) < 2 or len(pts) != num_frames:
+        return None
+    pts.sort()
+    first, span = pts[0], pts[-1] - pts[0]
+    steps = len(pts) - 1            # frame n is due at first + n * span / steps; allow a quarter frame
+    if span <= 0 or any(abs((p - first) * steps - n * span) * 4 > span for n, p in enumerate(pts)):
+        return None
+    step = Fraction(span, steps)
+    if abs(1 / (step * tb) - fps) > 0.01 * fps:
+        return None
+    return FrameClock(first=first, step=step, time_base=tb, reorder=reorder)
+
+
 def probe(path: PathLike) -> VideoInfo:
     """Read fps, frame count, display size, pixel aspect ratio and rotation of a video.
 
-    One ffmpeg call that reads the header and then counts the video packets by stream copy (no
-    decoding, ~0.1 s even for long HD videos), so ``num_frames`` is exact for complete files.
-    A file whose data stops early ("partial file") is reported as truncated.
+    One ffmpeg call that reads the header and then lists the video packets by stream copy (no
+    decoding, ~0.1 s even for long HD videos), so ``num_frames`` is exact for complete files, and
+    their timestamps give ``clock`` (mp4/mov and Matroska only). A file whose data stops early
+    ("partial file") is reported as truncated.
     """
     p = require_file(path, "video")
     if p.stat().st_size == 0:
         raise SvgenError("video file is empty", p)
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p), "-map", "0:v:0",
-                           "-c", "copy", "-f", "null", "-"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-copyts", "-i", str(p), "-map", "0:v:0",
+                           "-c", "copy", "-f", "framecrc", "-"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     text = proc.stderr.decode("utf-8", errors="replace").replace("\r", "\n")
     if "Input #0" not in text:
         raise SvgenError(_ffmpeg_problem(text, "not a readable video"), p)
@@ -162,8 +233,55 @@ def probe(path: PathLike) -> VideoInfo:
         num_frames = int(counts[-1])
     else:  # no packet count (odd container): estimate from the duration
         num_frames = int(np.floor(duration * fps + 1e-6)) if duration > 0 else 0
+    clock = (_frame_clock(proc.stdout.decode("ascii", errors="replace"), fps, num_frames)
+             if demuxer in _SEEKABLE else None)
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, rotation=rot,
-                     duration=duration, codec=codec, coded_width=cw, coded_height=ch, sar=sar)
+                     duration=duration, codec=codec, coded_width=cw, coded_height=ch, sar=sar, clock=clock)
+
+
+def seek_window(info: VideoInfo, start: int) -> Optional[tuple[float, float]]:
+    """(seek_to, keep_from) in seconds to begin decoding at frame ``start``, or None to decode
+    from the first frame (no ``clock``, or ``start`` too near the beginning to gain anything).
+
+    ``seek_to`` lies before frame ``start`` by the stream's largest B-frame delay plus two
+    frames, so the keyframe the demuxer jumps to (the last one at or before that time, by
+    decoding or display time) starts the group of pictures that frame ``start`` belongs to, or
+    an earlier one: every frame from ``start`` on decodes exactly as from the beginning.
+    ``keep_from`` is half a frame before frame ``start``'s time: frame ``start - 1`` is before it.
+    """
+    clock = info.clock
+    if clock is None or start <= 0:
+        return None
+    at = clock.time(start)
+    seek_to = at - (clock.reorder + 2 * clock.step) * clock.time_base
+    if seek_to <= clock.time(0):
+        return None
+    return float(seek_to), float(at - clock.step * clock.time_base / 2)
+
+
+def decode_command(path: Path, info: VideoInfo, start: int = 0) -> list[str]:
+    """The ffmpeg command that writes the frames from ``start`` on as raw RGB to stdout.
+
+    With a ``seek_window``: input seeking (``-ss`` before ``-i``, to a keyframe) on the file's own
+    timestamps (``-copyts``, ``-seek_timestamp``), then ``select`` keeps the frames from
+    ``keep_from`` on. Otherwise every frame is decoded and ``select`` skips ``start`` of them by
+    count. Either way the skipped frames are neither converted nor piped.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
+    window = seek_window(info, start)
+    filters = []
+    if window is not None:
+        seek_to, keep_from = window
+        cmd += ["-copyts", "-seek_timestamp", "1", "-noaccurate_seek", "-ss", f"{seek_to:.6f}"]
+        filters.append(f"select=gte(t\\,{keep_from:.6f})")
+    elif start > 0:
+        filters.append(f"select=gte(n\\,{int(start)})")
+    cmd += ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough"]
+    if info.sar != 1.0:  # non-square pixels: resample (after autorotation) to the display size
+        filters.append(f"scale={info.width}:{info.height}:flags=bicubic,setsar=1")
+    if filters:
+        cmd += ["-vf", ",".join(filters)]
+    return cmd + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
 
 
 class _FFmpegReader:
@@ -173,16 +291,8 @@ class _FFmpegReader:
         self.path = path
         self.info = info
         self.frame_bytes = info.width * info.height * 3
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-               "-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough"]
-        filters = []
-        if start > 0:  # skip by decoded-frame count (exact, unlike a seek by time): no conversion or pipe
-            filters.append(f"select=gte(n\\,{int(start)})")
-        if info.sar != 1.0:  # non-square pixels: resample (after autorotation) to the display size
-            filters.append(f"scale={info.width}:{info.height}:flags=bicubic,setsar=1")
-        if filters:
-            cmd += ["-vf", ",".join(filters)]
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        self.seeked = seek_window(info, start) is not None
+        cmd = decode_command(path, info, start)
         self._stderr = _TailBuffer()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, bufsize=0)
@@ -262,8 +372,9 @@ def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames:
     (frames repeat when upsampling), assuming a constant source frame rate. ``max_frames`` caps the
     number of yielded frames. A stream that ends well before its header's duration raises
     :class:`SvgenError` (truncated file) when ``check_truncated``. Frames are read-only views:
-    copy before modifying. ``start`` begins at that output frame (source frames before it are
-    decoded but neither converted nor piped), for processing a long video in pieces.
+    copy before modifying. ``start`` begins at that output frame, for processing a long video in
+    pieces: with an exact ``info.clock`` ffmpeg seeks to a keyframe shortly before it (the work does
+    not grow with ``start``), else it decodes the frames before it without converting or piping them.
     """
     p = Path(path)
     info = info or probe(p)
@@ -297,12 +408,20 @@ def iter_frames_indexed(path: PathLike, fps: Optional[float] = None, max_frames:
         if decoded == 0:
             raise SvgenError(_ffmpeg_problem(err, "no frame could be decoded (empty or corrupt video)"), p)
         if check_truncated:
+            # ``decoded`` counts the frames before ``src_start`` as decoded (a seek skips them).
             # ffmpeg says "partial file" when data is missing; a shortfall against the header's
-            # duration only counts with decoder errors (an audio track may outlast the video)
+            # duration only counts with decoder errors (an audio track may outlast the video), or
+            # after a seek (the data a seek lands beyond may be gone without a message)
             short = info.num_frames > 0 and decoded < info.num_frames - max(3, int(0.05 * info.num_frames))
-            if "partial file" in err or (short and err.strip()):
+            if "partial file" in err or (short and (err.strip() or reader.seeked)):
                 raise SvgenError(f"video is truncated or corrupt: decoded {decoded} of about "
                                  f"{info.num_frames} frames", p)
+        if reader.seeked and decoded != max(info.num_frames, src_start):
+            # after a seek the indices rest on the timestamps; a different count at the end means
+            # they did not match the decoded frames, so these frames may differ from a full decode
+            raise SvgenError(f"video is truncated, or its timestamps disagree with its frames: decoding "
+                             f"from frame {src_start} by timestamp ended at frame {decoded}, not "
+                             f"{info.num_frames} (if it plays, process it in one piece: --workers 1)", p)
     finally:
         reader.close()
 
