@@ -6,7 +6,9 @@ with each motion model by ``svgen animate`` (default settings: PTI on the photo,
 photo is also driven by another person's real video (``--driving``). Each animation gets the checks of
 the demo's results page (``svgen.demo.targets.animation_checks``): mouth spread and landmark-motion FD
 against the training clip (the driving video for the driven one), a face in every sampled frame and dlib identity distance to the photo.
-The default photos are held out from every test and include a greyscale portrait.
+The default photos are held out from every test: a young woman, a woman, an older man, and a greyscale
+portrait made at run time (``--grey``: a greyscale copy of a fourth held-out photo, written to the output folder;
+none of the shared photos is greyscale).
 
 Run: ``.venv/bin/python benchmarks/transfer.py --work demo [--frames 100] [--photos a.jpg b.png]``.
 """
@@ -26,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 SHARED = Path(os.environ.get("SVGEN_SHARED", REPO.parent / "shared")).resolve()
 PHOTOS = ["photos/deep3dfacerecon/000031.jpg", "photos/deep3dfacerecon/015259.jpg",
-          "photos/hyperstyle_aligned/johansson.jpg"]          # johansson.jpg is greyscale
+          "photos/hyperstyle_aligned/jackson.jpg"]
+GREY = "photos/hyperstyle_aligned/downey.jpg"         # animated as a greyscale copy
 DRIVING = "videos/dreamtalk_mead/W011_front_happy_level3_001.mp4"
 
 
@@ -45,10 +48,22 @@ def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving
     return time.perf_counter() - t
 
 
+def greyscale_copy(photo: Path, out: Path) -> Path:
+    """``<out>/<stem>_grey.png``: the photo's luminance in all three channels (an old black-and-white portrait)."""
+    from PIL import Image
+
+    dst = out / f"{photo.stem}_grey.png"
+    with Image.open(photo) as im:
+        im.convert("L").convert("RGB").save(dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=REPO / "demo", help="trained work folder")
     ap.add_argument("--photos", nargs="*", type=Path, default=[SHARED / "data" / p for p in PHOTOS])
+    ap.add_argument("--grey", type=Path, default=SHARED / "data" / GREY,
+                    help="photo animated as a greyscale copy (give '' to skip)")
     ap.add_argument("--driving", type=Path, default=SHARED / "data" / DRIVING)
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None, help="folder for the animations (default WORK/transfer)")
@@ -64,7 +79,10 @@ def main() -> None:
     size = load_generator(work / "image/generator.pt").img_resolution
     train_motion = lmm.dataset_features(work / "aligned.zip")
     embedder = FaceEmbedder()
-    jobs = [(p, m, None) for p in args.photos for m in ("gru", "styleinv") if (work / f"motion_{m}").is_dir()]
+    photos = list(args.photos)
+    if args.grey and args.grey.is_file():
+        photos.append(greyscale_copy(args.grey, out))
+    jobs = [(p, m, None) for p in photos for m in ("gru", "styleinv") if (work / f"motion_{m}").is_dir()]
     if args.driving and args.driving.is_file() and args.photos:
         jobs.append((args.photos[0], "driving", args.driving))
     rows = []
