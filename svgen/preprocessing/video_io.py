@@ -176,6 +176,11 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
     return FrameClock(first=first, step=step, time_base=tb, reorder=reorder)
 
 
+def _discarded_packets(table: str) -> int:
+    """Video packets of a ``framecrc`` table flagged discard (hidden by an edit list: decoded, not shown)."""
+    return sum(1 for m in re.finditer(r"^0,.*F=0x([0-9a-fA-F]+)", table, re.M) if int(m.group(1), 16) & _PKT_DISCARD)
+
+
 def probe(path: PathLike) -> VideoInfo:
     """Read fps, frame count, display size, pixel aspect ratio and rotation of a video.
 
@@ -228,13 +233,14 @@ def probe(path: PathLike) -> VideoInfo:
     duration = _parse_duration(text)
     if "partial file" in text:
         raise SvgenError("video is truncated (its data ends before the frames its header lists)", p)
+    table = proc.stdout.decode("ascii", errors="replace")
     counts = re.findall(r"frame=\s*(\d+)", text)
     if counts:
-        num_frames = int(counts[-1])
+        # packets an edit list hides (a file cut without re-encoding) are demuxed but never shown
+        num_frames = int(counts[-1]) - _discarded_packets(table)
     else:  # no packet count (odd container): estimate from the duration
         num_frames = int(np.floor(duration * fps + 1e-6)) if duration > 0 else 0
-    clock = (_frame_clock(proc.stdout.decode("ascii", errors="replace"), fps, num_frames)
-             if demuxer in _SEEKABLE else None)
+    clock = _frame_clock(table, fps, num_frames) if demuxer in _SEEKABLE else None
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, rotation=rot,
                      duration=duration, codec=codec, coded_width=cw, coded_height=ch, sar=sar, clock=clock)
 
