@@ -6,7 +6,7 @@ with each motion model by ``svgen animate`` (default settings: PTI on the photo,
 photo is also driven by another person's real video (``--driving``). Each animation gets the checks of
 the demo's results page (``svgen.demo.targets.animation_checks``): mouth spread and landmark-motion FD
 against the training clip (the driving video for the driven one), a face in every sampled frame and dlib identity distance to the photo.
-The default photos are held out from every test: a young woman, a woman, an older man, and a greyscale
+The default photos are held out from every test: three colour photos (``jackson.jpg`` an older man) and a greyscale
 portrait made at run time (``--grey``: a greyscale copy of a fourth held-out photo, written to the output folder;
 none of the shared photos is greyscale).
 
