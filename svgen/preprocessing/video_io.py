@@ -137,6 +137,12 @@ _NOPTS = -(1 << 63)
 _PKT_CORRUPT, _PKT_DISCARD = 0x2, 0x4
 
 
+def _packet_flags(line: str) -> int:
+    """The flags of one ``framecrc`` packet line (``F=0x<hex>``; 0 when the line has none)."""
+    m = re.search(r"F=0x([0-9a-fA-F]+)", line) if "F=" in line else None
+    return int(m.group(1), 16) if m else 0
+
+
 def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock]:
     """The ``FrameClock`` of ffmpeg's ``framecrc`` packet table, or None when frame times cannot
     be trusted to map indices: a missing or negative timestamp, corrupt or discarded packets,
@@ -151,8 +157,7 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
         if not line.startswith("0,"):
             continue
         fields = line.split(",")   # stream, dts, pts, duration, size, crc[, F=0x<flags>][, side data]
-        flags = re.search(r"F=0x([0-9a-fA-F]+)", line) if "F=" in line else None
-        if flags and int(flags.group(1), 16) & (_PKT_CORRUPT | _PKT_DISCARD):
+        if _packet_flags(line) & (_PKT_CORRUPT | _PKT_DISCARD):
             return None
         try:
             dts, p = int(fields[1]), int(fields[2])
@@ -178,7 +183,7 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
 
 def _discarded_packets(table: str) -> int:
     """Video packets of a ``framecrc`` table flagged discard (hidden by an edit list: decoded, not shown)."""
-    return sum(1 for m in re.finditer(r"^0,.*F=0x([0-9a-fA-F]+)", table, re.M) if int(m.group(1), 16) & _PKT_DISCARD)
+    return sum(1 for line in table.splitlines() if line.startswith("0,") and _packet_flags(line) & _PKT_DISCARD)
 
 
 def probe(path: PathLike) -> VideoInfo:

@@ -26,8 +26,8 @@ from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, preset_from_dict
 from svgen.utils.errors import PathLike, SvgenError
 from svgen.utils.io import check_generator_sha256, file_sha256, require_file, torch_save_atomic
+from svgen.utils.rundir import ZIP_MAGIC
 
-_ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file
 
 
@@ -96,7 +96,7 @@ def read_generator_checkpoint(path: PathLike, mmap: bool = False) -> dict:
             head = fh.read(4)
     except OSError as exc:
         raise SvgenError(f"cannot read ({exc.strerror or exc})", p) from None
-    if head == _ZIP_MAGIC:
+    if head == ZIP_MAGIC:
         obj = _torch_load(p, mmap=mmap)
     elif head[:1] == b"\x80":  # a raw pickle: NVIDIA network pickle or a pre-1.6 torch.save file
         obj = read_nvidia_pickle(p)

@@ -16,6 +16,9 @@ from svgen.utils.logging import JsonlLogger
 LOCK_NAME = ".svgen.lock"  # held (fcntl) by the process training into the folder
 
 
+ZIP_MAGIC = b"PK\x03\x04"   # first bytes of a torch >= 1.6 checkpoint (a zip archive)
+
+
 class RunDir:
     """A training run's folder. Creating it checks that it is writable and locks it for this
     process, so a second run into the same folder fails at once with one line."""
@@ -79,4 +82,4 @@ def load_checkpoint(path: PathLike, expect_format: Optional[str] = None,
 def _is_zip(path: Path) -> bool:
     """A torch >= 1.6 (zip) file, the only format ``torch.load(mmap=True)`` reads."""
     with open(path, "rb") as fh:
-        return fh.read(4) == b"PK\x03\x04"
+        return fh.read(4) == ZIP_MAGIC
