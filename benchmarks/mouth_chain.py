@@ -35,26 +35,26 @@ SHARED = Path(os.environ.get("SVGEN_SHARED", REPO.parent / "shared")).resolve()
 PHOTOS = ["photos/deep3dfacerecon/000031.jpg", "photos/hyperstyle_aligned/jackson.jpg"]
 
 
-def spreads(G, latents: np.ndarray, backend) -> tuple[np.ndarray, float]:
-    """(std of (mar, ear, yaw, pitch), share of frames with a face) over the frames ``G`` renders from
-    latents [T, num_ws, w_dim]; the stds are NaN when fewer than half the frames show a face."""
+def features(G, latents: np.ndarray, backend):
+    """Landmark features (``FeatureSeries``) of the frames ``G`` renders from latents [T, num_ws, w_dim]."""
     from svgen.metrics import landmark_motion as lmm
     from svgen.stage1_image_gan.render import render_frames
 
-    series = lmm.frames_features(render_frames(G, latents[None], batch=16), 25.0, backend=backend)
-    found = float(np.mean(series.detected))
-    if found < 0.5:
-        return np.full(len(lmm.FEATURES), np.nan), found
-    return np.nanstd(series.filled(), axis=0), found
+    return lmm.frames_features(render_frames(G, latents[None], batch=16), 25.0, backend=backend)
 
 
-def row(name: str, per_seed: list, clip: np.ndarray) -> dict:
-    """One stage's figures: per-feature spread ratios to the clip (mean over seeds), per-seed mouth
-    ratios and the share of rendered frames in which dlib found a face."""
-    ratios = np.asarray([s for s, _ in per_seed]) / clip[None]
-    faces = float(np.mean([f for _, f in per_seed]))
+def row(name: str, per_seed: list, clip: list) -> dict:
+    """One stage's figures: each feature's spread ratio to the clip's (``motion_targets``, the demo's
+    mouth check; mean over seeds, None where under half of a seed's frames show a face), the
+    per-seed mouth ratios and the share of rendered frames in which dlib found a face."""
+    from svgen.metrics import landmark_motion as lmm
+
+    targets = [lmm.motion_targets([s], clip) for s in per_seed]
+    faces = float(np.mean([t["face_detected"] for t in targets]))
+    ratios = np.asarray([[t[f"{f}_spread_ratio"] if t["face_detected"] >= 0.5 else np.nan for f in lmm.FEATURES]
+                         for t in targets])                                  # [seeds, features]
     out = {"stage": name, "face_frames": round(faces, 3)}
-    for f, v in zip(("mar", "ear", "yaw", "pitch"), ratios.mean(0)):
+    for f, v in zip(lmm.FEATURES, ratios.mean(0)):
         out[f"{f}_ratio"] = round(float(v), 3) if np.isfinite(v) else None
     out["mar_ratio_per_seed"] = [round(float(v), 3) if np.isfinite(v) else None for v in ratios[:, 0]]
     text = ("  ".join(f"{label} {out[f'{f}_ratio']:.2f}x" for label, f in
@@ -78,7 +78,8 @@ def main() -> None:
     from svgen.inversion.api import invert_images
     from svgen.inversion.encoders import load_encoder
     from svgen.metrics import landmark_motion as lmm
-    from svgen.pipeline.animate import AnimateSettings, _motion_layers, _sampled_stream, tune_identity
+    from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, resolved_offset,
+                                        tune_identity)
     from svgen.preprocessing.landmarks import DlibLandmarks
     from svgen.preprocessing.pipeline import align_photo
     from svgen.stage1_image_gan.checkpoints import load_generator
@@ -97,14 +98,13 @@ def main() -> None:
     gen_sha = file_sha256(gen_path)
     backend = DlibLandmarks()
 
-    clip_series = lmm.dataset_features(work / "aligned.zip")
-    clip = np.average([np.nanstd(s.filled(), axis=0) for s in clip_series], axis=0,
-                      weights=[len(s) for s in clip_series])
-    print(f"{'training clip':>42}: mouth std {clip[0]:.4f} (1x)", file=sys.stderr)
+    clip = lmm.dataset_features(work / "aligned.zip")
+    clip_std = np.average([np.nanstd(s.filled(), axis=0) for s in clip], axis=0, weights=[len(s) for s in clip])
+    print(f"{'training clip':>42}: mouth std {clip_std[0]:.4f} (1x)", file=sys.stderr)
     rows = []
     with h5py.File(work / "latents.h5", "r") as h:
         store = [np.asarray(h["clips"][k]["w"], np.float32) for k in h["clips"]]
-    rows.append(row("store", [spreads(G, w, backend) for w in store], clip))
+    rows.append(row("store", [features(G, w, backend) for w in store], clip))
 
     for name in ("gru", "styleinv"):
         if not (work / f"motion_{name}/motion.pt").is_file():
@@ -115,24 +115,24 @@ def main() -> None:
         w0 = store[0][0]
         samples = [np.concatenate(list(model.animate_chunks(w0, args.frames, 25.0, seed=s, offset="none")))
                    for s in range(args.seeds)]
-        rows.append(row(f"{name} samples", [spreads(G, q, backend) for q in samples], clip))
+        rows.append(row(f"{name} samples", [features(G, q, backend) for q in samples], clip))
         for photo in photos:
             aligned = align_photo(photo, size=G.img_resolution)
             w_id = invert_images(G, E, aligned[None])[0]
             for tune in ("none", "pti"):
                 st = AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune)
                 render_G = G if tune == "none" else tune_identity(G, w_id, aligned, st, gen_sha)[0]
-                offset = "mean" if tune == "pti" else "pca"
+                offset = resolved_offset(st)
                 moving = _motion_layers(st, G.num_ws, G.img_resolution)
                 per_seed = []
                 for s in range(args.seeds):
                     seq = np.concatenate(list(_sampled_stream(model, w_id, args.frames, 25.0, s, offset, st,
                                                               None, [])))
-                    per_seed.append(spreads(render_G, hold_layers(seq, w_id, moving), backend))
+                    per_seed.append(features(render_G, hold_layers(seq, w_id, moving), backend))
                 label = "pti" if tune == "pti" else "untuned"
                 rows.append(row(f"{name} on {Path(photo).stem}, {label}", per_seed, clip))
     print(json.dumps({"work": str(work), "frames": args.frames, "seeds": args.seeds,
-                      "clip_std": dict(zip(("mar", "ear", "yaw", "pitch"), map(float, clip))),
+                      "clip_std": dict(zip(lmm.FEATURES, map(float, clip_std))),
                       "stages": rows}, indent=1))
 
 

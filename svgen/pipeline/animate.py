@@ -195,7 +195,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     # tuned generator, the paper's PCA trick otherwise); the .npy holds exactly what was rendered
     t = time.perf_counter()
     details: list[dict] = []
-    offset = st.offset if st.offset != "auto" else ("mean" if st.tune == "pti" else "pca")
+    offset = resolved_offset(st)
     npy_path, json_path = sidecar_paths(st.out)
     with tempfile.TemporaryDirectory(prefix="svgen-animate-") as tmp:
         if st.driving:
@@ -239,6 +239,12 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     }
     write_json(outputs.part(json_path), summary)
     return summary
+
+
+def resolved_offset(st: AnimateSettings) -> str:
+    """The offset mode ``st.offset`` stands for: ``auto`` is ``mean`` (around the pivot) for a generator
+    tuned on the photo, the paper's ``pca`` trick otherwise."""
+    return st.offset if st.offset != "auto" else ("mean" if st.tune == "pti" else "pca")
 
 
 def _motion_layers(st: AnimateSettings, num_ws: int, resolution: int) -> Optional[list[int]]:
