@@ -44,21 +44,34 @@ def ffmpeg_exe() -> str:
 
 @dataclass(frozen=True)
 class FrameClock:
-    """Presentation times of a constant-rate stream: frame ``n`` (in display order, as
-    ``iter_frames_indexed`` counts) shows at ``(first + n * step) * time_base`` seconds.
+    """Presentation times of a stream's frames: frame ``n`` (in display order, as
+    ``iter_frames_indexed`` counts) shows at ``(first + n * step) * time_base`` seconds for a
+    constant rate, at ``pts[n] * time_base`` for a variable one (``pts``: every frame's time, sorted).
 
-    ``probe`` sets it only when every packet's time is within a quarter frame of that line, so
-    a frame index can be turned into a time to seek to and back without ambiguity.
+    ``probe`` sets it only when every frame has its own valid time (constant rates: each within a
+    quarter frame of that line), so a frame index can be turned into a time to seek to and back
+    without ambiguity.
     """
 
     first: int                 # pts of frame 0, in time_base ticks (>= 0)
-    step: Fraction             # ticks per frame
+    step: Fraction             # ticks per frame (a variable rate: the mean)
     time_base: Fraction        # seconds per tick
     reorder: int = 0           # most ticks a packet's pts is after its dts (B-frame delay)
+    pts: Optional[tuple[int, ...]] = None   # variable rate: every frame's pts, strictly increasing
+
+    def ticks(self, n: int) -> Fraction:
+        """Time of frame ``n`` in ticks (before frame 0 and after the last: extended at the mean step)."""
+        if self.pts is None:
+            return self.first + n * self.step
+        last = len(self.pts) - 1
+        if n < 0 or n > last:
+            base, k = (self.pts[0], n) if n < 0 else (self.pts[last], n - last)
+            return base + k * self.step
+        return Fraction(self.pts[n])
 
     def time(self, n: int) -> Fraction:
         """Seconds at which frame ``n`` is shown."""
-        return (self.first + n * self.step) * self.time_base
+        return self.ticks(n) * self.time_base
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class VideoInfo:
     coded_width: int = 0       # size as stored, before rotation
     coded_height: int = 0
     sar: float = 1.0           # sample (pixel) aspect ratio, width / height of one stored pixel
-    clock: Optional[FrameClock] = None  # exact frame times (seekable, constant rate), else None
+    clock: Optional[FrameClock] = None  # exact frame times (seekable containers), else None
 
 
 _ERROR_HINTS = (
@@ -145,9 +158,10 @@ def _packet_flags(line: str) -> int:
 
 def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock]:
     """The ``FrameClock`` of ffmpeg's ``framecrc`` packet table, or None when frame times cannot
-    be trusted to map indices: a missing or negative timestamp, corrupt or discarded packets,
-    frames off a constant rate by more than a quarter frame (variable frame rate), or a table
-    that disagrees with the header's ``fps`` (by more than 1 %) or with ``num_frames``."""
+    be trusted to map indices: a missing or negative timestamp, corrupt or discarded packets, two
+    frames at one time, or a table that disagrees with ``num_frames`` or (a constant rate: every
+    frame within a quarter frame of a line) with the header's ``fps`` by more than 1 %. A variable
+    rate keeps every frame's time (one int per frame: 0.9 MB for an hour at 25 fps)."""
     m = re.search(r"^#tb 0: (\d+)/(\d+)", table, re.M)
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         return None
@@ -173,12 +187,17 @@ def _frame_clock(table: str, fps: float, num_frames: int) -> Optional[FrameClock
     pts.sort()
     first, span = pts[0], pts[-1] - pts[0]
     steps = len(pts) - 1            # frame n is due at first + n * span / steps; allow a quarter frame
-    if span <= 0 or any(abs((p - first) * steps - n * span) * 4 > span for n, p in enumerate(pts)):
+    if span <= 0:
         return None
     step = Fraction(span, steps)
-    if abs(1 / (step * tb) - fps) > 0.01 * fps:
+    if all(abs((p - first) * steps - n * span) * 4 <= span for n, p in enumerate(pts)):
+        if abs(1 / (step * tb) - fps) > 0.01 * fps:
+            return None
+        return FrameClock(first=first, step=step, time_base=tb, reorder=reorder)
+    # a variable rate: usable when no two frames share a time (select keeps frames by time)
+    if any(b <= a for a, b in zip(pts, pts[1:])):
         return None
-    return FrameClock(first=first, step=step, time_base=tb, reorder=reorder)
+    return FrameClock(first=first, step=step, time_base=tb, reorder=reorder, pts=tuple(pts))
 
 
 def _discarded_packets(table: str) -> int:
@@ -258,16 +277,17 @@ def seek_window(info: VideoInfo, start: int) -> Optional[tuple[float, float]]:
     frames, so the keyframe the demuxer jumps to (the last one at or before that time, by
     decoding or display time) starts the group of pictures that frame ``start`` belongs to, or
     an earlier one: every frame from ``start`` on decodes exactly as from the beginning.
-    ``keep_from`` is half a frame before frame ``start``'s time: frame ``start - 1`` is before it.
+    ``keep_from`` is halfway between the times of frames ``start - 1`` and ``start`` (a variable
+    frame rate uses each frame's own time).
     """
     clock = info.clock
     if clock is None or start <= 0:
         return None
-    at = clock.time(start)
-    seek_to = at - (clock.reorder + 2 * clock.step) * clock.time_base
+    tb = clock.time_base
+    seek_to = clock.time(start - 2) - clock.reorder * tb
     if seek_to <= clock.time(0):
         return None
-    return float(seek_to), float(at - clock.step * clock.time_base / 2)
+    return float(seek_to), float((clock.ticks(start - 1) + clock.ticks(start)) / 2 * tb)
 
 
 def decode_command(path: Path, info: VideoInfo, start: int = 0) -> list[str]:

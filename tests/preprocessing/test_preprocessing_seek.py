@@ -1,8 +1,9 @@
 """Decoding a long video's chunk from frame ``k`` (``svgen preprocess --workers N``) seeks to a
 keyframe before ``k`` instead of decoding from the first frame: the frames (indices and pixels) are
-those of a full decode, the decoding work no longer grows with ``k``, and files whose frame times
-cannot be trusted (variable frame rate, a container without a trusted index, packets an edit list
-discards) decode from the start."""
+those of a full decode, the decoding work no longer grows with ``k`` (variable frame rates
+included: frame ``k``'s own time is used), and files whose frame times cannot be trusted (a
+container without a trusted index, packets an edit list discards, two frames at one time) decode
+from the start."""
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,11 @@ def synthetic(tmp_path_factory) -> dict[str, Path]:
                        ("sar", ["-bsf:v", "h264_metadata=sample_aspect_ratio=4/3"]), ("ts", [])):
         subprocess.run([ff, "-v", "error", "-y", "-i", str(out["gop"]), "-c", "copy", *extra, str(out[key])],
                        check=True)
+    out["vfr"] = d / "vfr.mp4"     # 150 frames at 25 fps, then 250 at about 15 (1 or 2 ticks of 1/25 s)
+    subprocess.run([ff, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=16",
+                    "-vf", "setpts='if(lt(N,150),N/25,6+(N-150)/15)/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    "-preset", "veryfast", "-g", "250", "-sc_threshold", "0", "-bf", "3", "-pix_fmt", "yuv420p",
+                    str(out["vfr"])], check=True)
     out["trimmed"] = d / "trimmed.mp4"       # cut without re-encoding: an edit list hides 75 frames
     subprocess.run([ff, "-v", "error", "-y", "-ss", "3", "-i", str(out["gop"]), "-c", "copy", str(out["trimmed"])],
                    check=True)
@@ -160,14 +166,33 @@ def test_decoding_work_does_not_grow_with_the_start(synthetic, tmp_path, monkeyp
     assert _decoded_before_first_frame(decode_command(path, dataclasses.replace(info, clock=None), 390)) > 390
 
 
+def test_variable_frame_rates_seek_to_the_same_frames(shared, synthetic):
+    """A real variable-rate file (22.13 fps on average, frames 1 or 2 ticks apart) and a synthetic
+    one whose rate drops from 25 to 15 fps inside a 250-frame group of pictures (with B-frames)."""
+    real = shared / "data" / "videos" / "video_retalking" / "1.mp4"
+    info = probe(real)
+    assert info.clock is not None and info.clock.pts is not None and len(info.clock.pts) == info.num_frames
+    assert seek_window(info, 100) is not None and "-ss" in decode_command(real, info, 100)
+    n = info.num_frames
+    _check_starts(real, [0, 1, 2, 3, 50, 51, 130, n - 5, n - 1])
+    _check_starts(real, [0, 29, n // 3], fps=25.0, count=4)
+    vfr = synthetic["vfr"]
+    info = probe(vfr)
+    assert info.num_frames == 400 and info.clock is not None and info.clock.pts is not None
+    steps = {b - a for a, b in zip(info.clock.pts, info.clock.pts[1:])}
+    assert info.clock.time(149) == Fraction(149, 25) and info.clock.time(399) > 22 and len(steps) > 1
+    _check_starts(vfr, [0, 1, 100, 148, 149, 150, 151, 152, 249, 250, 251, 399])
+    # the work: the group of pictures from the keyframe at 250, not the 390 frames before
+    assert _decoded_before_first_frame(decode_command(vfr, info, 390)) <= 390 - 250 + 16
+    assert _decoded_before_first_frame(decode_command(vfr, dataclasses.replace(info, clock=None), 390)) > 390
+
+
 def test_untrusted_frame_times_decode_from_the_start(shared, synthetic):
-    vfr = shared / "data" / "videos" / "video_retalking" / "1.mp4"      # 22.13 fps average, frames 1 or 2 ticks
-    for path in (vfr, synthetic["ts"], synthetic["trimmed"]):
+    for path in (synthetic["ts"], synthetic["trimmed"]):
         info = probe(path)
         assert info.clock is None and seek_window(info, 100) is None
         cmd = decode_command(path, info, 100)
         assert "-ss" not in cmd and "select=gte(n\\,100)" in cmd
-    _check_starts(vfr, [0, 50, 130])
     _check_starts(synthetic["trimmed"], [0, 100, 320])
     # the 75 packets the edit list hides are not counted: the chunk grid and truncation check see 325 frames
     assert probe(synthetic["trimmed"]).num_frames == len(list(iter_frames_indexed(synthetic["trimmed"]))) == 325
@@ -180,7 +205,7 @@ def _table(rows: list[tuple[int, int]], flags: str = "") -> str:
     return "#tb 0: 1/12800\n" + "".join(f"0, {d}, {p}, 512, 100, 0x0{flags}\n" for d, p in rows)
 
 
-def test_frame_clock_trusts_only_constant_rates():
+def test_frame_clock_keeps_each_frame_time_of_a_variable_rate():
     rows = [(512 * (n - 2), 512 * n) for n in range(10)]
     clock = _frame_clock(_table(rows), 25.0, 10)
     assert clock == video_io.FrameClock(first=0, step=Fraction(512), time_base=Fraction(1, 12800), reorder=1024)
@@ -188,7 +213,11 @@ def test_frame_clock_trusts_only_constant_rates():
     jitter = [(d, p + (30 if n % 2 else 0)) for n, (d, p) in enumerate(rows)]    # < 1/4 frame: kept
     assert _frame_clock(_table(jitter), 25.0, 10) is not None
     vfr = [(d, p + 300 * (n > 5)) for n, (d, p) in enumerate(rows)]
-    assert _frame_clock(_table(vfr), 25.0, 10) is None
+    clock = _frame_clock(_table(vfr), 25.0, 10)            # the header's fps is only an average here
+    assert clock is not None and clock.pts == tuple(p for _, p in vfr) and clock.time(6) == Fraction(512 * 6 + 300, 12800)
+    assert clock.ticks(10) == clock.pts[-1] + clock.step and clock.ticks(-1) == -clock.step
+    shared_time = vfr[:5] + [(vfr[5][0], vfr[4][1])] + vfr[6:]                # two frames at one time
+    assert _frame_clock(_table(shared_time), 25.0, 10) is None
     assert _frame_clock(_table(rows), 30.0, 10) is None                   # the header says otherwise
     assert _frame_clock(_table(rows), 25.0, 11) is None                   # the packet count disagrees
     assert _frame_clock(_table([(d, p - 1024) for d, p in rows]), 25.0, 10) is None   # negative pts
