@@ -74,6 +74,7 @@ class AnimateSettings:
     tune: str = "pti"                  # pti: pivotal tuning of a generator copy on the photo | none
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
     tune_id_loss: str = "dlib"         # PTI's identity term: dlib's face-recognition net | none
+    tune_motion: float = 0.0           # weight of PTI's motion term (0: off; see svgen.inversion.pti)
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
     paste_back: bool = False           # composite the animated face into the original, unaligned photo
@@ -98,6 +99,10 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {st.tune!r}")
     if st.tune_id_loss not in ("dlib", "none"):
         raise SvgenError(f"--tune-id-loss must be dlib or none, got {st.tune_id_loss!r}")
+    if not float(st.tune_motion) >= 0:
+        raise SvgenError(f"--tune-motion must be >= 0, got {st.tune_motion}")
+    if float(st.tune_motion) > 0 and st.tune != "pti":
+        raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES + ("auto",):
@@ -181,32 +186,40 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         release_memory()
     timing["align_invert"] = time.perf_counter() - t
 
-    # identity: pivotal tuning of a generator copy that renders the photo at w_id
-    render_G, tuning = G, None
-    if st.tune == "pti":
-        t = time.perf_counter()
-        with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
-            render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha)
-        timing["pivotal_tuning"] = time.perf_counter() - t
-    if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
-        render_G = transfer_tuning(G, render_G, styled) if tuning else styled
-
-    # motion -> edits -> render + encode, streamed chunk by chunk (auto offset: around the pivot for a
-    # tuned generator, the paper's PCA trick otherwise); the .npy holds exactly what was rendered
-    t = time.perf_counter()
-    details: list[dict] = []
-    offset = resolved_offset(st)
-    npy_path, json_path = sidecar_paths(st.out)
     with tempfile.TemporaryDirectory(prefix="svgen-animate-") as tmp:
-        if st.driving:
+        offset = resolved_offset(st)
+        drive = None
+        if st.driving:   # inverted before the tuning: PTI's motion term reads its offsets
+            t = time.perf_counter()
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
                                    st.frames)
             E = None
             release_memory()
+            timing["invert_driving"] = time.perf_counter() - t
             frames, fps = int(st.frames or drive.num_frames), float(st.fps or drive.fps)
-            streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details)]
         else:
             frames, fps = int(st.frames or 250), float(st.fps or 25.0)
+
+        # identity: pivotal tuning of a generator copy that renders the photo at w_id
+        render_G, tuning = G, None
+        if st.tune == "pti":
+            t = time.perf_counter()
+            offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving)
+                       if st.tune_motion > 0 else None)
+            with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
+                render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets)
+            timing["pivotal_tuning"] = time.perf_counter() - t
+        if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
+            render_G = transfer_tuning(G, render_G, styled) if tuning else styled
+
+        # motion -> edits -> render + encode, streamed chunk by chunk (auto offset: around the pivot for a
+        # tuned generator, the paper's PCA trick otherwise); the .npy holds exactly what was rendered
+        t = time.perf_counter()
+        details: list[dict] = []
+        npy_path, json_path = sidecar_paths(st.out)
+        if drive is not None:
+            streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details)]
+        else:
             streams = [_sampled_stream(model, w_id, frames, fps, st.seed + k, offset, st, layers, details)
                        for k in range(st.grid)]
         streams = [(hold_layers(seq, w_id, moving) for seq in stream) for stream in streams]
@@ -266,17 +279,36 @@ def _motion_layers(st: AnimateSettings, num_ws: int, resolution: int) -> Optiona
         raise SvgenError(f"--motion-layers: {exc}") from None
 
 
+MOTION_PROBE_FRAMES = 150   # frames of the animation's own motion PTI's motion term sees
+MOTION_PROBE_EVERY = 3      # every third of them: 50 offsets
+
+
+def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents], w_id: np.ndarray, frames: int,
+                   fps: float, offset: str, st: AnimateSettings, layers: Optional[list],
+                   moving: Optional[list]) -> np.ndarray:
+    """The offsets from the pivot [N, num_ws, w_dim] that the animation's first frames apply (its first
+    motion, or the driving video's), as rendered: after the offset trick and ``--motion-layers``."""
+    n = min(int(frames), MOTION_PROBE_FRAMES)
+    stream = (_driving_stream(drive, n, w_id, offset, st, layers, []) if drive is not None
+              else _sampled_stream(model, w_id, n, fps, st.seed, offset, st, layers, []))
+    seq = np.concatenate([hold_layers(s, w_id, moving) for s in stream])[::MOTION_PROBE_EVERY]
+    return (seq - np.asarray(w_id, np.float32)[None]).astype(np.float32)
+
+
 def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettings,
-                  gen_sha: str) -> tuple[Any, dict]:
-    """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache."""
+                  gen_sha: str, offsets: Optional[np.ndarray] = None) -> tuple[Any, dict]:
+    """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache;
+    ``offsets`` [N, num_ws, w_dim]: the motion's, for the motion term (``st.tune_motion`` > 0)."""
     device = G.mapping.w_avg.device
     target = images_to_tensor(photo[None], G.img_resolution, device)
-    cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss)
+    cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss,
+                    motion=float(st.tune_motion))
     photo_sha = file_sha256(st.identity)
     G_t, summary = tune_cached(G, torch.from_numpy(np.asarray(w_id)), target, cfg, photo_sha256=photo_sha,
                                generator_sha256=gen_sha, cache_dir=st.tune_cache,
                                loss=ReconstructionLoss(identity=cfg.identity, device=device),
-                               extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)})
+                               extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)},
+                               motion_offsets=None if offsets is None else torch.from_numpy(offsets))
     return G_t, {**summary_for_json(summary), "photo_sha256": photo_sha}
 
 

@@ -102,6 +102,16 @@ def test_animate_grid_naive_offset_and_driving(chain, shared, tmp_path, capsys):
     # the driving transfer renders through the same tuned generator, taken from the cache
     grid_tuning = json.loads(out.with_suffix(".json").read_text())["pivotal_tuning"]
     assert settings["pivotal_tuning"]["cache_hit"] and settings["pivotal_tuning"]["cache"] == grid_tuning["cache"]
+    # PTI's motion term tunes on the driving video's own offsets (its first frames, every third): a
+    # generator of its own in the cache
+    moved = tmp_path / "moved.mp4"
+    code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, "--generator", gen,
+                        "--encoder", enc, "--frames", 12, "--landmarks", "none", "--tune-motion", 1,
+                        "--tune-steps", 20, "--out", moved)
+    assert code == 0, err
+    pti = json.loads(moved.with_suffix(".json").read_text())["pivotal_tuning"]
+    assert pti["config"]["motion"] == 1.0 and pti["motion_offsets"] == 4 and not pti["cache_hit"], pti
+    assert pti["cache"] != grid_tuning["cache"]
     plain = tmp_path / "plain.mp4"
     code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion, "--frames", 4,
                         "--landmarks", "none", "--tune", "none", "--out", plain)
@@ -140,6 +150,7 @@ def test_animate_bad_inputs_fail_with_one_line_and_no_mp4(chain, shared, tmp_pat
     fails("--identity", _photo(shared), "--frames", -5, match="--frames must be a positive")
     fails("--identity", _photo(shared), "--offset-layers", "0-99", match="--offset-layers: W+ layers must lie")
     fails("--identity", _photo(shared), "--motion-layers", "0-99", match="--motion-layers: W+ layers must lie")
+    fails("--identity", _photo(shared), "--tune", "none", "--tune-motion", 1, match="needs --tune pti")
 
 
 @pytest.mark.parametrize("given", [(), ("--generator",), ("--encoder",)])
