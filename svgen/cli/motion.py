@@ -182,7 +182,7 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
               help="PTI's identity term (weight 0.1): dlib's face-recognition network, shipped with the "
                    "landmark model. At 64 px it brings the tuned render to dlib distance 0.35 of the photo "
                    "instead of 0.46, for about twice the tuning time; 'none' is PTI's published loss.")
-@click.option("--tune-motion", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--tune-motion", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="Weight of PTI's motion term (0: off): the tuned generator must change under the motion's "
                    "own offsets as the original does on its average face, so the training actor's look does "
                    "not come back in some frames. At 64 px (weight 1): dlib identity of the frames 0.51 -> 0.33 "
