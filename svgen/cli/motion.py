@@ -184,9 +184,10 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
                    "instead of 0.46, for about twice the tuning time; 'none' is PTI's published loss.")
 @click.option("--tune-motion", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="Weight of PTI's motion term (0: off): the tuned generator must change under the motion's "
-                   "own offsets as the original does on its average face, so the training actor's look does "
-                   "not come back in some frames. At 64 px (weight 1): dlib identity of the frames 0.51 -> 0.33 "
-                   "and no ghost frames, but a smaller mouth motion; about twice the tuning time.")
+                   "own offsets as the original does on its average face (inside the face; outside it not at "
+                   "all), so the training actor's look does not come back in some frames. At 64 px (weight 1): "
+                   "dlib identity of the frames 0.51 -> 0.33 and no ghost frames, but a smaller mouth motion; "
+                   "about twice the tuning time.")
 @click.option("--tune-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of tuned generators [default: $SVGEN_CACHE/pti or ~/.cache/svgen/pti].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .mp4 (plus .npy and .json).")
