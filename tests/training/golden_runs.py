@@ -7,32 +7,25 @@ before they moved onto ``svgen.training`` (commit 3a1622c); ``test_golden_traine
 Regenerate (only when a change of the numbers is intended) with
 ``python tests/training/golden_runs.py tests/training/golden_trainers.json``.
 
-Last-bit equality only holds for one arithmetic, and the default one depends on the CPU: ATen picks
-AVX2 or AVX-512 kernels, oneDNN and NNPACK pick convolution algorithms, and MKL picks code paths by
-the processor (a CI machine with another x86 CPU drifted 1e-6 to 1e-2 relative in 3 to 5 steps). So
-the runs only ever execute as this script, in a process that pins a *reference arithmetic* before
-torch loads (``REFERENCE_ENV``; one thread, convolutions without oneDNN and NNPACK, i.e. im2col and
-MKL's GEMM): ATen's baseline kernels and MKL's conditional-numerical-reproducibility mode
-``COMPATIBLE``, which gives the same bits on every x86-64 CPU. Checked here by capping MKL at SSE4.2
-and oneDNN at SSE4.1 (no change to any bit); without the pins the same caps change every
-fingerprint. The fingerprints were recorded in this mode from the code at 0b3cdd2 (= 3a1622c's
-trainers).
+The runs only ever execute as this script, in the reference arithmetic of
+``tests/reference_arithmetic.py`` (pinned before torch loads, so the bits do not depend on the x86-64
+CPU; with the CPU's own kernels a CI machine drifted 1e-6 to 1e-2 relative in 3 to 5 steps). The
+fingerprints were recorded in that mode by the code at 0b3cdd2 (= 3a1622c's trainers).
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-# the reference arithmetic (see the docstring); it must be in the environment before torch loads
-REFERENCE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
-                 "MKL_NUM_THREADS": "1"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/: conftest, reference_arithmetic
+import reference_arithmetic  # noqa: E402
+
 if __name__ == "__main__":
-    os.environ.update(REFERENCE_ENV)
+    os.environ.update(reference_arithmetic.REFERENCE_ENV)         # before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -205,19 +198,7 @@ def run_all(root: Path, data32: Path) -> dict:
             "styleinv_image": run_styleinv(generator, wstore, data32, root / "si_image", "image")}
 
 
-CANNOT_PIN = 3     # main's exit status where this machine cannot run the reference arithmetic
-
-
-def reference_arithmetic_problem() -> str | None:
-    """Why this process does not run the reference arithmetic, or None when it does."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"the golden fingerprints are x86-64 arithmetic (MKL); this is {platform.machine()}"
-    if not torch.backends.mkl.is_available():
-        return "the golden fingerprints need MKL (torch was built without it)"
-    wrong = {k: os.environ.get(k) for k, v in REFERENCE_ENV.items() if os.environ.get(k) != v}
-    if wrong:
-        return f"the environment was not pinned before torch loaded: {wrong}"
-    return None
+CANNOT_PIN = reference_arithmetic.CANNOT_PIN
 
 
 def main(argv: list[str]) -> int:
@@ -225,17 +206,14 @@ def main(argv: list[str]) -> int:
     import tempfile
     import time
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from conftest import build_real_frames_zip, shared_dir
 
-    problem = reference_arithmetic_problem()
+    problem = reference_arithmetic.problem()
     if problem:
         print(f"golden_runs.py: {problem}", file=sys.stderr)
         return CANNOT_PIN
     os.environ["SVGEN_NO_PROGRESS"] = "1"
-    torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False       # convolutions through im2col + MKL GEMM
-    torch.backends.nnpack.set_flags(False)      # (NNPACK picks AVX2 or scalar kernels by CPU)
+    reference_arithmetic.pin_torch()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data32 = build_real_frames_zip(shared_dir(), root / "aligned.zip", size=32)

@@ -4,7 +4,7 @@
 loop function, ``EncoderTrainer``, ``GRUTrainer``, ``StyleInVTrainer``; the code at 0b3cdd2 = 3a1622c).
 Each run is a few seeded steps at a tiny size; the fingerprints are float64 sums and sums of squares
 of every network, EMA copy and optimizer state, and every logged loss. The runs execute in a child
-process that pins a reference arithmetic (``golden_runs.REFERENCE_ENV``: one thread, ATen's baseline
+process that pins a reference arithmetic (``tests/reference_arithmetic.py``: one thread, ATen's baseline
 kernels, MKL's ``COMPATIBLE`` mode, no oneDNN or NNPACK), so the bits do not depend on which x86-64
 CPU runs the test; with the CPU's own kernels a CI machine drifted 1e-6 to 1e-2 relative. The refactor
 keeps the arithmetic order, so the comparison is exact, with one exception (``TOLERANCE``): the EMA
