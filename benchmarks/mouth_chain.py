@@ -71,6 +71,9 @@ def main() -> None:
                     default=None, help="photos to animate (default: the demo photo and two held-out ones)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--models", nargs="*", default=["gru", "styleinv"], help="motion models to follow")
+    ap.add_argument("--calibration", choices=["on", "off"], default="on",
+                    help="the motion model's spread calibration (svgen/stage2_motion/calibration.py)")
     args = ap.parse_args()
 
     import h5py
@@ -84,6 +87,7 @@ def main() -> None:
     from svgen.preprocessing.pipeline import align_photo
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.stage2_motion import load_motion
+    from svgen.stage2_motion.calibration import use_calibration
     from svgen.stage2_motion.offset import hold_layers
     from svgen.utils.io import file_sha256
 
@@ -106,10 +110,12 @@ def main() -> None:
         store = [np.asarray(h["clips"][k]["w"], np.float32) for k in h["clips"]]
     rows.append(row("store", [features(G, w, backend) for w in store], clip))
 
-    for name in ("gru", "styleinv"):
+    calibration = {}
+    for name in args.models:
         if not (work / f"motion_{name}/motion.pt").is_file():
             continue
         model = load_motion(work / f"motion_{name}/motion.pt")
+        calibration[name] = use_calibration(model, args.calibration == "on")
         model.attach_generator(G)
         E = load_encoder(work / ("encoder_w" if name == "styleinv" else "encoder") / "encoder.pt")
         w0 = store[0][0]
@@ -131,7 +137,7 @@ def main() -> None:
                     per_seed.append(features(render_G, hold_layers(seq, w_id, moving), backend))
                 label = "pti" if tune == "pti" else "untuned"
                 rows.append(row(f"{name} on {Path(photo).stem}, {label}", per_seed, clip))
-    print(json.dumps({"work": str(work), "frames": args.frames, "seeds": args.seeds,
+    print(json.dumps({"work": str(work), "frames": args.frames, "seeds": args.seeds, "calibration": calibration,
                       "clip_std": dict(zip(lmm.FEATURES, map(float, clip_std))),
                       "stages": rows}, indent=1))
 

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from svgen.stage2_motion.calibration import MotionCalibration, use_calibration
 from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
 from svgen.stage2_motion.offset import PCABasis, offset_for
 from svgen.utils.config import config_from_dict
@@ -18,15 +19,20 @@ class GRUMotion:
     """A trained GRU motion model as ``load_motion`` returns it (the EMA generator + offset-trick PCA).
 
     ``sample`` gives trajectories of the training actor; ``animate_latents`` transfers a sampled
-    trajectory to a new identity with the offset trick.
+    trajectory to a new identity with the offset trick. Both apply the checkpoint's spread
+    calibration (``stage2_motion/calibration.py``) while ``calibrated`` is True (off by default:
+    ``svgen animate/sample --calibration on``).
     """
 
     model_name = "gru"
 
     def __init__(self, G: MotionGenerator, pca: PCABasis, *, generator_sha256: str = "",
                  generator_path: Optional[str] = None, encoder_path: Optional[str] = None,
-                 train_fps: float = 25.0, path: Optional[str] = None, config: Optional[dict] = None):
+                 train_fps: float = 25.0, path: Optional[str] = None, config: Optional[dict] = None,
+                 calibration: Optional[MotionCalibration] = None):
         self.G = G.eval().requires_grad_(False)
+        self.calibration = calibration
+        self.calibrated = False
         self.pca = pca
         self.generator_sha256 = generator_sha256
         self.generator_path = generator_path
@@ -53,21 +59,29 @@ class GRUMotion:
             G = MotionGenerator(model_cfg)
             G.load_state_dict(ckpt["ema"])
             pca = PCABasis.from_dict(ckpt["pca"])
+            cal = MotionCalibration.from_dict(ckpt["calibration"]) if ckpt.get("calibration") else None
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise SvgenError(f"broken GRU motion checkpoint ({msg})", path) from None
         return cls(G.to(torch.device(device)), pca, generator_sha256=str(ckpt.get("generator_sha256") or ""),
                    generator_path=ckpt.get("generator_path"), encoder_path=ckpt.get("encoder_path"),
                    train_fps=float(ckpt.get("train_fps", 25.0)), path=None if path is None else str(path),
-                   config=ckpt["config"])
+                   config=ckpt["config"], calibration=cal)
+
+    def calibration_info(self) -> dict:
+        """The settings JSON's record of the spread calibration."""
+        return use_calibration(self, self.calibrated)
 
     def sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256, **_: Any) -> torch.Tensor:
         """``num`` W+ trajectories [num, frames, num_ws, w_dim] at the training frame rate."""
-        return self.G.sample(num, frames, seed=seed, chunk=chunk)
+        return torch.cat(list(self.sample_chunks(num, frames, seed=seed, chunk=chunk)), dim=1)
 
     def sample_chunks(self, num: int, frames: int, seed: int = 0, chunk: int = 256) -> Iterator[torch.Tensor]:
         """:meth:`sample` chunk by chunk ([num, n, num_ws, w_dim]; the GRU memory carried across)."""
-        return self.G.iter_sample(num, frames, seed=seed, chunk=chunk)
+        chunks = self.G.iter_sample(num, frames, seed=seed, chunk=chunk)
+        if self.calibrated and self.calibration is not None:
+            chunks = self.calibration.apply_stream(chunks)
+        return chunks
 
     def animate_latents(self, w_identity: Any, frames: int, fps: Optional[float] = None, seed: int = 0,
                         **kw: Any) -> np.ndarray:
@@ -99,7 +113,7 @@ class GRUMotion:
                                         layers=layers, strength=strength)
                 if info is not None:
                     info.update(offset=off, native_frames=native, train_fps=self.train_fps, fps=fps,
-                                slowmo=float(slowmo))
+                                slowmo=float(slowmo), calibration=self.calibration_info())
             yield (traj + delta[None]).astype(np.float32)
 
 

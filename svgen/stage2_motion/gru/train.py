@@ -23,6 +23,7 @@ import torch
 from svgen.stage2_motion.gru.data import WindowSampler
 from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator, TemporalCritic
 from svgen.stage2_motion.motion import MOTION_FORMAT as FORMAT
+from svgen.stage2_motion.calibration import MotionCalibration, calibrate_from_store
 from svgen.stage2_motion.offset import PCABasis, fit_pca_from_store
 from svgen.stage2_motion.gru.penalties import (
     gap_distance, gradient_angle_penalty, gradient_penalty, gradient_penalty_first_layer, wgan_critic_loss,
@@ -71,6 +72,9 @@ class GRUTrainConfig:
     gap_momentum: float = 0.99        # running statistics of l_{t-1} - l_0
     ema: float = 0.995                # paper: generator EMA momentum (ramped up: training.ema.warmup_beta)
     pca_components: int = 32          # paper: offset-trick PCA
+    calibrate: bool = True            # fit the motion spread calibration at export (stage2_motion/calibration.py)
+    calibration_window: int = 100     # frames per window it compares (capped at the longest clip)
+    calibration_max_gain: float = 3.0
     # cadences, in steps like ``steps`` (None: the defaults below; a resumed run keeps its own unless given)
     snapshot_every: Optional[int] = from_invocation(None, if_given=True)  # checkpoint + metrics
     keep_every: Optional[int] = from_invocation(None, if_given=True)      # numbered EMA-only snapshot (0: never)
@@ -401,10 +405,22 @@ class GRUTrainer:
             self.run.close()
             self.store.close()
 
+    def calibrate(self) -> MotionCalibration:
+        """The EMA generator's spread calibration against the training windows (fixed seed)."""
+        cfg = self.cfg
+        return calibrate_from_store(lambda n, t, seed: self.G_ema.sample(n, t, seed=seed), self.store, self.pca,
+                                    window=cfg.calibration_window, num=32, seed=2468,
+                                    max_gain=cfg.calibration_max_gain)
+
     def export(self) -> Path:
-        """``<out>/motion.pt``: EMA generator (used for sampling), G, critic, PCA and provenance."""
+        """``<out>/motion.pt``: EMA generator (used for sampling), G, critic, PCA, the spread calibration
+        and provenance."""
         ckpt = motion_checkpoint(self.cfg, self.G, self.G_ema, self.C, self.pca, self.ref, self.generator_sha256,
                                  meta={"epoch": self.epoch, "step": self.step})
+        if self.cfg.calibrate:
+            cal = self.calibrate()
+            ckpt["calibration"] = cal.to_dict()
+            ckpt["meta"]["calibration"] = cal.summary()
         out = Path(self.cfg.out) / "motion.pt"
         torch_save_atomic(ckpt, out)
         return out
@@ -416,6 +432,10 @@ def check_config(cfg: GRUTrainConfig) -> None:
         raise SvgenError(f"penalty_units must be one of {', '.join(PENALTY_UNITS)}, got {cfg.penalty_units!r}")
     if int(cfg.n_critic) < 1:
         raise SvgenError(f"n_critic must be at least 1, got {cfg.n_critic}")
+    if int(cfg.calibration_window) < 2:
+        raise SvgenError(f"calibration_window must be at least 2 frames, got {cfg.calibration_window}")
+    if not cfg.calibration_max_gain >= 1.0:
+        raise SvgenError(f"calibration_max_gain must be at least 1, got {cfg.calibration_max_gain}")
 
 
 def train_gru(cfg: GRUTrainConfig, resume: bool = False) -> Path:

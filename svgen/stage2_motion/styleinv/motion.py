@@ -53,6 +53,8 @@ class StyleInVMotion:
 
     model_name = MODEL_NAME
     pca = None          # no offset trick: w0 is the identity itself
+    calibration = None  # no spread calibration (stage2_motion/calibration.py; the GRU's)
+    calibrated = False
 
     def __init__(self, si: StyleInV, *, generator_sha256: str = "", generator_path: Optional[str] = None,
                  encoder_path: Optional[str] = None, train_fps: float = 25.0, noise_mode: str = "const",
