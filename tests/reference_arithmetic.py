@@ -27,11 +27,6 @@ REFERENCE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OM
 CANNOT_PIN = 3     # exit status of a launcher on a machine that cannot run the reference arithmetic
 
 
-def reference_env(base: dict | None = None) -> dict:
-    """``base`` (default: this process's environment) with the reference settings."""
-    return {**(os.environ if base is None else base), **REFERENCE_ENV}
-
-
 def problem() -> str | None:
     """Why this process cannot run the reference arithmetic (None when it can); imports torch."""
     import torch

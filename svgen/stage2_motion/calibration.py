@@ -36,7 +36,6 @@ class MotionCalibration:
     """Per-component gains about the first frame (see the module docstring)."""
 
     components: np.ndarray     # [k, num_ws * w_dim], orthonormal rows
-    mean: np.ndarray           # [num_ws * w_dim], the basis' centre (only for the spreads' record)
     gain: np.ndarray           # [k]
     store_std: np.ndarray      # [k] sigma of the training windows
     sample_std: np.ndarray     # [k] sigma of the model's samples before calibration
@@ -65,7 +64,7 @@ class MotionCalibration:
             yield self.apply(c, first)
 
     def summary(self, leading: int = 8) -> dict:
-        """What the settings JSON and the train log record."""
+        """What the settings JSON and the checkpoint's meta record."""
         n = min(leading, self.k)
         return {"components": self.k, "window": int(self.window), "max_gain": float(self.max_gain),
                 "gain_leading": [round(float(x), 3) for x in self.gain[:n]],
@@ -75,14 +74,14 @@ class MotionCalibration:
     def to_dict(self) -> dict:
         """Tensors and numbers for a ``torch.load(weights_only=True)`` checkpoint."""
         t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
-        return {"components": t(self.components), "mean": t(self.mean), "gain": t(self.gain),
+        return {"components": t(self.components), "gain": t(self.gain),
                 "store_std": t(self.store_std), "sample_std": t(self.sample_std),
                 "window": int(self.window), "max_gain": float(self.max_gain)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MotionCalibration":
         a = lambda x: np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, np.float64)  # noqa: E731
-        return cls(components=a(d["components"]), mean=a(d["mean"]), gain=a(d["gain"]),
+        return cls(components=a(d["components"]), gain=a(d["gain"]),
                    store_std=a(d["store_std"]), sample_std=a(d["sample_std"]), window=int(d["window"]),
                    max_gain=float(d["max_gain"]))
 
@@ -112,9 +111,8 @@ def fit_calibration(sample: Callable[[int, int, int], torch.Tensor], store_windo
     drawn = sample(num, window, seed).detach().cpu().numpy()
     model = temporal_spread(iter(drawn), basis, k)
     gain = np.clip(store / np.maximum(model, 1e-12), 1.0 / max_gain, max_gain)
-    return MotionCalibration(components=np.asarray(basis.components[:k], np.float64),
-                             mean=np.asarray(basis.mean, np.float64), gain=gain, store_std=store,
-                             sample_std=model, window=int(window), max_gain=float(max_gain))
+    return MotionCalibration(components=np.asarray(basis.components[:k], np.float64), gain=gain,
+                             store_std=store, sample_std=model, window=int(window), max_gain=float(max_gain))
 
 
 def calibrate_from_store(sample: Callable[[int, int, int], torch.Tensor], store, basis: PCABasis, *,
@@ -128,11 +126,17 @@ def calibrate_from_store(sample: Callable[[int, int, int], torch.Tensor], store,
     return fit_calibration(sample, windows, basis, window=window, num=num, seed=seed, max_gain=max_gain)
 
 
-def use_calibration(model, on: bool) -> dict:
-    """Switch a loaded motion model's calibration on or off (it stays off where the checkpoint has
-    none); returns the settings JSON's record of it."""
+def describe_calibration(model) -> dict:
+    """The settings JSON's record of a loaded motion model's calibration."""
     cal = getattr(model, "calibration", None)
     if cal is None:
         return {"applied": False, "reason": "the checkpoint has none"}
-    model.calibrated = bool(on)
-    return {"applied": bool(on), **cal.summary()}
+    return {"applied": bool(model.calibrated), **cal.summary()}
+
+
+def use_calibration(model, on: bool) -> dict:
+    """Switch a loaded motion model's calibration on or off (it stays off where the checkpoint has
+    none); returns the settings JSON's record of it."""
+    if getattr(model, "calibration", None) is not None:
+        model.calibrated = bool(on)
+    return describe_calibration(model)

@@ -198,9 +198,6 @@ def run_all(root: Path, data32: Path) -> dict:
             "styleinv_image": run_styleinv(generator, wstore, data32, root / "si_image", "image")}
 
 
-CANNOT_PIN = reference_arithmetic.CANNOT_PIN
-
-
 def main(argv: list[str]) -> int:
     """Write the fingerprints of the current code to ``argv[0]`` (JSON), in the reference arithmetic."""
     import tempfile
@@ -211,7 +208,7 @@ def main(argv: list[str]) -> int:
     problem = reference_arithmetic.problem()
     if problem:
         print(f"golden_runs.py: {problem}", file=sys.stderr)
-        return CANNOT_PIN
+        return reference_arithmetic.CANNOT_PIN
     os.environ["SVGEN_NO_PROGRESS"] = "1"
     reference_arithmetic.pin_torch()
     with tempfile.TemporaryDirectory() as tmp:

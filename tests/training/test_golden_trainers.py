@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from golden_runs import CANNOT_PIN  # pytest puts this folder on sys.path (no __init__.py)
+from reference_arithmetic import CANNOT_PIN  # pytest puts tests/ on sys.path (no __init__.py)
 
 GOLDEN = json.loads((Path(__file__).with_name("golden_trainers.json")).read_text())
 # trainer -> {fingerprint key or "*": relative/absolute tolerance}; see the module docstring

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from svgen.stage2_motion.calibration import MotionCalibration, use_calibration
+from svgen.stage2_motion.calibration import MotionCalibration, describe_calibration
 from svgen.stage2_motion.gru.model import GRUMotionConfig, MotionGenerator
 from svgen.stage2_motion.offset import PCABasis, offset_for
 from svgen.utils.config import config_from_dict
@@ -68,10 +68,6 @@ class GRUMotion:
                    train_fps=float(ckpt.get("train_fps", 25.0)), path=None if path is None else str(path),
                    config=ckpt["config"], calibration=cal)
 
-    def calibration_info(self) -> dict:
-        """The settings JSON's record of the spread calibration."""
-        return use_calibration(self, self.calibrated)
-
     def sample(self, num: int, frames: int, seed: int = 0, chunk: int = 256, **_: Any) -> torch.Tensor:
         """``num`` W+ trajectories [num, frames, num_ws, w_dim] at the training frame rate."""
         return torch.cat(list(self.sample_chunks(num, frames, seed=seed, chunk=chunk)), dim=1)
@@ -113,7 +109,7 @@ class GRUMotion:
                                         layers=layers, strength=strength)
                 if info is not None:
                     info.update(offset=off, native_frames=native, train_fps=self.train_fps, fps=fps,
-                                slowmo=float(slowmo), calibration=self.calibration_info())
+                                slowmo=float(slowmo), calibration=describe_calibration(self))
             yield (traj + delta[None]).astype(np.float32)
 
 
