@@ -98,10 +98,11 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
     if model == "styleinv":
         from svgen.stage2_motion.styleinv.train import run_from_cli
 
-        path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
-                            generator=generator, encoder=encoder, data=data, disc=disc,
-                            preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
-                            seed=seed, device=device)
+        with echo_warnings():   # e.g. a W+ store whose mean over layers loses the motion
+            path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
+                                generator=generator, encoder=encoder, data=data, disc=disc,
+                                preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
+                                seed=seed, device=device)
         if is_main_process():
             click.echo(f"wrote {path}" if path else f"done: {out}")
         return

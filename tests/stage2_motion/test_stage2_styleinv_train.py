@@ -182,3 +182,47 @@ def test_disc_help_names_the_papers_setting():
     out = " ".join(CliRunner().invoke(cli, ["train-motion", "--help"]).output.split())
     assert "Default latent" in out and "not the paper's setting" in out
     assert "The paper's setting is --disc image" in out
+
+
+def _wplus_store(path: Path, generator: Path, clips: list[np.ndarray]) -> Path:
+    from svgen.inversion.latent_store import LatentStoreWriter
+    from svgen.utils.io import file_sha256
+
+    w = LatentStoreWriter(path, space="w+", num_ws=clips[0].shape[1], w_dim=clips[0].shape[2],
+                          generator_sha256=file_sha256(generator))
+    for i, c in enumerate(clips):
+        w.create_clip(f"c{i}", len(c))
+        w.write(f"c{i}", 0, c.astype(np.float32))
+    w.finalize()
+    return path
+
+
+def test_wplus_store_motion_lost_by_the_layer_mean_is_measured_and_warned(assets: dict, tmp_path: Path) -> None:
+    """StyleInV trains on a W+ store's mean over layers: where the layers move alike it keeps all
+    the motion; where each layer moves on its own about 1/sqrt(num_ws) of it, and training warns
+    (the demo's store keeps 37 %, and its mouth then moves 0.35x as much)."""
+    from svgen.stage2_motion.styleinv.data import LatentClips, LayerMeanWarning, motion_kept_by_layer_mean
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 8, 128))
+    alike = [base + rng.normal(size=(n, 1, 128)) for n in (40, 25)]              # every layer the same motion
+    apart = [base + rng.normal(size=(n, 8, 128)) for n in (40, 25)]              # each layer its own motion
+    half = [0.5 * (a + b) for a, b in zip(alike, apart)]
+    assert motion_kept_by_layer_mean(alike) == pytest.approx(1.0, abs=1e-9)
+    assert motion_kept_by_layer_mean(apart) == pytest.approx(8 ** -0.5, rel=0.05)
+    # streamed over chunks of 7 frames (as LatentClips reads the store) = the same figure at once
+    store = _wplus_store(tmp_path / "half.h5", assets["generator"], half)
+    assert LatentClips(store, chunk=7).motion_kept == pytest.approx(motion_kept_by_layer_mean(half), rel=1e-9)
+
+    store = _wplus_store(tmp_path / "apart.h5", assets["generator"], apart)
+    with pytest.warns(LayerMeanWarning, match=r"apart\.h5.*keeps only 3[45] % of its motion"):
+        tr = StyleInVTrainer(_cfg(assets, tmp_path / "run", latents=str(store)))
+    assert tr.latents_ref()["motion_kept"] == pytest.approx(8 ** -0.5, rel=0.05)
+    store = _wplus_store(tmp_path / "alike.h5", assets["generator"], alike)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayerMeanWarning)
+        tr = StyleInVTrainer(_cfg(assets, tmp_path / "run2", latents=str(store)))
+    assert tr.latents_ref()["motion_kept"] == pytest.approx(1.0, abs=1e-6)
+    assert LatentClips(assets["latents"]).motion_kept == 1.0                     # a W store keeps it all

@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -49,7 +50,8 @@ from svgen.stage2_motion.styleinv.model import (
 )
 from svgen.nn.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from svgen.stage2_motion.motion import MOTION_FORMAT as FORMAT
-from svgen.stage2_motion.styleinv.data import FrameClips, LatentClips, SparseClipSampler, SparseSamplingConfig
+from svgen.stage2_motion.styleinv.data import (MOTION_KEPT_WARN, FrameClips, LatentClips, LayerMeanWarning,
+                                               SparseClipSampler, SparseSamplingConfig)
 from svgen.stage2_motion.styleinv.disc import DiscConfig, build_discriminator
 from svgen.stage2_motion.styleinv.motion import StyleInVMotion
 from svgen.stage2_motion.styleinv.transfer import encoder_config_from_file, init_encoder_from
@@ -152,6 +154,11 @@ class StyleInVTrainer:
         self.dist = init_distributed(cfg.device)   # a world of one unless started by torchrun
         self.device = self.dist.device
         self.latents = LatentClips(cfg.latents)
+        if self.latents.space != "w" and self.latents.motion_kept < MOTION_KEPT_WARN:
+            warnings.warn(LayerMeanWarning(
+                f"{cfg.latents}: StyleInV trains in W on this W+ store's mean over layers, which keeps only "
+                f"{100 * self.latents.motion_kept:.0f} % of its motion; its samples will move that much less. "
+                f"For a W store, invert with a W encoder (train-encoder --space w) and --refine-steps"), stacklevel=2)
         self.run = Run(cfg.out, resume, main=self.dist.is_main)
         state = self.run.load_latest(FORMAT, model=MODEL_NAME, what="StyleInV motion") if resume else None
         encoder_given = bool(cfg.encoder)
@@ -302,6 +309,7 @@ class StyleInVTrainer:
         return {"path": _abs(self.cfg.latents), "clips": list(self.latents.names),
                 "num_frames": int(sum(self.latents.lengths)), "space": self.latents.space,
                 "num_ws": int(self.latents.num_ws), "w_dim": int(self.latents.w_dim), "fps": self.train_fps,
+                "motion_kept": round(float(self.latents.motion_kept), 4),
                 "generator_sha256": self.latents.generator_sha256, "encoder_sha256": self.latents.encoder_sha256}
 
     def checkpoint(self, full: bool = True) -> dict:
