@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +220,6 @@ def test_wplus_store_motion_lost_by_the_layer_mean_is_measured_and_warned(assets
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run", latents=str(store)))
     assert tr.latents_ref()["motion_kept"] == pytest.approx(8 ** -0.5, rel=0.05)
     store = _wplus_store(tmp_path / "alike.h5", assets["generator"], alike)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", LayerMeanWarning)
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run2", latents=str(store)))

@@ -16,7 +16,7 @@ distribution for real and generated clips.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -129,37 +129,39 @@ class LayerMeanWarning(UserWarning):
     """A W+ store whose mean over layers loses much of its motion (StyleInV trains on that mean)."""
 
 
-class _MotionKept:
-    """Streamed :func:`motion_kept_by_layer_mean` over clips given chunk by chunk: per clip the sums
-    of the codes and of their squares, for the W+ codes and for their mean over layers."""
+@dataclass
+class _ClipSpread:
+    """Running sums over one clip's W+ chunks, for the squared deviations about the clip's mean over
+    time of its codes and of their mean over layers (see :func:`motion_kept_by_layer_mean`)."""
 
-    def __init__(self) -> None:
-        self.full = self.mean = 0.0       # summed squared deviations about each clip's own mean
-        self._clip: Optional[list] = None
-
-    def start_clip(self) -> None:
-        """Close the clip in progress (if any) and start the next."""
-        if self._clip is not None and self._clip[0] > 0:
-            n, s1, s2, m1, m2, layers = self._clip
-            self.full += s2 - float(np.square(s1).sum()) / n
-            self.mean += layers * (m2 - float(np.square(m1).sum()) / n)
-        self._clip = [0, 0.0, 0.0, 0.0, 0.0, 1]
+    n: int = 0
+    num_ws: int = 1
+    s1: Any = 0.0       # sum of the codes [num_ws, w_dim]
+    s2: float = 0.0     # sum of their squares
+    m1: Any = 0.0       # sum of the layer means [w_dim]
+    m2: float = 0.0     # sum of their squares
 
     def add(self, w: np.ndarray) -> None:
-        """One chunk of W+ codes [n, num_ws, w_dim] of the clip in progress."""
+        """One chunk of W+ codes [n, num_ws, w_dim]."""
         w = np.asarray(w, np.float64)
         m = w.mean(axis=1)
-        c = self._clip
-        c[0] += len(w)
-        c[1] = c[1] + w.sum(axis=0)
-        c[2] += float(np.square(w).sum())
-        c[3] = c[3] + m.sum(axis=0)
-        c[4] += float(np.square(m).sum())
-        c[5] = w.shape[1]
+        self.n, self.num_ws = self.n + len(w), int(w.shape[1])
+        self.s1, self.s2 = self.s1 + w.sum(axis=0), self.s2 + float(np.square(w).sum())
+        self.m1, self.m2 = self.m1 + m.sum(axis=0), self.m2 + float(np.square(m).sum())
 
-    def value(self) -> float:
-        """The fraction kept (1.0 where nothing moved, or for a W store)."""
-        return float(np.sqrt(max(self.mean, 0.0) / self.full)) if self.full > 0 else 1.0
+    def deviations(self) -> tuple[float, float]:
+        """(of the codes, of their layer means x num_ws); (0, 0) for an empty clip."""
+        if self.n == 0:
+            return 0.0, 0.0
+        full = self.s2 - float(np.square(self.s1).sum()) / self.n
+        return full, self.num_ws * (self.m2 - float(np.square(self.m1).sum()) / self.n)
+
+
+def _kept(spreads: Sequence[_ClipSpread]) -> float:
+    """The share of motion the layer mean keeps over all clips (1.0 where nothing moved)."""
+    devs = [s.deviations() for s in spreads]
+    full, mean = sum(d[0] for d in devs), sum(d[1] for d in devs)
+    return float(np.sqrt(max(mean, 0.0) / full)) if full > 0 else 1.0
 
 
 def motion_kept_by_layer_mean(clips: Sequence[np.ndarray]) -> float:
@@ -169,12 +171,11 @@ def motion_kept_by_layer_mean(clips: Sequence[np.ndarray]) -> float:
 
     summed over clips (each about its own mean over time). 1 when every layer moves alike, about
     1/sqrt(num_ws) when the layers move independently."""
-    kept = _MotionKept()
+    spreads = []
     for w in clips:
-        kept.start_clip()
-        kept.add(w)
-    kept.start_clip()
-    return kept.value()
+        spreads.append(_ClipSpread())
+        spreads[-1].add(w)
+    return _kept(spreads)
 
 
 class LatentClips:
@@ -200,23 +201,22 @@ class LatentClips:
             self.names = list(store.clips)
             self.fps = {c: store.fps(c) for c in self.names}
             self.clips = []
-            kept = _MotionKept()
+            spreads = []
             for c in self.names:
                 n = store.num_frames(c)
                 parts = []
-                kept.start_clip()
+                spreads.append(_ClipSpread())
                 for a in range(0, n, chunk):
                     w = store.read(c, a, min(n, a + chunk))
                     if w.ndim == 3:
-                        kept.add(w)
+                        spreads[-1].add(w)
                     parts.append(w.mean(axis=1) if w.ndim == 3 else w)
                 arr = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.w_dim), np.float32)
                 if not np.isfinite(arr).all():
                     raise SvgenError(f"clip {c!r} contains non-finite latents", path)
                 self.clips.append(arr)
-            kept.start_clip()
         self.lengths = [len(a) for a in self.clips]
-        self.motion_kept = kept.value()
+        self.motion_kept = _kept(spreads)     # 1.0 for a W store (no W+ chunk was added)
 
     @property
     def train_fps(self) -> float:

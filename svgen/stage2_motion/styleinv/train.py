@@ -154,7 +154,7 @@ class StyleInVTrainer:
         self.dist = init_distributed(cfg.device)   # a world of one unless started by torchrun
         self.device = self.dist.device
         self.latents = LatentClips(cfg.latents)
-        if self.dist.is_main and self.latents.space != "w" and self.latents.motion_kept < MOTION_KEPT_WARN:
+        if self.dist.is_main and self.latents.motion_kept < MOTION_KEPT_WARN:   # 1.0 for a W store
             warnings.warn(LayerMeanWarning(
                 f"{cfg.latents}: StyleInV trains in W on this W+ store's mean over layers, which keeps only "
                 f"{100 * self.latents.motion_kept:.0f} % of its motion; its samples will move that much less. "
