@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -33,8 +34,9 @@ GREY = "photos/hyperstyle_aligned/downey.jpg"         # animated as a greyscale 
 DRIVING = "videos/dreamtalk_mead/W011_front_happy_level3_001.mp4"
 
 
-def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving: Path | None) -> float:
-    """``svgen animate`` into ``out``; returns its wall time in seconds."""
+def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving: Path | None,
+            extra: tuple = ()) -> float:
+    """``svgen animate`` into ``out`` (``extra``: more of its options); returns its wall time in seconds."""
     enc = work / ("encoder_w" if model == "styleinv" else "encoder") / "encoder.pt"
     args = ["animate", "--identity", str(photo), "--generator", str(work / "image/generator.pt"),
             "--encoder", str(enc), "--out", str(out)]
@@ -42,6 +44,7 @@ def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving
         args += ["--driving", str(driving), "--frames", str(frames)]
     else:
         args += ["--motion", str(work / f"motion_{model}/motion.pt"), "--frames", str(frames), "--fps", "25"]
+    args += list(extra)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "svgen.cli.main", *args], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
@@ -67,6 +70,8 @@ def main() -> None:
     ap.add_argument("--driving", type=Path, default=SHARED / "data" / DRIVING)
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None, help="folder for the animations (default WORK/transfer)")
+    ap.add_argument("--models", nargs="*", default=["gru", "styleinv"], help="motion models to animate with")
+    ap.add_argument("--animate-options", default="", help="more `svgen animate` options, e.g. '--motion-layers 0-5'")
     args = ap.parse_args()
 
     from svgen.demo import targets
@@ -82,13 +87,14 @@ def main() -> None:
     photos = list(args.photos)
     if args.grey and args.grey.is_file():
         photos.append(greyscale_copy(args.grey, out))
-    jobs = [(p, m, None) for p in photos for m in ("gru", "styleinv") if (work / f"motion_{m}").is_dir()]
+    jobs = [(p, m, None) for p in photos for m in args.models if (work / f"motion_{m}").is_dir()]
     if args.driving and args.driving.is_file() and args.photos:
         jobs.append((args.photos[0], "driving", args.driving))
     rows = []
     for photo, model, driving in jobs:
         video = out / f"{photo.stem}_{model}.mp4"
-        seconds = animate(work, video, photo, "gru" if model == "driving" else model, args.frames, driving)
+        seconds = animate(work, video, photo, "gru" if model == "driving" else model, args.frames, driving,
+                          tuple(shlex.split(args.animate_options)))
         # a driven animation should move like its driving video, a sampled one like the training clip
         reference = [lmm.video_features(driving)] if driving is not None else train_motion
         checks = targets.animation_checks(model, video, photo, reference, embedder, size)
@@ -97,7 +103,8 @@ def main() -> None:
                      "checks": [asdict(c) for c in checks]})
         print(f"{photo.name:>16} {model:>8}: " + ", ".join(
             f"{c.key.split('_')[0]} {c.value:.3g}{'' if c.ok else ' BAD'}" for c in checks), file=sys.stderr)
-    print(json.dumps({"work": str(work), "frames": args.frames, "results": rows}, indent=1))
+    print(json.dumps({"work": str(work), "frames": args.frames, "animate_options": args.animate_options,
+                      "results": rows}, indent=1))
 
 
 if __name__ == "__main__":

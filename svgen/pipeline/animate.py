@@ -38,6 +38,7 @@ from svgen.preprocessing.pipeline import align_photo
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion.calibration import use_calibration
+from svgen.stage2_motion.styleinv.layer_lift import use_layer_lift
 from svgen.stage2_motion import MotionModel, load_motion
 from svgen.stage2_motion.offset import MODES, coarse_layers, fit_pca, hold_layers, offset_for, parse_layers
 from svgen.utils.device import mapped_temporaries, release_memory, select_device
@@ -77,6 +78,7 @@ class AnimateSettings:
     tune_id_loss: str = "dlib"         # PTI's identity term: dlib's face-recognition net | none
     tune_motion: float = 0.0           # weight of PTI's motion term (0: off; see svgen.inversion.pti)
     calibration: str = "off"           # the motion model's spread calibration: on | off (stage2_motion/calibration.py)
+    layer_lift: str = "off"            # StyleInV on a W+ store: lift its motion onto the layers: on | off
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
     paste_back: bool = False           # composite the animated face into the original, unaligned photo
@@ -107,6 +109,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.calibration not in ("on", "off"):
         raise SvgenError(f"--calibration must be on or off, got {st.calibration!r}")
+    if st.layer_lift not in ("on", "off"):
+        raise SvgenError(f"--layer-lift must be on or off, got {st.layer_lift!r}")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES + ("auto",):
@@ -164,6 +168,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     if model is not None:                                          # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
     calibration = use_calibration(model, st.calibration == "on") if model is not None else None
+    lift = use_layer_lift(model, st.layer_lift == "on") if model is not None else None
     require_file(enc_path, "encoder")
     E = load_encoder(enc_path, device=device)
     if model is not None and (model.num_ws, model.w_dim) != (G.num_ws, G.w_dim):
@@ -246,6 +251,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
                      "motion_model": model.model_name if model else None,
                      "motion_layers": moving,
                      "calibration": calibration,
+                     "layer_lift": lift,
                      "render_generator": describe_render(styled_rec, tuning) if styled_rec else None,
                      "device": str(device)},
         "outputs": {"video": str(Path(st.out).resolve()), "latents": str(npy_path.resolve()),

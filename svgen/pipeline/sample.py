@@ -12,6 +12,7 @@ from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion.calibration import use_calibration
+from svgen.stage2_motion.styleinv.layer_lift import use_layer_lift
 from svgen.stage2_motion import load_motion
 from svgen.utils.checks import check_finite
 from svgen.utils.device import select_device
@@ -22,20 +23,22 @@ from svgen.utils.io import OutputGroup, ensure_parent_writable, file_sha256, wri
 def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int = 0,
                   generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
                   device: Any = "auto", edits: Sequence[Any] = (),
-                  render_generator: Optional[PathLike] = None, calibration: bool = False) -> dict:
+                  render_generator: Optional[PathLike] = None, calibration: bool = False,
+                  layer_lift: bool = False) -> dict:
     """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
     [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4`` (rendered through
     ``render_generator``, a finetune-decoder copy of it, when given); ``out/sample.json``.
     All files appear together (the mp4s last) or, on any failure, none of them."""
     with OutputGroup() as outputs:
         return _sample_to_dir(motion, num, frames, out, seed, generator, fps, batch, device, edits, outputs,
-                              render_generator, calibration)
+                              render_generator, calibration, layer_lift)
 
 
 def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: int,
                    generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
                    edits: Sequence[Any], outputs: OutputGroup,
-                   render_generator: Optional[PathLike] = None, calibration: bool = False) -> dict:
+                   render_generator: Optional[PathLike] = None, calibration: bool = False,
+                   layer_lift: bool = False) -> dict:
     if int(num) <= 0:
         raise SvgenError(f"--num must be positive, got {num}")
     if int(frames) <= 0:
@@ -43,6 +46,7 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
     dev = select_device(device)
     model = load_motion(motion, device=dev)
     calibration_rec = use_calibration(model, calibration)
+    lift_rec = use_layer_lift(model, layer_lift)
     out = Path(out)
     ensure_parent_writable(out / "latents.npy")
     G = load_checked_generator(generator, model.generator_sha256, dev, what=motion) if generator else None
@@ -81,6 +85,6 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
                "generator": None if generator is None else str(Path(generator).resolve()),
                "latents": str((out / "latents.npy").resolve()), "latents_shape": list(shape),
                "videos": videos, "edits": describe_edits(resolved), "render_generator": styled_rec,
-               "calibration": calibration_rec}
+               "calibration": calibration_rec, "layer_lift": lift_rec}
     write_json(outputs.part(out / "sample.json"), summary)
     return summary

@@ -18,25 +18,6 @@ from svgen.utils.logging import read_jsonl
 SMALL = dict(h_hidden=(32,), t_hidden=(32, 64), e_hidden=(64, 64, 32, 32, 32), c_channels=(32, 64))
 
 
-@pytest.fixture(scope="module")
-def real_latents(tiny_generator_path: Path, real_frames_zip32: Path, tmp_path_factory) -> Path:
-    """W+ latents of the real fixture frames (encoder: 100 steps, as the inversion tests)."""
-    from svgen.inversion.api import invert_dataset
-    from svgen.inversion.encoders import load_encoder
-    from svgen.inversion.train import train_encoder
-    from svgen.stage1_image_gan.checkpoints import load_generator
-    from svgen.utils.io import file_sha256
-
-    root = tmp_path_factory.mktemp("gru_real")
-    with pytest.MonkeyPatch.context() as mp:      # module scope: the autouse quiet fixture is not active yet
-        mp.setenv("SVGEN_NO_PROGRESS", "1")
-        enc = train_encoder(tiny_generator_path, root / "encoder", real_frames_zip32, space="w+", steps=100,
-                            batch=8, seed=0, device="cpu", show_progress=False)
-        return invert_dataset(load_generator(tiny_generator_path), load_encoder(enc), real_frames_zip32,
-                              root / "latents.h5", generator_sha256=file_sha256(tiny_generator_path),
-                              encoder_sha256=file_sha256(enc), show_progress=False)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("lambda_gap", [100.0, 0.0])
 def test_raw_unit_penalty_trains_on_real_latents(real_latents: Path, tmp_path: Path, lambda_gap: float) -> None:

@@ -218,6 +218,8 @@ def test_wplus_store_motion_lost_by_the_layer_mean_is_measured_and_warned(assets
     store = _wplus_store(tmp_path / "apart.h5", assets["generator"], apart)
     with pytest.warns(LayerMeanWarning, match=r"apart\.h5.*keeps only 3[45] % of its motion"):
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run", latents=str(store)))
+    # independent layers: the layer lift cannot tell one layer's motion from another's either
+    assert tr.latents_ref()["layer_lift"]["r2"] < 0.49
     assert tr.latents_ref()["motion_kept"] == pytest.approx(8 ** -0.5, rel=0.05)
     store = _wplus_store(tmp_path / "alike.h5", assets["generator"], alike)
     with warnings.catch_warnings():
@@ -225,3 +227,98 @@ def test_wplus_store_motion_lost_by_the_layer_mean_is_measured_and_warned(assets
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run2", latents=str(store)))
     assert tr.latents_ref()["motion_kept"] == pytest.approx(1.0, abs=1e-6)
     assert LatentClips(assets["latents"]).motion_kept == 1.0                     # a W store keeps it all
+
+
+def _layered_motion(rng: np.random.Generator, lengths: tuple = (40, 25), factors: int = 3) -> list[np.ndarray]:
+    """W+ clips [T, 8, 128] driven by ``factors`` motions, each moving every layer along its own direction
+    (a pSp/e4e store: the mouth in some layers, the head in others)."""
+    base = rng.normal(size=(1, 8, 128))
+    dirs = rng.normal(size=(factors, 8, 128))
+    return [base + np.einsum("tk,kld->tld", rng.normal(size=(n, factors)), dirs) for n in lengths]
+
+
+def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tmp_path: Path) -> None:
+    """StyleInV learns a W+ store's mean over layers; the layer lift fitted on the store maps that W
+    motion back onto the layers: exactly where the store's motion has as few directions as here, with
+    the W codes StyleInV made kept as the lifted codes' layer mean. motion.pt carries it, the training
+    warning points to it, and sampling uses it when switched on (off: broadcast, as before)."""
+    from click.testing import CliRunner
+
+    from svgen.cli.main import cli
+    from svgen.stage2_motion.styleinv.data import LatentClips, LayerMeanWarning, motion_kept_by_layer_mean
+    from svgen.stage2_motion.styleinv.layer_lift import use_layer_lift
+    from svgen.stage2_motion.styleinv.motion import StyleInVMotion
+
+    clips = _layered_motion(np.random.default_rng(1))
+    assert motion_kept_by_layer_mean(clips) < 0.45                  # the mean loses most of the motion
+    store = _wplus_store(tmp_path / "layered.h5", assets["generator"], clips)
+    lift = LatentClips(store, chunk=7).layer_lift                    # streamed in chunks of 7 frames
+    assert lift.components == 3 and lift.r2 == pytest.approx(1.0, abs=1e-6)
+    for c in clips:                                                  # each frame's W+ motion from its layer mean
+        d = (c - c.mean(axis=0)).astype(np.float32)
+        got = lift.apply(torch.from_numpy(d.mean(axis=1))).numpy()
+        np.testing.assert_allclose(got, d, atol=2e-3 * np.abs(d).max())
+        bc = np.broadcast_to(d.mean(axis=1, keepdims=True), d.shape)
+        assert np.square(d - bc).sum() > 0.8 * np.square(d).sum()  # broadcasting it would not
+    delta = torch.randn(5, 128)                                      # any W motion keeps its layer mean
+    np.testing.assert_allclose(lift.apply(delta).mean(dim=1).numpy(), delta.numpy(), atol=1e-5)
+
+    with pytest.warns(LayerMeanWarning, match=r"layered\.h5.*keeps only [0-9]+ % .*--layer-lift on.* reconstructs "
+                                              r"100 % of it"):
+        tr = StyleInVTrainer(_cfg(assets, tmp_path / "run", latents=str(store)))
+    assert tr.latents_ref()["layer_lift"]["components"] == 3
+    m = StyleInVMotion.from_checkpoint(tr.checkpoint(full=False))
+    m.attach_generator(tr.G)
+    w0 = torch.from_numpy(clips[0][[0, 9]].mean(axis=1)).float()
+    w = m.sample_w(2, 9, seed=3, w0=w0)                             # StyleInV's own W codes [2, 9, 128]
+    broadcast = m.sample(2, 9, seed=3, w0=w0)                       # off unless switched on
+    assert torch.equal(broadcast, w[:, :, None].expand(-1, -1, 8, -1))
+    assert use_layer_lift(m, True)["used"] is True
+    wp = m.sample(2, 9, seed=3, w0=w0)                              # rendered W+ codes [2, 9, 8, 128]
+    np.testing.assert_allclose(wp.numpy(), (w[:, :1, None] + lift.apply(w - w[:, :1])).numpy(), atol=1e-5)
+    np.testing.assert_allclose(wp.mean(dim=2).numpy(), w.numpy(), atol=1e-4)
+    np.testing.assert_allclose(wp[:, 0].numpy(), broadcast[:, 0].numpy(), atol=1e-6)   # from the same first frame
+    chunks = torch.cat(list(m.sample_chunks(2, 9, seed=3, chunk=4, w0=w0)), dim=1)
+    np.testing.assert_allclose(chunks.numpy(), wp.numpy(), atol=1e-6)
+    assert use_layer_lift(m, False)["used"] is False and torch.equal(m.sample(2, 9, seed=3, w0=w0), broadcast)
+
+    # svgen sample --layer-lift on uses it and records it; off (the default) broadcasts
+    torch.save(tr.checkpoint(full=False), tmp_path / "motion.pt")
+    got = {}
+    for mode in ("on", "off"):
+        res = CliRunner().invoke(cli, ["sample", "--motion", str(tmp_path / "motion.pt"), "--num", "1", "--frames",
+                                       "6", "--out", str(tmp_path / mode), "--layer-lift", mode])
+        assert res.exit_code == 0, res.output
+        got[mode] = np.load(tmp_path / mode / "latents.npy")[0]                  # [6, 8, 128]
+        rec = json.loads((tmp_path / mode / "sample.json").read_text())["layer_lift"]
+        assert rec["used"] == (mode == "on") and rec["components"] == 3
+    assert np.abs(got["off"] - got["off"][:, :1]).max() == 0                     # every layer alike
+    assert np.abs(got["on"] - got["on"][:, :1]).max() > 1e-3
+    np.testing.assert_allclose(got["on"].mean(axis=1), got["off"][:, 0], atol=1e-4)
+
+
+def test_layer_lift_on_a_real_wplus_store_predicts_held_out_motion(real_latents: Path, tmp_path: Path) -> None:
+    """On real W+ codes (MEAD frames through a briefly trained e4e encoder), a lift fitted on the first
+    40 frames of each clip predicts the W+ motion of the last 20 from their layer means better than
+    broadcasting the means (what StyleInV rendered without it): held-out R^2 measured 0.907 against
+    0.878. This encoder keeps its layers close (its store loses little to the mean); the demo's refined
+    store loses 63 %, and there the lift's in-sample R^2 is 0.75."""
+    from svgen.inversion.latent_store import LatentStore
+    from svgen.stage2_motion.styleinv.layer_lift import ClipSums, fit_layer_lift
+
+    with LatentStore(real_latents) as st:
+        clips = [np.asarray(st.read(c, 0, st.num_frames(c)), np.float64) for c in st.clips]
+    means, sums, held = [], [], []
+    for c in clips:
+        fit = c[:40]
+        sums.append(ClipSums())
+        sums[-1].add(fit)
+        means.append(fit.mean(axis=1))
+        held.append(c[40:] - fit.mean(axis=0))
+    lift = fit_layer_lift(means, sums)
+    d = np.concatenate(held).astype(np.float32)
+    m = d.mean(axis=1)
+    r2_lift = 1 - np.square(d - lift.apply(torch.from_numpy(m)).numpy()).sum() / np.square(d).sum()
+    r2_bc = 1 - np.square(d - m[:, None]).sum() / np.square(d).sum()
+    assert lift.components >= 1 and 0.8 <= lift.explained <= 1.0
+    assert r2_lift >= 0.88 and r2_lift >= r2_bc + 0.015, (lift.summary(), r2_lift, r2_bc)

@@ -16,12 +16,13 @@ distribution for real and generated clips.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from svgen.utils.errors import PathLike, SvgenError
+from svgen.stage2_motion.styleinv.layer_lift import ClipSums, LayerLift, fit_layer_lift
 
 
 @dataclass
@@ -129,35 +130,7 @@ class LayerMeanWarning(UserWarning):
     """A W+ store whose mean over layers loses much of its motion (StyleInV trains on that mean)."""
 
 
-@dataclass
-class _ClipSpread:
-    """Running sums over one clip's W+ chunks, for the squared deviations about the clip's mean over
-    time of its codes and of their mean over layers (see :func:`motion_kept_by_layer_mean`)."""
-
-    n: int = 0
-    num_ws: int = 1
-    s1: Any = 0.0       # sum of the codes [num_ws, w_dim]
-    s2: float = 0.0     # sum of their squares
-    m1: Any = 0.0       # sum of the layer means [w_dim]
-    m2: float = 0.0     # sum of their squares
-
-    def add(self, w: np.ndarray) -> None:
-        """One chunk of W+ codes [n, num_ws, w_dim]."""
-        w = np.asarray(w, np.float64)
-        m = w.mean(axis=1)
-        self.n, self.num_ws = self.n + len(w), int(w.shape[1])
-        self.s1, self.s2 = self.s1 + w.sum(axis=0), self.s2 + float(np.square(w).sum())
-        self.m1, self.m2 = self.m1 + m.sum(axis=0), self.m2 + float(np.square(m).sum())
-
-    def deviations(self) -> tuple[float, float]:
-        """(of the codes, of their layer means x num_ws); (0, 0) for an empty clip."""
-        if self.n == 0:
-            return 0.0, 0.0
-        full = self.s2 - float(np.square(self.s1).sum()) / self.n
-        return full, self.num_ws * (self.m2 - float(np.square(self.m1).sum()) / self.n)
-
-
-def _kept(spreads: Sequence[_ClipSpread]) -> float:
+def _kept(spreads: Sequence[ClipSums]) -> float:
     """The share of motion the layer mean keeps over all clips (1.0 where nothing moved)."""
     devs = [s.deviations() for s in spreads]
     full, mean = sum(d[0] for d in devs), sum(d[1] for d in devs)
@@ -173,7 +146,7 @@ def motion_kept_by_layer_mean(clips: Sequence[np.ndarray]) -> float:
     1/sqrt(num_ws) when the layers move independently."""
     spreads = []
     for w in clips:
-        spreads.append(_ClipSpread())
+        spreads.append(ClipSums(cross=False))
         spreads[-1].add(w)
     return _kept(spreads)
 
@@ -187,10 +160,12 @@ class LatentClips:
     The mean over layers keeps only the part of the motion that is the same in every layer, so
     ``motion_kept`` records the fraction of the store's motion it keeps (1 for a W store; see
     :func:`motion_kept_by_layer_mean`): on the demo's W+ store 0.37, and the training clip rendered
-    from those means moves its mouth 0.35x as much as from the W+ codes.
+    from those means moves its mouth 0.35x as much as from the W+ codes. ``layer_lift`` (a W+ store
+    read with ``lift``) maps W motion back onto the layers as the store moves them
+    (:mod:`svgen.stage2_motion.styleinv.layer_lift`); None for a W store.
     """
 
-    def __init__(self, path: PathLike, chunk: int = 256):
+    def __init__(self, path: PathLike, chunk: int = 256, lift: bool = True):
         from svgen.inversion.latent_store import LatentStore
 
         self.path = path
@@ -205,7 +180,7 @@ class LatentClips:
             for c in self.names:
                 n = store.num_frames(c)
                 parts = []
-                spreads.append(_ClipSpread())
+                spreads.append(ClipSums(cross=lift))
                 for a in range(0, n, chunk):
                     w = store.read(c, a, min(n, a + chunk))
                     if w.ndim == 3:
@@ -217,6 +192,8 @@ class LatentClips:
                 self.clips.append(arr)
         self.lengths = [len(a) for a in self.clips]
         self.motion_kept = _kept(spreads)     # 1.0 for a W store (no W+ chunk was added)
+        self.layer_lift: Optional[LayerLift] = (fit_layer_lift(self.clips, spreads)
+                                                if lift and self.space != "w" else None)
 
     @property
     def train_fps(self) -> float:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from svgen.stage2_motion.styleinv.layer_lift import LayerLift, describe_layer_lift
 from svgen.stage2_motion.styleinv.model import MODEL_NAME, StyleInV, config_from_checkpoint, sample_motion_noise
 from svgen.utils.errors import PathLike, SvgenError
 
@@ -58,8 +59,11 @@ class StyleInVMotion:
 
     def __init__(self, si: StyleInV, *, generator_sha256: str = "", generator_path: Optional[str] = None,
                  encoder_path: Optional[str] = None, train_fps: float = 25.0, noise_mode: str = "const",
-                 device: str | torch.device = "cpu", meta: Optional[dict] = None):
+                 device: str | torch.device = "cpu", meta: Optional[dict] = None,
+                 layer_lift: Optional[LayerLift] = None):
         self.si = si.eval().requires_grad_(False).to(device)
+        self.layer_lift = layer_lift   # W motion -> W+ motion of a W+ training store (None: broadcast)
+        self.lifted = False   # switched on by use_layer_lift (svgen animate/sample --layer-lift on)
         self.cfg = si.cfg
         self.device = torch.device(device)
         self.generator_sha256 = generator_sha256
@@ -86,12 +90,14 @@ class StyleInVMotion:
         except (KeyError, RuntimeError, TypeError) as exc:
             msg = str(exc).splitlines()[0][:200]
             raise SvgenError(f"StyleInV checkpoint does not match its config ({msg})", path) from None
+        lift = ckpt.get("layer_lift")
+        lift = None if lift is None else LayerLift.from_dict(lift, int(cfg.num_ws), int(cfg.w_dim), path)
         return cls(si, generator_sha256=ckpt.get("generator_sha256", ""),
                    generator_path=_resolve_path(ckpt.get("generator_path"), path),
                    encoder_path=_resolve_path(ckpt.get("encoder_path"), path),
                    train_fps=float(ckpt.get("train_fps", 25.0)),
                    noise_mode=ckpt.get("noise_mode", "const"), device=device,
-                   meta=ckpt.get("meta", {}))
+                   meta=ckpt.get("meta", {}), layer_lift=lift)
 
     def attach_generator(self, G: nn.Module, check: bool = True) -> None:
         """Use an already loaded generator (its shape must match the model's)."""
@@ -175,27 +181,45 @@ class StyleInVMotion:
         """:meth:`sample_w` chunk by chunk in time: yields [num, n, w_dim] for consecutive frames, the
         same values (same encoder calls); time is the outer loop, so memory does not grow with
         ``frames`` (a few long videos: animate, sample)."""
-        t, w0, z_m = self._prepare(num, frames, seed, fps, w0, slowmo, time_offset, truncation_psi)
+        prepared = self._prepare(num, frames, seed, fps, w0, slowmo, time_offset, truncation_psi)
+        return self._stream_w(*prepared, num=num, frames=frames, chunk=chunk, max_batch_frames=max_batch_frames)
+
+    def _stream_w(self, t: torch.Tensor, w0: torch.Tensor, z_m: torch.Tensor, *, num: int, frames: int,
+                  chunk: int, max_batch_frames: int) -> Iterator[torch.Tensor]:
         chunk = max(1, min(int(chunk), frames))
         per_batch = max(1, max_batch_frames // chunk)
         batches = [(i, min(num, i + per_batch)) for i in range(0, num, per_batch)]
-        x0s = [self._x0(w0[i:j]) for i, j in batches]
-        for a in range(0, frames, chunk):
-            parts = [self.si(x0, w0[i:j], z_m[i:j], t[a:a + chunk][None].expand(j - i, -1).to(self.device))
-                     for (i, j), x0 in zip(batches, x0s)]
-            yield torch.cat(parts).float().cpu()
+        with torch.no_grad():
+            x0s = [self._x0(w0[i:j]) for i, j in batches]
+            for a in range(0, frames, chunk):
+                parts = [self.si(x0, w0[i:j], z_m[i:j], t[a:a + chunk][None].expand(j - i, -1).to(self.device))
+                         for (i, j), x0 in zip(batches, x0s)]
+                yield torch.cat(parts).float().cpu()
+
+    def to_wplus(self, w: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """W codes [num, n, w_dim] of videos whose first frame is ``first`` [num, w_dim] -> W+
+        [num, n, num_ws, w_dim]: broadcast to every layer, or with the :class:`LayerLift` in use the
+        motion from the first frame lifted onto the layers as the training store moves them."""
+        if self.layer_lift is None or not self.lifted:
+            return w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
+        first = first.to(w)[:, None, :]
+        return (first[:, :, None, :] + self.layer_lift.apply(w - first)).contiguous()
 
     def sample(self, num: int, frames: int, seed: int = 0, fps: Optional[float] = None,
                w0: Any = None, **kw: Any) -> torch.Tensor:
-        """Latent videos [num, frames, num_ws, w_dim] (W codes broadcast to every layer)."""
+        """Latent videos [num, frames, num_ws, w_dim] (see :meth:`to_wplus`)."""
         w = self.sample_w(num, frames, seed=seed, fps=fps, w0=w0, **kw)
-        return w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
+        return self.to_wplus(w, w[:, 0])
 
     def sample_chunks(self, num: int, frames: int, seed: int = 0, chunk: int = 64, fps: Optional[float] = None,
-                      w0: Any = None, **kw: Any) -> Iterator[torch.Tensor]:
+                      w0: Any = None, slowmo: float = 1.0, time_offset: float = 0.0, truncation_psi: float = 1.0,
+                      max_batch_frames: int = 512) -> Iterator[torch.Tensor]:
         """:meth:`sample` chunk by chunk: [num, n, num_ws, w_dim] for consecutive frames."""
-        for w in self.iter_sample_w(num, frames, seed=seed, fps=fps, w0=w0, chunk=chunk, **kw):
-            yield w[:, :, None, :].expand(-1, -1, self.num_ws, -1).contiguous()
+        t, w0, z_m = self._prepare(num, frames, seed, fps, w0, slowmo, time_offset, truncation_psi)
+        first = None
+        for w in self._stream_w(t, w0, z_m, num=num, frames=frames, chunk=chunk, max_batch_frames=max_batch_frames):
+            first = w[:, 0] if first is None else first
+            yield self.to_wplus(w, first)
 
     def animate_latents(self, w_identity: Any, frames: int, fps: float, seed: int = 0,
                         **kw: Any) -> np.ndarray:
@@ -221,6 +245,7 @@ class StyleInVMotion:
             slowmo = float(kw.get("slowmo", 1.0))
             info.update({"model": MODEL_NAME, "train_fps": self.train_fps, "slowmo": slowmo,
                          "training_frames_per_output_frame": self.train_fps / float(fps or self.train_fps) / slowmo,
-                         "w0": "mean over layers of the identity latent", "offset": "not used (w0 is the identity)"})
+                         "w0": "mean over layers of the identity latent", "offset": "not used (w0 is the identity)",
+                         "layer_lift": describe_layer_lift(self)})
         for out in self.sample_chunks(1, frames, seed=seed, fps=fps, w0=w[None], **kw):
             yield out[0].numpy().astype(np.float32)

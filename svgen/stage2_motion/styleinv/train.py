@@ -154,17 +154,15 @@ class StyleInVTrainer:
         self.dist = init_distributed(cfg.device)   # a world of one unless started by torchrun
         self.device = self.dist.device
         self.latents = LatentClips(cfg.latents)
-        if self.dist.is_main and self.latents.motion_kept < MOTION_KEPT_WARN:   # 1.0 for a W store
-            warnings.warn(LayerMeanWarning(
-                f"{cfg.latents}: StyleInV trains in W on this W+ store's mean over layers, which keeps only "
-                f"{100 * self.latents.motion_kept:.0f} % of its motion; its samples will move that much less. "
-                f"For a W store, invert with a W encoder (train-encoder --space w) and --refine-steps"), stacklevel=2)
         self.run = Run(cfg.out, resume, main=self.dist.is_main)
         state = self.run.load_latest(FORMAT, model=MODEL_NAME, what="StyleInV motion") if resume else None
         encoder_given = bool(cfg.encoder)
         if state is not None:
             cfg = self._merge_resume_config(cfg, state)
         self.cfg = cfg
+        self.layer_lift = self.latents.layer_lift    # None for a W store; used by sample/animate --layer-lift on
+        if self.dist.is_main:
+            self._warn_motion_lost()
         self._load_generator()
         # a resumed run no longer needs the encoder it was initialised from (unless named again)
         self._check_encoder(required=state is None or encoder_given)
@@ -305,11 +303,25 @@ class StyleInVTrainer:
         self.step = int(st["step"])
         set_rng_state(st["rng"])
 
+    def _warn_motion_lost(self) -> None:
+        """Warn when StyleInV's W codes keep < 70 % of a W+ store's motion (its mean over layers), and
+        say what the layer lift brings back."""
+        kept, lift = self.latents.motion_kept, self.layer_lift
+        if kept >= MOTION_KEPT_WARN:                         # 1.0 for a W store
+            return
+        back = ("" if lift is None else f" `svgen sample/animate --layer-lift on` lifts it back onto the layers "
+                f"(this store's lift reconstructs {100 * math.sqrt(max(lift.r2, 0.0)):.0f} % of it).")
+        warnings.warn(LayerMeanWarning(
+            f"{self.cfg.latents}: StyleInV trains in W on this W+ store's mean over layers, which keeps only "
+            f"{100 * kept:.0f} % of its motion; its samples will move that much less.{back} For a W store, "
+            f"invert with a W encoder (train-encoder --space w) and --refine-steps"), stacklevel=3)
+
     def latents_ref(self) -> dict:
         return {"path": _abs(self.cfg.latents), "clips": list(self.latents.names),
                 "num_frames": int(sum(self.latents.lengths)), "space": self.latents.space,
                 "num_ws": int(self.latents.num_ws), "w_dim": int(self.latents.w_dim), "fps": self.train_fps,
                 "motion_kept": round(float(self.latents.motion_kept), 4),
+                "layer_lift": None if self.layer_lift is None else self.layer_lift.summary(),
                 "generator_sha256": self.latents.generator_sha256, "encoder_sha256": self.latents.encoder_sha256}
 
     def checkpoint(self, full: bool = True) -> dict:
@@ -324,7 +336,8 @@ class StyleInVTrainer:
                 "latents_ref": self.latents_ref(), "generator_sha256": self.generator_sha256,
                 "generator_path": _abs(cfg.generator), "encoder_path": _abs(cfg.encoder),
                 "encoder_sha256": self.encoder_sha256, "train_fps": self.train_fps,
-                "noise_mode": cfg.noise_mode, "meta": {"step": self.step, "init": self.init_summary}}
+                "noise_mode": cfg.noise_mode, "meta": {"step": self.step, "init": self.init_summary},
+                "layer_lift": None if self.layer_lift is None else self.layer_lift.to_dict()}
         if full:
             ckpt.update({"opt_SI": self.opt_si.state_dict(), "opt_D": self.opt_d.state_dict(),
                          "rng": get_rng_state(), "step": self.step})
@@ -435,7 +448,8 @@ class StyleInVTrainer:
         """The EMA model wrapped for sampling (shares the loaded generator)."""
         m = StyleInVMotion(copy.deepcopy(self.si_ema), generator_sha256=self.generator_sha256,
                            generator_path=_abs(self.cfg.generator), encoder_path=_abs(self.cfg.encoder),
-                           train_fps=self.train_fps, noise_mode=self.cfg.noise_mode, device=self.device)
+                           train_fps=self.train_fps, noise_mode=self.cfg.noise_mode, device=self.device,
+                           layer_lift=self.layer_lift)
         m.attach_generator(self.G)
         return m
 
