@@ -282,6 +282,11 @@ def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tm
     np.testing.assert_allclose(chunks.numpy(), wp.numpy(), atol=1e-6)
     assert use_layer_lift(m, False)["used"] is False and torch.equal(m.sample(2, 9, seed=3, w0=w0), broadcast)
 
+    bad = tr.checkpoint(full=False)
+    bad["layer_lift"]["bound"] = torch.ones(2)
+    with pytest.raises(SvgenError, match="layer_lift has shapes"):
+        StyleInVMotion.from_checkpoint(bad, tmp_path / "bad.pt")
+
     # svgen sample --layer-lift on uses it and records it; off (the default) broadcasts
     torch.save(tr.checkpoint(full=False), tmp_path / "motion.pt")
     got = {}
@@ -308,14 +313,15 @@ def test_layer_lift_on_a_real_wplus_store_predicts_held_out_motion(real_latents:
 
     with LatentStore(real_latents) as st:
         clips = [np.asarray(st.read(c, 0, st.num_frames(c)), np.float64) for c in st.clips]
-    means, sums, held = [], [], []
+    means, sums, held, cross = [], [], [], 0.0
     for c in clips:
         fit = c[:40]
         sums.append(ClipSums())
         sums[-1].add(fit)
+        cross = cross + sums[-1].take_cross()
         means.append(fit.mean(axis=1))
         held.append(c[40:] - fit.mean(axis=0))
-    lift = fit_layer_lift(means, sums)
+    lift = fit_layer_lift(means, sums, cross)
     d = np.concatenate(held).astype(np.float32)
     m = d.mean(axis=1)
     r2_lift = 1 - np.square(d - lift.apply(torch.from_numpy(m)).numpy()).sum() / np.square(d).sum()

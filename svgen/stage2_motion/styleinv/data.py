@@ -176,7 +176,7 @@ class LatentClips:
             self.names = list(store.clips)
             self.fps = {c: store.fps(c) for c in self.names}
             self.clips = []
-            spreads = []
+            spreads, cross = [], 0.0
             for c in self.names:
                 n = store.num_frames(c)
                 parts = []
@@ -186,13 +186,14 @@ class LatentClips:
                     if w.ndim == 3:
                         spreads[-1].add(w)
                     parts.append(w.mean(axis=1) if w.ndim == 3 else w)
+                cross = cross + spreads[-1].take_cross()
                 arr = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.w_dim), np.float32)
                 if not np.isfinite(arr).all():
                     raise SvgenError(f"clip {c!r} contains non-finite latents", path)
                 self.clips.append(arr)
         self.lengths = [len(a) for a in self.clips]
         self.motion_kept = _kept(spreads)     # 1.0 for a W store (no W+ chunk was added)
-        self.layer_lift: Optional[LayerLift] = (fit_layer_lift(self.clips, spreads)
+        self.layer_lift: Optional[LayerLift] = (fit_layer_lift(self.clips, spreads, cross)
                                                 if lift and self.space != "w" else None)
 
     @property

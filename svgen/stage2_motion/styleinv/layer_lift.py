@@ -128,16 +128,20 @@ class ClipSums:
         full = self.w2 - float(np.square(self.w1).sum()) / self.n
         return full, self.num_ws * (self.m2 - float(np.square(self.m1).sum()) / self.n)
 
-    def centred_cross(self) -> np.ndarray:
-        """sum_t (m_t - mean m) (x) (w_t - mean w) [w_dim, num_ws, w_dim]."""
-        return self.mw - np.einsum("d,lk->dlk", self.m1, self.w1) / self.n
+    def take_cross(self) -> Any:
+        """sum_t (m_t - mean m) (x) (w_t - mean w) [w_dim, num_ws, w_dim] of the clip (0.0 where it has no
+        frames), freeing the running sum: one clip's is 29 MB at 256 px, so a store's clips are summed
+        one at a time."""
+        out = self.mw - np.einsum("d,lk->dlk", self.m1, self.w1) / self.n if self.n and self.cross else 0.0
+        self.mw = 0.0
+        return out
 
 
-def fit_layer_lift(means: Sequence[np.ndarray], sums: Sequence[ClipSums], variance: float = LIFT_VARIANCE,
-                   max_components: int = LIFT_MAX_COMPONENTS) -> Optional[LayerLift]:
-    """The lift of a W+ store from its clips' layer means [T, w_dim] and their :class:`ClipSums`
-    (same order, gathered with ``cross``); None where nothing moves."""
-    used = [(np.asarray(m, np.float64), s) for m, s in zip(means, sums) if s.n >= 2 and s.cross]
+def fit_layer_lift(means: Sequence[np.ndarray], sums: Sequence[ClipSums], cross: Any,
+                   variance: float = LIFT_VARIANCE, max_components: int = LIFT_MAX_COMPONENTS) -> Optional[LayerLift]:
+    """The lift of a W+ store from its clips' layer means [T, w_dim], their :class:`ClipSums` (same
+    order) and the sum of their :meth:`ClipSums.take_cross`; None where nothing moves."""
+    used = [(np.asarray(m, np.float64), s) for m, s in zip(means, sums) if s.n >= 2]
     if not used:
         return None
     centred = np.concatenate([m - m.mean(axis=0) for m, _ in used])             # [sum T, w_dim]
@@ -148,8 +152,7 @@ def fit_layer_lift(means: Sequence[np.ndarray], sums: Sequence[ClipSums], varian
     share = np.cumsum(energy) / energy.sum()
     k = int(min(max_components, np.searchsorted(share, variance) + 1, int((energy > 1e-12 * energy[0]).sum())))
     P = vt[:k].T                                                                 # [w_dim, k]
-    cross = sum(s.centred_cross() for _, s in used)                              # [w_dim, num_ws, w_dim]
-    xd = np.einsum("dk,dlj->klj", P, cross)                                      # X^T D [k, num_ws, w_dim]
+    xd = np.einsum("dk,dlj->klj", P, np.asarray(cross, np.float64))             # X^T D [k, num_ws, w_dim]
     B = xd / energy[:k, None, None]                                              # X^T X = diag(energy)
     total = sum(s.deviations()[0] for _, s in used)
     fitted = float((np.square(xd).sum(axis=(1, 2)) / energy[:k]).sum())
