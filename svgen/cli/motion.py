@@ -152,9 +152,10 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
     """Sample latent trajectories (DIR/latents.npy) and, with --generator, mp4s."""
     from svgen.pipeline.sample import sample_to_dir
 
-    summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
-                            batch=batch, device=device, edits=edits, render_generator=render_generator,
-                            calibration=calibration == "on", layer_lift=layer_lift == "on")
+    with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
+        summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
+                                batch=batch, device=device, edits=edits, render_generator=render_generator,
+                                calibration=calibration == "on", layer_lift=layer_lift == "on")
     click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
                + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
 

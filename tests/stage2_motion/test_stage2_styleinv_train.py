@@ -227,6 +227,14 @@ def test_wplus_store_motion_lost_by_the_layer_mean_is_measured_and_warned(assets
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run2", latents=str(store)))
     assert tr.latents_ref()["motion_kept"] == pytest.approx(1.0, abs=1e-6)
     assert LatentClips(assets["latents"]).motion_kept == 1.0                     # a W store keeps it all
+    # a W store needs no layer lift: none is fitted, and asking for one says so
+    from svgen.stage2_motion.styleinv.layer_lift import use_layer_lift
+    from svgen.stage2_motion.styleinv.motion import StyleInVMotion
+
+    tr = StyleInVTrainer(_cfg(assets, tmp_path / "run3"))
+    assert tr.latents_ref()["layer_lift"] is None and tr.checkpoint(full=False)["layer_lift"] is None
+    with pytest.warns(UserWarning, match="--layer-lift on: this StyleInV model has no layer lift"):
+        assert use_layer_lift(StyleInVMotion.from_checkpoint(tr.checkpoint(full=False)), True) is None
 
 
 def _layered_motion(rng: np.random.Generator, lengths: tuple = (40, 25), factors: int = 3) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ the face in 2 of 16 frames and the landmark-motion distance is 106.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -165,6 +166,9 @@ def use_layer_lift(model: Any, on: bool) -> Optional[dict]:
     """Switch a loaded StyleInV model's layer lift on or off (``svgen sample/animate --layer-lift``; it
     stays off where the model has none, e.g. the GRU) and return the settings JSON's record of it."""
     if getattr(model, "layer_lift", None) is None:
+        if on and getattr(model, "model_name", None) == "styleinv":
+            warnings.warn("--layer-lift on: this StyleInV model has no layer lift (trained on a W store, or "
+                          "before train-motion fitted one); its W codes are broadcast to every layer", stacklevel=2)
         return None
     model.lifted = bool(on)
     return describe_layer_lift(model)
