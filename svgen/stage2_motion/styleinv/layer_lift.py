@@ -157,7 +157,9 @@ def fit_layer_lift(means: Sequence[np.ndarray], sums: Sequence[ClipSums], cross:
     B = xd / energy[:k, None, None]                                              # X^T X = diag(energy)
     total = sum(s.deviations()[0] for _, s in used)
     fitted = float((np.square(xd).sum(axis=(1, 2)) / energy[:k]).sum())
-    bound = np.max([np.abs((m - m.mean(axis=0)) @ P).max(axis=0) for m, _ in used], axis=0)   # [k]
+    x = centred @ P                                                              # [sum T, k]
+    ends = np.cumsum([len(m) for m, _ in used])[:-1]
+    bound = np.max([np.abs(xc).max(axis=0) for xc in np.split(x, ends)], axis=0)  # [k], per clip
     return LayerLift(basis=P, coeffs=B, explained=float(share[k - 1]),
                      r2=fitted / total if total > 0 else 1.0, bound=bound)
 
