@@ -12,6 +12,15 @@ ratio to the training clip's:
 - ``<model> on <photo>, untuned``: ``svgen animate --tune none`` (PCA offset, every layer moving);
 - ``<model> on <photo>, pti``: ``svgen animate``'s default (pivotal tuning, mean offset, coarse layers).
 
+Besides the spreads, ``responses`` isolates the generator's side from the motion's: the slope of the
+mouth aspect ratio when a code moves along the store's *mouth direction* (the least-squares direction
+in its W+ codes that predicts the clip's mouth aspect ratio, fitted on 16 principal components,
+restricted to the layers animate moves under pivotal tuning and scaled to the store's own spread along
+it), per unit of that spread, divided by the clip's mouth spread. 1 means the generator opens the mouth
+per unit of motion as much as the store's frames do; it is measured at the store's mean code (also
+with the direction on every layer), and at each photo's pivot through the original and the
+pivotal-tuned generator (the pivot of the first model that is there). Nine frames per row, no motion model.
+
 Every figure is the mean over ``--seeds`` motions of ``--frames`` frames (per-seed mouth figures are
 listed too: at 64 px one motion's mouth figure varies by about +-0.1). The animations are rendered
 in memory with exactly the latents ``svgen animate`` would write (``svgen.pipeline.animate``).
@@ -64,6 +73,41 @@ def row(name: str, per_seed: list, clip: list) -> dict:
     return out
 
 
+def mouth_direction(store: np.ndarray, mar: np.ndarray, layers: list[int], components: int = 16
+                    ) -> tuple[np.ndarray, float]:
+    """The store's mouth direction [num_ws, w_dim] (unit norm, zero outside ``layers``) and the store's
+    spread along it: least squares of the clip's mouth aspect ratio on the codes' leading components."""
+    ok = np.isfinite(mar)
+    X = store.reshape(len(store), -1).astype(np.float64)
+    X = X - X[ok].mean(0)
+    U, S, Vt = np.linalg.svd(X[ok], full_matrices=False)
+    k = min(components, int((S > 1e-8 * S[0]).sum()))
+    coef = (U[:, :k].T @ (mar[ok] - mar[ok].mean())) / S[:k]
+    d = (coef @ Vt[:k]).reshape(store.shape[1:])
+    held = np.ones(store.shape[1], bool)
+    held[list(layers)] = False
+    d[held] = 0.0
+    d /= np.linalg.norm(d)
+    return d, float((X[ok] @ d.reshape(-1)).std())
+
+
+def mouth_response(G, base: np.ndarray, d: np.ndarray, sigma: float, mar_std: float, backend, name: str) -> dict:
+    """Slope of the mouth aspect ratio of G(base + s d), s in [-2, 2] store spreads (9 frames), per
+    spread and over the clip's mouth spread (see the module docstring)."""
+    from svgen.metrics import landmark_motion as lmm
+    from svgen.stage1_image_gan.render import render_frames
+
+    s = np.linspace(-2.0, 2.0, 9)
+    codes = (base[None].astype(np.float64) + (s * sigma)[:, None, None] * d[None]).astype(np.float32)
+    mar = lmm.frames_features(render_frames(G, codes[None], batch=9), 25.0, backend=backend).values[:, 0]
+    ok = np.isfinite(mar)
+    slope = float(np.polyfit(s[ok], mar[ok], 1)[0]) / mar_std if ok.sum() >= 5 else None
+    out = {"at": name, "response": None if slope is None else round(slope, 3), "faces": int(ok.sum())}
+    text = "not measured (too few faces)" if slope is None else f"{slope:.2f}x the store's"
+    print(f"{'mouth response at ' + name:>42}: {text}  faces {ok.sum()}/9", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=REPO / "demo", help="trained work folder")
@@ -107,10 +151,21 @@ def main() -> None:
     print(f"{'training clip':>42}: mouth std {clip_std[0]:.4f} (1x)", file=sys.stderr)
     rows = []
     with h5py.File(work / "latents.h5", "r") as h:
-        store = [np.asarray(h["clips"][k]["w"], np.float32) for k in h["clips"]]
+        names = list(h["clips"])
+        store = [np.asarray(h["clips"][k]["w"], np.float32) for k in names]
     rows.append(row("store", [features(G, w, backend) for w in store], clip))
+    pti_layers = _motion_layers(AnimateSettings(identity="unused.png", out="unused.mp4", tune="pti"), G.num_ws,
+                                G.img_resolution) or list(range(G.num_ws))
+    by_name = {s.name.rsplit(":", 1)[-1]: s.values[:, 0] for s in clip}   # mouth aspect ratio per clip
+    all_codes = np.concatenate(store)
+    mar = np.concatenate([by_name[k] for k in names])
+    mouth_d, mouth_sigma = mouth_direction(all_codes, mar, pti_layers)
+    full_d, full_sigma = mouth_direction(all_codes, mar, list(range(G.num_ws)))
+    responses = [mouth_response(G, all_codes.mean(0), full_d, full_sigma, clip_std[0], backend,
+                                "the store's mean, every layer"),
+                 mouth_response(G, all_codes.mean(0), mouth_d, mouth_sigma, clip_std[0], backend, "the store's mean")]
 
-    calibration = {}
+    calibration, measured = {}, set()
     for name in args.models:
         if not (work / f"motion_{name}/motion.pt").is_file():
             continue
@@ -128,6 +183,11 @@ def main() -> None:
             for tune in ("none", "pti"):
                 st = AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune)
                 render_G = G if tune == "none" else tune_identity(G, w_id, aligned, st, gen_sha)[0]
+                label = "pti" if tune == "pti" else "untuned"
+                if (photo, tune) not in measured:    # once per photo: the pivot of the first model's encoder
+                    measured.add((photo, tune))
+                    responses.append(mouth_response(render_G, np.asarray(w_id), mouth_d, mouth_sigma, clip_std[0],
+                                                    backend, f"{Path(photo).stem}, {label}"))
                 offset = resolved_offset(st)
                 moving = _motion_layers(st, G.num_ws, G.img_resolution)
                 per_seed = []
@@ -135,11 +195,11 @@ def main() -> None:
                     seq = np.concatenate(list(_sampled_stream(model, w_id, args.frames, 25.0, s, offset, st,
                                                               None, [])))
                     per_seed.append(features(render_G, hold_layers(seq, w_id, moving), backend))
-                label = "pti" if tune == "pti" else "untuned"
                 rows.append(row(f"{name} on {Path(photo).stem}, {label}", per_seed, clip))
     print(json.dumps({"work": str(work), "frames": args.frames, "seeds": args.seeds, "calibration": calibration,
                       "clip_std": dict(zip(lmm.FEATURES, map(float, clip_std))),
-                      "stages": rows}, indent=1))
+                      "mouth_direction": {"layers": list(pti_layers), "store_spread": round(mouth_sigma, 3)},
+                      "responses": responses, "stages": rows}, indent=1))
 
 
 if __name__ == "__main__":
