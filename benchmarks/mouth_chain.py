@@ -94,12 +94,9 @@ def mouth_direction(store: np.ndarray, mar: np.ndarray, layers: list[int], compo
 def mouth_response(G, base: np.ndarray, d: np.ndarray, sigma: float, mar_std: float, backend, name: str) -> dict:
     """Slope of the mouth aspect ratio of G(base + s d), s in [-2, 2] store spreads (9 frames), per
     spread and over the clip's mouth spread (see the module docstring)."""
-    from svgen.metrics import landmark_motion as lmm
-    from svgen.stage1_image_gan.render import render_frames
-
     s = np.linspace(-2.0, 2.0, 9)
     codes = (base[None].astype(np.float64) + (s * sigma)[:, None, None] * d[None]).astype(np.float32)
-    mar = lmm.frames_features(render_frames(G, codes[None], batch=9), 25.0, backend=backend).values[:, 0]
+    mar = features(G, codes, backend).values[:, 0]
     ok = np.isfinite(mar)
     slope = float(np.polyfit(s[ok], mar[ok], 1)[0]) / mar_std if ok.sum() >= 5 else None
     out = {"at": name, "response": None if slope is None else round(slope, 3), "faces": int(ok.sum())}
@@ -161,9 +158,10 @@ def main() -> None:
     mar = np.concatenate([by_name[k] for k in names])
     mouth_d, mouth_sigma = mouth_direction(all_codes, mar, pti_layers)
     full_d, full_sigma = mouth_direction(all_codes, mar, list(range(G.num_ws)))
-    responses = [mouth_response(G, all_codes.mean(0), full_d, full_sigma, clip_std[0], backend,
+    store_mean = all_codes.mean(0)
+    responses = [mouth_response(G, store_mean, full_d, full_sigma, clip_std[0], backend,
                                 "the store's mean, every layer"),
-                 mouth_response(G, all_codes.mean(0), mouth_d, mouth_sigma, clip_std[0], backend, "the store's mean")]
+                 mouth_response(G, store_mean, mouth_d, mouth_sigma, clip_std[0], backend, "the store's mean")]
 
     calibration, measured = {}, set()
     for name in args.models:

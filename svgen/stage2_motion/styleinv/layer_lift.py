@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from svgen.stage2_motion.styleinv.model import MODEL_NAME
 from svgen.utils.errors import SvgenError
 
 LIFT_VARIANCE = 0.8          # the leading directions carry this share of the layer means' motion
@@ -168,7 +169,7 @@ def use_layer_lift(model: Any, on: bool) -> Optional[dict]:
     """Switch a loaded StyleInV model's layer lift on or off (``svgen sample/animate --layer-lift``; it
     stays off where the model has none, e.g. the GRU) and return the settings JSON's record of it."""
     if getattr(model, "layer_lift", None) is None:
-        if on and getattr(model, "model_name", None) == "styleinv":
+        if on and getattr(model, "model_name", None) == MODEL_NAME:
             warnings.warn("--layer-lift on: this StyleInV model has no layer lift (trained on a W store, or "
                           "before train-motion fitted one); its W codes are broadcast to every layer", stacklevel=2)
         return None
