@@ -21,6 +21,12 @@ per unit of motion as much as the store's frames do; it is measured at the store
 with the direction on every layer), and at each photo's pivot through the original and the
 pivotal-tuned generator (the pivot of the first model that is there). Nine frames per row, no motion model.
 
+``layers`` bounds what a W motion (StyleInV's) can carry on the layers that move: the store re-rendered
+with only the layers of each ``--layer-sets`` entry moving (the rest at the store's mean code), as the
+store moves them (``per layer``), as their mean over those layers placed on them (``mean within``: a W
+motion on those layers, as animate under PTI renders StyleInV) and as that mean on every layer
+(``mean everywhere``: a W motion broadcast, as ``svgen sample`` renders StyleInV).
+
 Every figure is the mean over ``--seeds`` motions of ``--frames`` frames (per-seed mouth figures are
 listed too: at 64 px one motion's mouth figure varies by about +-0.1). The animations are rendered
 in memory with exactly the latents ``svgen animate`` would write (``svgen.pipeline.animate``).
@@ -91,6 +97,25 @@ def mouth_direction(store: np.ndarray, mar: np.ndarray, layers: list[int], compo
     return d, float((X[ok] @ d.reshape(-1)).std())
 
 
+def layer_rows(G, store: np.ndarray, sets: list[tuple[str, list[int]]], backend, clip: list) -> list[dict]:
+    """The store [T, num_ws, w_dim] re-rendered with only each set's layers moving: per layer, as their
+    mean within the set, and as that mean on every layer (see the module docstring)."""
+    mean = store.mean(0)
+    out = []
+    for label, layers in sets:
+        held = np.repeat(mean[None], len(store), axis=0)
+        within = held.copy()
+        per_layer = held.copy()
+        per_layer[:, layers] = store[:, layers]
+        avg = store[:, layers].mean(1, keepdims=True)                     # [T, 1, w_dim]: a W code per frame
+        within[:, layers] = avg
+        everywhere = np.repeat(avg, store.shape[1], axis=1)
+        for kind, codes in (("per layer", per_layer), ("mean within", within), ("mean everywhere", everywhere)):
+            out.append({**row(f"store, layers {label}, {kind}", [features(G, codes, backend)], clip),
+                        "layers": [int(x) for x in layers], "kind": kind})
+    return out
+
+
 def mouth_response(G, base: np.ndarray, d: np.ndarray, sigma: float, mar_std: float, backend, name: str) -> dict:
     """Slope of the mouth aspect ratio of G(base + s d), s in [-2, 2] store spreads (9 frames), per
     spread and over the clip's mouth spread (see the module docstring)."""
@@ -115,6 +140,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["gru", "styleinv"], help="motion models to follow")
     ap.add_argument("--calibration", choices=["on", "off"], default="on",
                     help="the motion model's spread calibration (svgen/stage2_motion/calibration.py)")
+    ap.add_argument("--layer-sets", nargs="*", default=["auto", "0-5", "all"],
+                    help="layer sets for the `layers` rows, e.g. 0-5 or 0-3,6 (auto: the layers animate moves "
+                         "under PTI; none given: no rows)")
     args = ap.parse_args()
 
     import h5py
@@ -129,7 +157,7 @@ def main() -> None:
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.stage2_motion import load_motion
     from svgen.stage2_motion.calibration import use_calibration
-    from svgen.stage2_motion.offset import hold_layers
+    from svgen.stage2_motion.offset import hold_layers, parse_layers
     from svgen.utils.io import file_sha256
 
     work = args.work
@@ -142,6 +170,15 @@ def main() -> None:
     G = load_generator(gen_path).eval()
     gen_sha = file_sha256(gen_path)
     backend = DlibLandmarks()
+    pti_layers = _motion_layers(AnimateSettings(identity="unused.png", out="unused.mp4", tune="pti"), G.num_ws,
+                                G.img_resolution) or list(range(G.num_ws))
+    sets = []
+    for spec in args.layer_sets:
+        try:
+            layers = pti_layers if spec == "auto" else (parse_layers(spec, G.num_ws) or list(range(G.num_ws)))
+        except ValueError as exc:
+            sys.exit(f"mouth_chain: --layer-sets {spec!r}: {exc}")
+        sets.append((f"{spec} ({layers[0]}-{layers[-1]})" if spec in ("auto", "all") else spec, layers))
 
     clip = lmm.dataset_features(work / "aligned.zip")
     clip_std = np.average([np.nanstd(s.filled(), axis=0) for s in clip], axis=0, weights=[len(s) for s in clip])
@@ -151,8 +188,6 @@ def main() -> None:
         names = list(h["clips"])
         store = [np.asarray(h["clips"][k]["w"], np.float32) for k in names]
     rows.append(row("store", [features(G, w, backend) for w in store], clip))
-    pti_layers = _motion_layers(AnimateSettings(identity="unused.png", out="unused.mp4", tune="pti"), G.num_ws,
-                                G.img_resolution) or list(range(G.num_ws))
     by_name = {s.name.rsplit(":", 1)[-1]: s.values[:, 0] for s in clip}   # mouth aspect ratio per clip
     all_codes = np.concatenate(store)
     mar = np.concatenate([by_name[k] for k in names])
@@ -162,6 +197,8 @@ def main() -> None:
     responses = [mouth_response(G, store_mean, full_d, full_sigma, clip_std[0], backend,
                                 "the store's mean, every layer"),
                  mouth_response(G, store_mean, mouth_d, mouth_sigma, clip_std[0], backend, "the store's mean")]
+
+    layers_table = layer_rows(G, all_codes, sets, backend, clip) if sets else []
 
     calibration, measured = {}, set()
     for name in args.models:
@@ -197,7 +234,7 @@ def main() -> None:
     print(json.dumps({"work": str(work), "frames": args.frames, "seeds": args.seeds, "calibration": calibration,
                       "clip_std": dict(zip(lmm.FEATURES, map(float, clip_std))),
                       "mouth_direction": {"layers": list(pti_layers), "store_spread": round(mouth_sigma, 3)},
-                      "responses": responses, "stages": rows}, indent=1))
+                      "responses": responses, "layers": layers_table, "stages": rows}, indent=1))
 
 
 if __name__ == "__main__":
