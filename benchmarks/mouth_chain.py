@@ -97,21 +97,25 @@ def mouth_direction(store: np.ndarray, mar: np.ndarray, layers: list[int], compo
     return d, float((X[ok] @ d.reshape(-1)).std())
 
 
-def layer_rows(G, store: np.ndarray, sets: list[tuple[str, list[int]]], backend, clip: list) -> list[dict]:
-    """The store [T, num_ws, w_dim] re-rendered with only each set's layers moving: per layer, as their
-    mean within the set, and as that mean on every layer (see the module docstring)."""
-    mean = store.mean(0)
+def layer_rows(G, store: list, sets: list[tuple[str, list[int]]], backend, clip: list) -> list[dict]:
+    """The store's clips [T, num_ws, w_dim] re-rendered with only each set's layers moving (the others at
+    the store's mean code): per layer, as their mean within the set, and as that mean on every layer (see
+    the module docstring). Each clip is measured on its own, as the ``store`` row is."""
+    mean = np.concatenate(store).mean(0)
     out = []
     for label, layers in sets:
-        held = np.repeat(mean[None], len(store), axis=0)
-        within = held.copy()
-        per_layer = held.copy()
-        per_layer[:, layers] = store[:, layers]
-        avg = store[:, layers].mean(1, keepdims=True)                     # [T, 1, w_dim]: a W code per frame
-        within[:, layers] = avg
-        everywhere = np.repeat(avg, store.shape[1], axis=1)
-        for kind, codes in (("per layer", per_layer), ("mean within", within), ("mean everywhere", everywhere)):
-            out.append({**row(f"store, layers {label}, {kind}", [features(G, codes, backend)], clip),
+        per_kind: dict[str, list] = {"per layer": [], "mean within": [], "mean everywhere": []}
+        for w in store:
+            per_layer = np.repeat(mean[None], len(w), axis=0)
+            within = per_layer.copy()
+            per_layer[:, layers] = w[:, layers]
+            avg = w[:, layers].mean(1, keepdims=True)                      # [T, 1, w_dim]: a W code per frame
+            within[:, layers] = avg
+            for kind, codes in (("per layer", per_layer), ("mean within", within),
+                                ("mean everywhere", np.repeat(avg, w.shape[1], axis=1))):
+                per_kind[kind].append(features(G, codes, backend))
+        for kind, feats in per_kind.items():
+            out.append({**row(f"store, layers {label}, {kind}", feats, clip),
                         "layers": [int(x) for x in layers], "kind": kind})
     return out
 
@@ -198,7 +202,7 @@ def main() -> None:
                                 "the store's mean, every layer"),
                  mouth_response(G, store_mean, mouth_d, mouth_sigma, clip_std[0], backend, "the store's mean")]
 
-    layers_table = layer_rows(G, all_codes, sets, backend, clip) if sets else []
+    layers_table = layer_rows(G, store, sets, backend, clip) if sets else []
 
     calibration, measured = {}, set()
     for name in args.models:
