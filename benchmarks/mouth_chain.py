@@ -21,7 +21,7 @@ per unit of motion as much as the store's frames do; it is measured at the store
 with the direction on every layer), and at each photo's pivot through the original and the
 pivotal-tuned generator (the pivot of the first model that is there). Nine frames per row, no motion model.
 
-``layers`` bounds what a W motion (StyleInV's) can carry on the layers that move: the store re-rendered
+``layers`` measures what a W motion (StyleInV's) carries on the layers that move: the store re-rendered
 with only the layers of each ``--layer-sets`` entry moving (the rest at the store's mean code), as the
 store moves them (``per layer``), as their mean over those layers placed on them (``mean within``: a W
 motion on those layers, as animate under PTI renders StyleInV) and as that mean on every layer
@@ -101,18 +101,16 @@ def layer_rows(G, store: list, sets: list[tuple[str, list[int]]], backend, clip:
     """The store's clips [T, num_ws, w_dim] re-rendered with only each set's layers moving (the others at
     the store's mean code): per layer, as their mean within the set, and as that mean on every layer (see
     the module docstring). Each clip is measured on its own, as the ``store`` row is."""
+    from svgen.stage2_motion.offset import hold_layers
+
     mean = np.concatenate(store).mean(0)
     out = []
     for label, layers in sets:
         per_kind: dict[str, list] = {"per layer": [], "mean within": [], "mean everywhere": []}
         for w in store:
-            per_layer = np.repeat(mean[None], len(w), axis=0)
-            within = per_layer.copy()
-            per_layer[:, layers] = w[:, layers]
-            avg = w[:, layers].mean(1, keepdims=True)                      # [T, 1, w_dim]: a W code per frame
-            within[:, layers] = avg
-            for kind, codes in (("per layer", per_layer), ("mean within", within),
-                                ("mean everywhere", np.repeat(avg, w.shape[1], axis=1))):
+            avg = np.repeat(w[:, layers].mean(1, keepdims=True), w.shape[1], axis=1)   # a W code per frame
+            for kind, codes in (("per layer", hold_layers(w, mean, layers)),
+                                ("mean within", hold_layers(avg, mean, layers)), ("mean everywhere", avg)):
                 per_kind[kind].append(features(G, codes, backend))
         for kind, feats in per_kind.items():
             out.append({**row(f"store, layers {label}, {kind}", feats, clip),
