@@ -10,6 +10,7 @@ import click
 from svgen.cli.common import common_options, positive_int
 from svgen.cli.distributed import launch_torchrun
 from svgen.utils.checks import POSITIVE, UNIT_INTERVAL
+from svgen.utils.errors import SvgenError
 
 PRESETS = ("tiny", "paper256", "stylegan2", "auto")
 
@@ -34,6 +35,11 @@ PRESETS = ("tiny", "paper256", "stylegan2", "auto")
               help="Augmentation probability: initial (ada) or constant (fixed).")
 @click.option("--mirror", is_flag=True, help="Add x-flipped copies of the frames.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/latest.pt.")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Start a new run from this generator's weights (svgen generator.pt, NVIDIA .pkl, "
+                   "rosinality .pt; its D too when the file has one): transfer learning, e.g. from a "
+                   "generator of many faces to your clip. Its preset is the run's; the image count, "
+                   "optimisers and ADA start afresh.")
 @click.option("--gpus", type=int, default=1, show_default=True, callback=positive_int,
               help="Processes (one per GPU; CPU processes with --device cpu), launched via torchrun.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
@@ -43,7 +49,7 @@ PRESETS = ("tiny", "paper256", "stylegan2", "auto")
 @common_options
 def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[float],
                 snap_kimg: Optional[float], batch: Optional[int], aug: str, ada_p: float,
-                mirror: bool, resume: bool, gpus: int, workers: int, metrics: bool, seed: int,
+                mirror: bool, resume: bool, init: Optional[Path], gpus: int, workers: int, metrics: bool, seed: int,
                 device: str) -> None:
     """Train StyleGAN2 (+ ADA) on the --data frames and write <out>/generator.pt.
 
@@ -57,7 +63,7 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
     import torch
 
     from svgen.stage1_image_gan.train import (TrainConfig, check_batch, open_dataset, preset_for,
-                                              train)
+                                              read_init, train)
     from svgen.training.run import check_run_folder
     from svgen.utils.device import select_device
     from svgen.utils.io import ensure_parent_writable
@@ -71,15 +77,29 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
         raise click.BadParameter(f"{gpus} processes need {gpus} GPUs, "
                                  f"{torch.cuda.device_count()} visible", param_hint="--gpus")
     dataset = open_dataset(data)
-    ensure_parent_writable(out / "config.json")
     train_preset = None
-    if preset is not None or not resume:
+    if init is not None and resume:
+        raise click.UsageError("--init starts a new run; --resume continues one (its start is in its checkpoint)")
+    if init is not None and preset is None:
+        from svgen.stage1_image_gan.checkpoints import checkpoint_preset, read_generator_checkpoint
+
+        train_preset = checkpoint_preset(read_generator_checkpoint(init, mmap=True))
+        if train_preset.G.img_resolution != dataset.resolution:
+            raise SvgenError(f"the generator makes {train_preset.G.img_resolution} px images, the "
+                             f"dataset ({data}) has {dataset.resolution} px frames", init)
+        if batch is not None:
+            train_preset = dataclasses.replace(train_preset, batch=batch)
+        check_batch(train_preset, world)
+    elif preset is not None or not resume:
         train_preset = preset_for(preset or "auto", dataset, gpus=world)
         if batch is not None:
             train_preset = dataclasses.replace(train_preset, batch=batch)
         check_batch(train_preset, world)
+        if init is not None:
+            read_init(init, train_preset)
     elif batch is not None:
         raise click.UsageError("--batch cannot change on --resume")
+    ensure_parent_writable(out / "config.json")
     latest = check_run_folder(out, resume)
     if resume:
         from svgen.stage1_image_gan.train import load_training_checkpoint
@@ -92,7 +112,7 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
                 "--gpus", str(gpus), "--workers", str(workers), "--seed", str(seed),
                 "--device", device, "--metrics" if metrics else "--no-metrics"]
         for flag, value in (("--preset", preset), ("--kimg", kimg), ("--snap", snap_kimg),
-                            ("--batch", batch)):
+                            ("--batch", batch), ("--init", init)):
             if value is not None:
                 argv += [flag, str(value)]
         argv += ["--mirror"] * mirror + ["--resume"] * resume
@@ -102,7 +122,7 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
     cfg = TrainConfig(data=str(data), out=str(out), preset=train_preset, kimg=kimg,
                       snap_kimg=snap_kimg, seed=seed, aug=aug, ada_p=ada_p, mirror=mirror,
                       workers=workers, device=device, swd_images=128 if metrics else 0,
-                      resume=resume)
+                      resume=resume, init=str(init) if init is not None else None)
     gen_path = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"{gen_path}: trained generator written")

@@ -37,7 +37,8 @@ from PIL import Image
 from svgen.metrics.swd import swd_per_level
 from svgen.preprocessing.dataset import AlignedDataset
 from svgen.stage1_image_gan.augment import AdaptiveP, AugmentPipe, augment_config
-from svgen.stage1_image_gan.checkpoints import make_generator_checkpoint
+from svgen.stage1_image_gan.checkpoints import (build_networks, checkpoint_preset, make_generator_checkpoint,
+                                                read_generator_checkpoint)
 from svgen.stage1_image_gan.loss import StyleGAN2Loss
 from svgen.stage1_image_gan.networks import Discriminator, Generator
 from svgen.stage1_image_gan.presets import TrainPreset, get_preset, preset_from_dict
@@ -46,7 +47,7 @@ from svgen.training import (Dist, Run, check_consistency, from_invocation, half_
 from svgen.training.state import load_resume_checkpoint, restore
 from svgen.utils.config import config_to_dict
 from svgen.utils.errors import SvgenError
-from svgen.utils.io import atomic_write, torch_save_atomic
+from svgen.utils.io import atomic_write, file_sha256, torch_save_atomic
 from svgen.utils.progress import progress
 from svgen.utils.seed import get_rng_state, seed_everything, set_rng_state
 
@@ -75,6 +76,8 @@ class TrainConfig:
     grid_size: int = 16                # images in the fixed-latent sample grid
     swd_images: int = 128              # real/fake images for the snapshot SWD (0: off)
     resume: bool = from_invocation(False)
+    init: Optional[str] = None         # generator file whose weights a new run starts from (transfer
+                                       # learning: svgen .pt, NVIDIA .pkl or rosinality .pt); None: random
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -242,6 +245,19 @@ def resolve_config(cfg: TrainConfig, ckpt: Optional[dict]) -> TrainConfig:
     return resumed_config(old, dataclasses.replace(cfg, resume=True))
 
 
+def read_init(path: str | os.PathLike, preset: TrainPreset) -> dict:
+    """The checkpoint dict of a generator a new run starts from (``--init``), or SvgenError naming it
+    when its networks are not the ones ``preset`` builds."""
+    init = read_generator_checkpoint(path, mmap=True)
+    theirs = checkpoint_preset(init)
+    if any(dataclasses.asdict(getattr(theirs, net)) != dataclasses.asdict(getattr(preset, net))
+           for net in ("G", "D")):
+        raise SvgenError(f"its networks ({theirs.name!r} preset at {theirs.G.img_resolution} px) are not "
+                         f"the {preset.name!r} preset's at {preset.G.img_resolution} px; leave --preset out "
+                         "to train with its own", path)
+    return init
+
+
 def check_batch(preset: TrainPreset, world_size: int) -> int:
     """Per-process batch; it must split evenly and keep minibatch-std groups whole."""
     if preset.batch % world_size:
@@ -322,8 +338,11 @@ class ImageGANTrainer:
                        and not (ph.name == "Dreg" and preset.r1_gamma == 0)]
 
         self.step, self.cur_nimg = 0, 0
+        self.init_sha256 = ""
         if ckpt is not None:
             self._load_state(ckpt)
+        elif cfg.init:
+            self._load_init(Path(cfg.init))
         # Training randomness differs per process; a resumed run continues its saved streams.
         seed_everything(cfg.seed * dist.world_size + dist.rank)
         rng = ckpt.get("rng") if ckpt is not None else None
@@ -342,6 +361,18 @@ class ImageGANTrainer:
         if self.augment_pipe is not None:
             self.augment_pipe.p.copy_(torch.as_tensor(float(ckpt.get("augment_p", self.cfg.ada_p))))
         self.step, self.cur_nimg = int(ckpt["step"]), int(ckpt["cur_nimg"])
+
+    def _load_init(self, path: Path) -> None:
+        """Start from another generator's weights (G, G_ema, and D when the file has one): the
+        transfer-learning start of StyleGAN2-ADA's ``--resume=<pkl>``, with a fresh count of images,
+        fresh optimisers and ADA's p from zero."""
+        init = read_init(path, self.preset)
+        G, G_ema, D = build_networks(init, path)
+        self.G.load_state_dict(G.state_dict())
+        self.G_ema.load_state_dict(G_ema.state_dict())
+        if D is not None:
+            self.D.load_state_dict(D.state_dict())
+        self.init_sha256 = file_sha256(path)
 
     # -- one iteration -----------------------------------------------------------------------------
     def train_step(self, real_img: torch.Tensor) -> list[dict]:
@@ -381,7 +412,8 @@ class ImageGANTrainer:
         return {"kimg": self.cur_nimg / 1000, "step": self.step, "dataset": str(cfg.data),
                 "dataset_resolution": dataset.resolution, "dataset_frames": len(dataset),
                 "dataset_fingerprint": self.data_fingerprint, "augment": cfg.aug, "ada_p": self.ada_p(),
-                "world_size": self.dist.world_size, "seed": cfg.seed}
+                "world_size": self.dist.world_size, "seed": cfg.seed,
+                **({"init": str(cfg.init), "init_sha256": self.init_sha256} if cfg.init else {})}
 
     def ada_p(self) -> float:
         return float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0

@@ -16,6 +16,7 @@ from svgen.metrics.swd import sliced_wasserstein
 from svgen.preprocessing.dataset import AlignedDataset, AlignedDatasetWriter
 from svgen.stage1_image_gan.checkpoints import build_networks, load_generator
 from svgen.stage1_image_gan.train import GlobalBatches, generate_images, real_reference, snapshot_tag
+from svgen.utils.io import file_sha256
 from svgen.utils.logging import read_jsonl
 
 
@@ -204,6 +205,42 @@ def test_cli_resume_errors(real_frames_zip32, tmp_path, capsys, random_generator
     assert code == 1 and "no training state" in one_error_line(err)
     code, err = run_cli(base, capsys)  # an existing run is never overwritten silently
     assert code == 1 and "--resume" in one_error_line(err)
+
+
+def test_init_starts_from_another_generator(tiny_generator_path, real_frames_zip32, tmp_path, capsys):
+    """--init (transfer learning): the new run's kimg-0 snapshot holds the given generator's G, G_ema
+    and D bit for bit, its first SWD is the trained generator's (not a random network's), its
+    checkpoint records the source, and it then trains on with a fresh image count."""
+    out = tmp_path / "ft"
+    code, err = run_cli(["train-image", "--data", str(real_frames_zip32), "--out", str(out),
+                         "--init", str(tiny_generator_path), "--batch", "8", "--kimg", "0.016",
+                         "--snap", "1", "--device", "cpu", "--seed", "3"], capsys)
+    assert code == 0, err
+    parent = torch.load(tiny_generator_path, weights_only=True)
+    start = torch.load(out / "checkpoints" / "network-snapshot-000000.pt", weights_only=True)
+    for key in ("G", "G_ema", "D"):
+        for name in parent[key]:
+            assert torch.equal(parent[key][name], start[key][name]), (key, name)
+    final = torch.load(out / "generator.pt", weights_only=True)
+    assert final["meta"]["kimg"] == pytest.approx(0.016) and final["meta"]["init"] == str(tiny_generator_path)
+    assert final["meta"]["init_sha256"] == file_sha256(tiny_generator_path)
+    assert not all(torch.equal(final["G"][k], parent["G"][k]) for k in parent["G"])  # it trained on
+    swd_parent_start = read_jsonl(tiny_generator_path.parent / "metrics.jsonl")[0]["swd"]  # random network
+    swd_init_start = read_jsonl(out / "metrics.jsonl")[0]["swd"]
+    assert swd_init_start < 0.7 * swd_parent_start, (swd_init_start, swd_parent_start)
+
+
+def test_cli_init_errors(tiny_generator_path, real_frames_zip32, tmp_path, capsys):
+    base = ["train-image", "--out", str(tmp_path / "run"), "--init", str(tiny_generator_path)]
+    code, err = run_cli(base + ["--data", str(tiny_zip(tmp_path / "a64.zip", 64))], capsys)
+    line = one_error_line(err)
+    assert code == 1 and str(tiny_generator_path) in line and "32 px" in line and "64 px" in line
+    code, err = run_cli(base + ["--data", str(real_frames_zip32), "--resume"], capsys)
+    assert code == 2 and "--init starts a new run" in err
+    code, err = run_cli(base + ["--data", str(real_frames_zip32), "--preset", "paper256"], capsys)
+    line = one_error_line(err)
+    assert code == 1 and str(tiny_generator_path) in line and "'paper256' preset" in line, line
+    assert not (tmp_path / "run").exists()  # nothing half-made that would then need --resume
 
 
 def test_cli_full_disk(real_frames_zip32, tmp_path, capsys, monkeypatch):
