@@ -341,6 +341,7 @@ class ImageGANTrainer:
         self.init_sha256 = ""
         if ckpt is not None:
             self._load_state(ckpt)
+            self.init_sha256 = str(ckpt.get("meta", {}).get("init_sha256", ""))  # a resumed --init run
         elif cfg.init:
             self._load_init(Path(cfg.init))
         # Training randomness differs per process; a resumed run continues its saved streams.

@@ -210,11 +210,14 @@ def test_cli_resume_errors(real_frames_zip32, tmp_path, capsys, random_generator
 def test_init_starts_from_another_generator(tiny_generator_path, real_frames_zip32, tmp_path, capsys):
     """--init (transfer learning): the new run's kimg-0 snapshot holds the given generator's G, G_ema
     and D bit for bit, its first SWD is the trained generator's (not a random network's), its
-    checkpoint records the source, and it then trains on with a fresh image count."""
+    checkpoint records the source (after a --resume too), and it then trains on with a fresh image count."""
     out = tmp_path / "ft"
     code, err = run_cli(["train-image", "--data", str(real_frames_zip32), "--out", str(out),
-                         "--init", str(tiny_generator_path), "--batch", "8", "--kimg", "0.016",
+                         "--init", str(tiny_generator_path), "--batch", "8", "--kimg", "0.008",
                          "--snap", "1", "--device", "cpu", "--seed", "3"], capsys)
+    assert code == 0, err
+    code, err = run_cli(["train-image", "--data", str(real_frames_zip32), "--out", str(out), "--resume",
+                         "--kimg", "0.016", "--device", "cpu"], capsys)  # still records its start
     assert code == 0, err
     parent = torch.load(tiny_generator_path, weights_only=True)
     start = torch.load(out / "checkpoints" / "network-snapshot-000000.pt", weights_only=True)
