@@ -80,23 +80,21 @@ def train_image(data: Path, out: Path, preset: Optional[str], kimg: Optional[flo
     train_preset = None
     if init is not None and resume:
         raise click.UsageError("--init starts a new run; --resume continues one (its start is in its checkpoint)")
-    if init is not None and preset is None:
-        from svgen.stage1_image_gan.checkpoints import checkpoint_preset, read_generator_checkpoint
+    if preset is not None or not resume:
+        if init is not None and preset is None:     # the run takes the generator's own preset
+            from svgen.stage1_image_gan.checkpoints import checkpoint_preset, read_generator_checkpoint
 
-        train_preset = checkpoint_preset(read_generator_checkpoint(init, mmap=True))
-        if train_preset.G.img_resolution != dataset.resolution:
-            raise SvgenError(f"the generator makes {train_preset.G.img_resolution} px images, the "
-                             f"dataset ({data}) has {dataset.resolution} px frames", init)
+            train_preset = checkpoint_preset(read_generator_checkpoint(init, mmap=True))
+            if train_preset.G.img_resolution != dataset.resolution:
+                raise SvgenError(f"the generator makes {train_preset.G.img_resolution} px images, the "
+                                 f"dataset ({data}) has {dataset.resolution} px frames", init)
+        else:
+            train_preset = preset_for(preset or "auto", dataset, gpus=world)
+            if init is not None:
+                read_init(init, train_preset)
         if batch is not None:
             train_preset = dataclasses.replace(train_preset, batch=batch)
         check_batch(train_preset, world)
-    elif preset is not None or not resume:
-        train_preset = preset_for(preset or "auto", dataset, gpus=world)
-        if batch is not None:
-            train_preset = dataclasses.replace(train_preset, batch=batch)
-        check_batch(train_preset, world)
-        if init is not None:
-            read_init(init, train_preset)
     elif batch is not None:
         raise click.UsageError("--batch cannot change on --resume")
     ensure_parent_writable(out / "config.json")
