@@ -23,6 +23,7 @@ FRAMES ?= 100
 FPS    ?= 25
 # Optional budget knobs (empty = the command's own default)
 IMAGE_KIMG     ?=
+IMAGE_INIT     ?=
 ENCODER_KIMG   ?=
 ENCODER_W_KIMG ?=
 MOTION_EPOCHS  ?=
@@ -83,6 +84,7 @@ help:
 	@echo "  GENERATOR=$(GENERATOR)   your own generator (NVIDIA .pkl, rosinality .pt, svgen .pt): converted once to"
 	@echo "      WORK/pretrained_<stem>/generator.pt (seconds) and used instead of train-image (skipped); empty = train one"
 	@echo "  IMAGE_KIMG=$(IMAGE_KIMG)   stage-1 length in kimg; empty = 200 for tiny (50 000 steps at batch 4; ~3 h on 2 CPU cores: 14 kimg took 13 min), demo 14"
+	@echo "  IMAGE_INIT=$(IMAGE_INIT)   stage 1 starts from this generator's weights and preset (train-image --init; PRESET is then unused)"
 	@echo "  ENCODER_KIMG=$(ENCODER_KIMG)   W+ encoder length in kimg; empty = 16 for tiny (1000 steps), demo 3"
 	@echo "  ENCODER_W_KIMG=$(ENCODER_W_KIMG)   W encoder (MODEL=styleinv) in kimg; empty = 16 for tiny, demo 1"
 	@echo "  SPACE=$(SPACE)   encoder latent space for invert (w+ | w)"
@@ -119,9 +121,10 @@ $(ALIGNED): $(STAMP) $(VIDEO)
 
 ifeq ($(GENERATOR),)
 train-image: $(G_PT)
-$(G_PT): $(ALIGNED)
-	$(SVGEN) train-image --data $< --out $(WORK)/image --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
-		$(call opt,--kimg,$(IMAGE_KIMG)) $(if $(wildcard $(WORK)/image/checkpoints/latest.pt),--resume)
+$(G_PT): $(ALIGNED) $(IMAGE_INIT)
+	$(SVGEN) train-image --data $< --out $(WORK)/image $(if $(IMAGE_INIT),,--preset $(PRESET)) --device $(DEVICE) \
+		--seed $(SEED) $(call opt,--kimg,$(IMAGE_KIMG)) \
+		$(if $(wildcard $(WORK)/image/checkpoints/latest.pt),--resume,$(call opt,--init,$(IMAGE_INIT)))
 else
 train-image: $(G_PT)
 	@echo "train-image skipped: GENERATOR=$(GENERATOR) is used, converted to $(G_PT)"
