@@ -10,7 +10,8 @@ ratio to the training clip's:
 - ``<model> samples``: the motion model's own trajectories (no offset) rendered by the generator:
   what the motion model makes of the store;
 - ``<model> on <photo>, untuned``: ``svgen animate --tune none`` (PCA offset, every layer moving);
-- ``<model> on <photo>, pti``: ``svgen animate``'s default (pivotal tuning, mean offset, coarse layers).
+- ``<model> on <photo>, pti``: ``svgen animate``'s default (pivotal tuning with its mouth term, mean offset,
+  coarse layers; ``--tune-mouth 0`` for PTI without the term).
 
 Besides the spreads, ``responses`` isolates the generator's side from the motion's: the slope of the
 mouth aspect ratio when a code moves along the store's *mouth direction* (the least-squares direction
@@ -140,8 +141,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--models", nargs="*", default=["gru", "styleinv"], help="motion models to follow")
-    ap.add_argument("--calibration", choices=["on", "off"], default="on",
-                    help="the motion model's spread calibration (svgen/stage2_motion/calibration.py)")
+    ap.add_argument("--calibration", choices=["on", "off"], default="off",
+                    help="the motion model's spread calibration (svgen/stage2_motion/calibration.py; off, as "
+                         "svgen animate)")
+    ap.add_argument("--tune-mouth", type=float, default=None,
+                    help="weight of PTI's mouth term (svgen animate --tune-mouth; 0: off; default: animate's)")
     ap.add_argument("--layer-sets", nargs="*", default=["auto", "0-5", "all"],
                     help="layer sets for the `layers` rows, e.g. 0-5 or 0-3,6 (auto: the layers animate moves "
                          "under PTI; none given: no rows)")
@@ -152,8 +156,8 @@ def main() -> None:
     from svgen.inversion.api import invert_images
     from svgen.inversion.encoders import load_encoder
     from svgen.metrics import landmark_motion as lmm
-    from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, resolved_offset,
-                                        tune_identity)
+    from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, mouth_inputs,
+                                        resolved_offset, tune_identity)
     from svgen.preprocessing.landmarks import DlibLandmarks
     from svgen.preprocessing.pipeline import align_photo
     from svgen.stage1_image_gan.checkpoints import load_generator
@@ -162,6 +166,8 @@ def main() -> None:
     from svgen.stage2_motion.offset import hold_layers, parse_layers
     from svgen.utils.io import file_sha256
 
+    if args.tune_mouth is None:
+        args.tune_mouth = AnimateSettings().tune_mouth
     work = args.work
     for need in ("image/generator.pt", "latents.h5", "aligned.zip"):
         if not (work / need).is_file():
@@ -218,15 +224,20 @@ def main() -> None:
             aligned = align_photo(photo, size=G.img_resolution)
             w_id = invert_images(G, E, aligned[None])[0]
             for tune in ("none", "pti"):
-                st = AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune)
-                render_G = G if tune == "none" else tune_identity(G, w_id, aligned, st, gen_sha)[0]
+                st = AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune, tune_mouth=args.tune_mouth)
+                moving = _motion_layers(st, G.num_ws, G.img_resolution)
+                if tune == "none":
+                    render_G = G
+                else:
+                    st.motion = str(work / f"motion_{name}/motion.pt")
+                    mouth = mouth_inputs(G, None, aligned, st, gen_sha, moving)[0] if args.tune_mouth > 0 else None
+                    render_G = tune_identity(G, w_id, aligned, st, gen_sha, mouth=mouth)[0]
                 label = "pti" if tune == "pti" else "untuned"
                 if (photo, tune) not in measured:    # once per photo: the pivot of the first model's encoder
                     measured.add((photo, tune))
                     responses.append(mouth_response(render_G, np.asarray(w_id), mouth_d, mouth_sigma, clip_std[0],
                                                     backend, f"{Path(photo).stem}, {label}"))
                 offset = resolved_offset(st)
-                moving = _motion_layers(st, G.num_ws, G.img_resolution)
                 per_seed = []
                 for s in range(args.seeds):
                     seq = np.concatenate(list(_sampled_stream(model, w_id, args.frames, 25.0, s, offset, st,

@@ -42,6 +42,11 @@ synthesis network so that ``G_t(w_p)`` reproduces the photo:
   150-frame motion, default layers; demo photo, 000031.jpg, jackson.jpg): the ring is gone (streaks on
   the cheeks, inside the face, stay), dlib identity 0.35/0.43/0.32 -> 0.29/0.40/0.34, every frame a
   face, mouth 0.15/0.49/0.18x -> 0.25/0.29/0.27x (one motion's mouth varies by about +-0.1).
+- The mouth term (``PTIConfig.mouth`` > 0, ``svgen animate --tune-mouth``, on by default there): the
+  tuned generator must render the photo with its own mouth opened (or closed) at offsets along the
+  direction in which the original generator opens the mouth in the motion's codes:
+  ``l2 + msssim(G_t(w_p + offset_k), target_k)``, ``mouth_batch`` targets a step. Without it the tuned
+  generator draws the photo's (mostly closed) mouth all around the pivot. See :mod:`svgen.inversion.mouth`.
 - Only the synthesis network is tuned (the pivot is fixed, the mapping network is unused).
   Adam, 350 steps, batch 1, constant noise (PTI's settings); training stops early once the
   reconstruction reaches ``stop_psnr``. The learning rate is PTI's 3e-4 for the published networks
@@ -91,6 +96,8 @@ class PTIConfig:
     motion: float = 0.0            # weight of the motion term (0: off; see the module doc)
     motion_batch: int = 2          # motion offsets per step
     motion_face_only: bool = True  # the original's change inside the face ellipse, none outside it
+    mouth: float = 0.0             # weight of the mouth term (0: off; svgen.inversion.mouth)
+    mouth_batch: int = 2           # mouth targets per step
     stop_psnr: float = 40.0        # stop once G_t(w_p) reconstructs the photo to this PSNR (dB)
     seed: int = 0
 
@@ -115,11 +122,14 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PTIConfig,
                    loss: Optional[ReconstructionLoss] = None,
                    on_step: Optional[Callable[[int, dict], None]] = None,
-                   motion_offsets: Optional[torch.Tensor] = None) -> tuple[nn.Module, dict]:
+                   motion_offsets: Optional[torch.Tensor] = None,
+                   mouth: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> tuple[nn.Module, dict]:
     """Tune a copy of ``G`` so that it renders ``target`` at ``pivot``; ``G`` itself is unchanged.
 
     pivot: [num_ws, w_dim] (or [1, num_ws, w_dim]); target: [1, 3, R, R] in [-1, 1] at G's resolution;
-    motion_offsets: [N, num_ws, w_dim] the animation adds to the pivot (needed when ``cfg.motion`` > 0).
+    motion_offsets: [N, num_ws, w_dim] the animation adds to the pivot (needed when ``cfg.motion`` > 0);
+    mouth: (offsets [K, num_ws, w_dim], targets [K, 3, R, R]) of the mouth term (``cfg.mouth`` > 0;
+    :func:`svgen.inversion.mouth.mouth_targets`): ``G_t(pivot + offset_k)`` must render ``target_k``.
     Returns (the tuned generator in eval mode, a summary with the PSNR before and after).
     """
     device = G.mapping.w_avg.device
@@ -142,6 +152,11 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
         if motion_offsets is None or len(motion_offsets) == 0:
             raise ValueError("the motion term (cfg.motion > 0) needs motion_offsets")
         motion = _MotionTerm(G, motion_offsets.to(device), cfg.motion_batch, cfg.seed, cfg.motion_face_only)
+    mouth_term = None
+    if cfg.mouth > 0:
+        if mouth is None or len(mouth[0]) == 0:
+            raise ValueError("the mouth term (cfg.mouth > 0) needs mouth offsets and targets")
+        mouth_term = _MouthTerm(mouth[0].to(device), mouth[1].to(device), cfg.mouth_batch, cfg.seed)
     with torch.no_grad():
         psnr_before = float(psnr(G.synthesis(pivot, noise_mode="const"), target))
     step, logs = 0, {}
@@ -164,6 +179,10 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
             mot = motion.loss(G_t, pivot, img.detach())
             (cfg.motion * mot).backward()
             logs["motion"] = float(mot.detach())
+        if mouth_term is not None:
+            mou = mouth_term.loss(G_t, pivot)
+            (cfg.mouth * mou).backward()
+            logs["mouth"] = float(mou.detach())
         opt.step()
         logs["psnr"] = float(psnr(img.detach(), target))
         if on_step is not None:
@@ -176,6 +195,7 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
         psnr_after = float(psnr(G_t.synthesis(pivot, noise_mode="const"), target))
     return G_t, {"steps": step, "psnr_before": psnr_before, "psnr_after": psnr_after,
                  "motion_offsets": 0 if motion is None else int(len(motion.offsets)),
+                 "mouth_targets": 0 if mouth_term is None else int(len(mouth_term.offsets)),
                  "config": {**asdict(cfg), "lr": lr}}
 
 
@@ -203,6 +223,24 @@ class _MotionTerm:
                 change = change * self.mask
         out = G_t.synthesis(pivot + delta, noise_mode="const")
         want = pivot_img + change
+        return pixel_l2(out, want).mean() + (1 - ms_ssim(out, want)).mean()
+
+
+class _MouthTerm:
+    """The mouth term of :func:`pivotal_tuning`: at ``pivot + offsets[k]`` the tuned generator must render
+    ``targets[k]`` (the photo with its mouth opened or closed, :mod:`svgen.inversion.mouth`)."""
+
+    def __init__(self, offsets: torch.Tensor, targets: torch.Tensor, batch: int, seed: int):
+        if len(offsets) != len(targets):
+            raise ValueError(f"{len(offsets)} mouth offsets but {len(targets)} targets")
+        self.offsets, self.targets = offsets.float(), targets.float()
+        self.batch = max(1, min(int(batch), len(offsets)))
+        self.gen = torch.Generator().manual_seed(int(seed) + 2)
+
+    def loss(self, G_t: nn.Module, pivot: torch.Tensor) -> torch.Tensor:
+        idx = torch.randperm(len(self.offsets), generator=self.gen)[:self.batch].to(self.offsets.device)
+        out = G_t.synthesis(pivot + self.offsets[idx], noise_mode="const")
+        want = self.targets[idx]
         return pixel_l2(out, want).mean() + (1 - ms_ssim(out, want)).mean()
 
 
@@ -241,14 +279,19 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(photo_sha256: str, generator_sha256: str, pivot: np.ndarray, cfg: PTIConfig,
-              extra: Optional[dict] = None, motion_offsets: Optional[np.ndarray] = None) -> str:
-    """Hash of everything the tuned weights depend on (the motion offsets only when the term is on)."""
+              extra: Optional[dict] = None, motion_offsets: Optional[np.ndarray] = None,
+              mouth: Optional[tuple[np.ndarray, np.ndarray]] = None) -> str:
+    """Hash of everything the tuned weights depend on (the motion offsets and mouth targets only when
+    their term is on)."""
     h = hashlib.sha256()
     h.update(photo_sha256.encode())
     h.update(generator_sha256.encode())
     h.update(np.ascontiguousarray(pivot, dtype=np.float32).tobytes())
     if cfg.motion > 0 and motion_offsets is not None:
         h.update(np.ascontiguousarray(motion_offsets, dtype=np.float32).tobytes())
+    if cfg.mouth > 0 and mouth is not None:
+        for a in mouth:
+            h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
     h.update(json.dumps({"cfg": asdict(cfg), **(extra or {})}, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -282,14 +325,16 @@ def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PT
                 photo_sha256: str, generator_sha256: str, cache_dir: Optional[PathLike] = None,
                 loss: Optional[ReconstructionLoss] = None, extra_key: Optional[dict] = None,
                 show_progress: bool = True,
-                motion_offsets: Optional[torch.Tensor] = None) -> tuple[nn.Module, dict]:
+                motion_offsets: Optional[torch.Tensor] = None,
+                mouth: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> tuple[nn.Module, dict]:
     """:func:`pivotal_tuning` through the cache; the summary says whether it was a cache hit."""
     from svgen.utils.progress import progress
 
     if cfg.steps <= 0:
         raise SvgenError(f"pivotal tuning needs a positive number of steps, got {cfg.steps}")
     key = cache_key(photo_sha256, generator_sha256, pivot.detach().cpu().numpy(), cfg, extra_key,
-                    None if motion_offsets is None else motion_offsets.detach().cpu().numpy())
+                    None if motion_offsets is None else motion_offsets.detach().cpu().numpy(),
+                    None if mouth is None else tuple(a.detach().cpu().numpy() for a in mouth))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{key[:32]}.pt"
     hit = load_cached(G, path, key)
@@ -305,7 +350,8 @@ def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PT
             bar.set_postfix(psnr=f"{logs['psnr']:.1f}")
 
     try:
-        G_t, summary = pivotal_tuning(G, pivot, target, cfg, loss=loss, on_step=tick, motion_offsets=motion_offsets)
+        G_t, summary = pivotal_tuning(G, pivot, target, cfg, loss=loss, on_step=tick, motion_offsets=motion_offsets,
+                                      mouth=mouth)
     finally:
         bar.close()
     if not math.isfinite(summary["psnr_after"]):
@@ -320,5 +366,5 @@ def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PT
 
 def summary_for_json(summary: dict[str, Any]) -> dict:
     """The PTI summary as recorded in ``<out>.json``."""
-    keys = ("steps", "psnr_before", "psnr_after", "motion_offsets", "cache", "cache_hit", "config")
+    keys = ("steps", "psnr_before", "psnr_after", "motion_offsets", "mouth_targets", "cache", "cache_hit", "config")
     return {k: summary[k] for k in keys if k in summary}

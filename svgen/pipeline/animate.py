@@ -18,6 +18,7 @@ import dataclasses
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -33,6 +34,8 @@ from svgen.pipeline.driving import DrivingLatents, invert_driving
 from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.inversion.encoders import load_encoder
 from svgen.inversion.losses import ReconstructionLoss
+from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, fit_mouth_direction, mouth_targets, photo_landmarks,
+                                   rendered_mar)
 from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
 from svgen.preprocessing.pipeline import align_photo
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
@@ -77,6 +80,7 @@ class AnimateSettings:
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
     tune_id_loss: str = "dlib"         # PTI's identity term: dlib's face-recognition net | none
     tune_motion: float = 0.0           # weight of PTI's motion term (0: off; see svgen.inversion.pti)
+    tune_mouth: float = 1.0            # weight of PTI's mouth term (0: off; see svgen.inversion.mouth)
     calibration: str = "off"           # the motion model's spread calibration: on | off (stage2_motion/calibration.py)
     layer_lift: str = "off"            # StyleInV on a W+ store: lift its motion onto the layers: on | off
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
@@ -105,6 +109,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--tune-id-loss must be dlib or none, got {st.tune_id_loss!r}")
     if not float(st.tune_motion) >= 0:
         raise SvgenError(f"--tune-motion must be >= 0, got {st.tune_motion}")
+    if not float(st.tune_mouth) >= 0:
+        raise SvgenError(f"--tune-mouth must be >= 0, got {st.tune_mouth}")
     if float(st.tune_motion) > 0 and st.tune != "pti":
         raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.calibration not in ("on", "off"):
@@ -216,8 +222,11 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
             t = time.perf_counter()
             offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving)
                        if st.tune_motion > 0 else None)
+            mouth, mouth_rec = (mouth_inputs(G, drive, photo, st, gen_sha, moving) if st.tune_mouth > 0
+                                else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
-                render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets)
+                render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
+            tuning["mouth"] = mouth_rec
             timing["pivotal_tuning"] = time.perf_counter() - t
         if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
             render_G = transfer_tuning(G, render_G, styled) if tuning else styled
@@ -293,6 +302,7 @@ def _motion_layers(st: AnimateSettings, num_ws: int, resolution: int) -> Optiona
 
 MOTION_PROBE_FRAMES = 150   # frames of the animation's own motion PTI's motion term sees
 MOTION_PROBE_EVERY = 3      # every third of them: 50 offsets
+MOUTH_PROBE_FRAMES = 150    # codes rendered by the original generator to find the motion's mouth direction
 
 
 def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents], w_id: np.ndarray, frames: int,
@@ -307,20 +317,75 @@ def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents]
     return (seq - np.asarray(w_id, np.float32)[None]).astype(np.float32)
 
 
+def mouth_probe_codes(st: AnimateSettings, drive: Optional[DrivingLatents], gen_sha: str
+                      ) -> tuple[Optional[np.ndarray], str]:
+    """The codes [N, num_ws, w_dim] the mouth direction is fitted on, and where they come from: the motion's
+    training store (``latents_ref`` in motion.pt; up to ``MOUTH_PROBE_FRAMES`` frames spread over its
+    clips) or the driving video's first ``MOUTH_PROBE_FRAMES`` inverted frames. (None, why) when the store
+    is not there or belongs to another generator. A motion model's own samples are no substitute: two
+    short samples gave a direction at cosine 0.5 to the store's on the demo, and faces were lost."""
+    from svgen.inversion.latent_store import LatentStore
+    from svgen.utils.rundir import load_checkpoint
+
+    if drive is not None:
+        return np.concatenate(list(drive.chunks(MOUTH_PROBE_FRAMES))), "the driving video"
+    ref = load_checkpoint(st.motion).get("latents_ref") or {}
+    path = ref.get("path")
+    if not path or not Path(path).is_file():
+        return None, f"the motion's training store {path or '(not recorded)'} is not there"
+    with LatentStore(path) as store:
+        if store.generator_sha256 and gen_sha and store.generator_sha256 != gen_sha:
+            return None, f"the motion's training store {path} was inverted with another generator"
+        total = store.total_frames
+        take = max(1, int(np.ceil(total / MOUTH_PROBE_FRAMES)))
+        codes = np.concatenate([store.read(c, as_wplus=True)[::take] for c in store.clips])
+    return codes, str(path)
+
+
+def mouth_inputs(G: Any, drive: Optional[DrivingLatents], photo: np.ndarray, st: AnimateSettings, gen_sha: str,
+                 moving: Optional[list]) -> tuple[Optional[tuple], dict]:
+    """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
+    (None, a record saying why) when the photo's landmarks or the motion's mouth cannot be measured."""
+    from svgen.preprocessing.landmarks import DlibLandmarks
+
+    backend = DlibLandmarks()
+    lm = photo_landmarks(photo, backend)
+    if lm is None:
+        warnings.warn("PTI's mouth term is off: dlib finds no face landmarks in the aligned photo")
+        return None, {"used": False, "reason": "dlib finds no face landmarks in the aligned photo"}
+    codes, source = mouth_probe_codes(st, drive, gen_sha)
+    if codes is None:
+        warnings.warn(f"PTI's mouth term is off: {source}")
+        return None, {"used": False, "reason": source}
+    try:
+        mouth = fit_mouth_direction(codes, rendered_mar(G, codes, backend), moving)
+    except SvgenError as exc:
+        warnings.warn(f"PTI's mouth term is off: {exc}")
+        return None, {"used": False, "reason": str(exc)}
+    target = images_to_tensor(photo[None], G.img_resolution, G.mapping.w_avg.device)
+    offsets, targets, openings = mouth_targets(target, lm, mouth)
+    return (offsets, targets), {"used": True, "weight": float(st.tune_mouth), "codes": source, **mouth.summary(),
+                                "steps": list(MOUTH_STEPS), "gain": OPENING_GAIN,
+                                "openings_px": [round(o, 3) for o in openings]}
+
+
 def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettings,
-                  gen_sha: str, offsets: Optional[np.ndarray] = None) -> tuple[Any, dict]:
+                  gen_sha: str, offsets: Optional[np.ndarray] = None,
+                  mouth: Optional[tuple] = None) -> tuple[Any, dict]:
     """PTI on the aligned photo (uint8 [R, R, 3]) at the pivot ``w_id`` [num_ws, w_dim], through the cache;
-    ``offsets`` [N, num_ws, w_dim]: the motion's, for the motion term (``st.tune_motion`` > 0)."""
+    ``offsets`` [N, num_ws, w_dim]: the motion's, for the motion term (``st.tune_motion`` > 0); ``mouth``:
+    (offsets, targets) of the mouth term (:func:`mouth_inputs`; the term is on when given)."""
     device = G.mapping.w_avg.device
     target = images_to_tensor(photo[None], G.img_resolution, device)
     cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss,
-                    motion=float(st.tune_motion))
+                    motion=float(st.tune_motion), mouth=float(st.tune_mouth) if mouth is not None else 0.0)
     photo_sha = file_sha256(st.identity)
     G_t, summary = tune_cached(G, torch.from_numpy(np.asarray(w_id)), target, cfg, photo_sha256=photo_sha,
                                generator_sha256=gen_sha, cache_dir=st.tune_cache,
                                loss=ReconstructionLoss(identity=cfg.identity, device=device),
                                extra_key={"landmarks": st.landmarks, "size": int(G.img_resolution)},
-                               motion_offsets=None if offsets is None else torch.from_numpy(offsets))
+                               motion_offsets=None if offsets is None else torch.from_numpy(offsets),
+                               mouth=mouth)
     return G_t, {**summary_for_json(summary), "photo_sha256": photo_sha}
 
 

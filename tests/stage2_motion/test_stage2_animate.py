@@ -71,6 +71,38 @@ def test_animate_writes_playable_mp4_latents_and_settings(chain, shared, tmp_pat
         img = tuned.synthesis(torch.from_numpy(lat[0, 5:6]), noise_mode="const")
     ref = ((img.clamp(-1, 1) + 1) * 127.5).round().byte()[0].permute(1, 2, 0).numpy()
     assert np.abs(ref.astype(float) - frames[5].astype(float)).mean() < 12    # lossy H.264 of 32 px frames
+    # PTI's mouth term (on by default) needs the motion's mouth as the generator renders it: this untrained
+    # generator draws no face, so the term is off, and the .json and a warning say why
+    assert pti["mouth"] == {"used": False, "reason": pti["mouth"]["reason"]}, pti["mouth"]
+    assert "rendered frames with a face" in pti["mouth"]["reason"] and "mouth term is off" in err, err
+
+
+def test_animate_mouth_term_off_where_it_cannot_be_measured(chain, shared, tmp_path, capsys):
+    """``--tune-mouth``: the mouth direction is fitted on the motion's training store (motion.pt's
+    ``latents_ref``) as the generator renders it. When the generator draws no face (this one is untrained) or
+    the store is gone, the animation is still made, without the term, and the .json and a warning say why."""
+    _, _, motion, _ = chain
+
+    def run(motion_file, mouth: int) -> tuple[str, object]:
+        out = tmp_path / f"out{mouth}.mp4"
+        code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion_file, "--frames", 4,
+                            "--tune-mouth", mouth, "--tune-steps", 5, "--tune-cache", tmp_path / "cache",
+                            "--out", out, "--device", "cpu")
+        assert code == 0, err
+        return err, json.loads(out.with_suffix(".json").read_text())["pivotal_tuning"]["mouth"]
+
+    err, mouth = run(motion, 1)
+    assert mouth == {"used": False, "reason": mouth["reason"]} and "rendered frames with a face" in mouth["reason"]
+    assert "svgen: warning: PTI's mouth term is off" in err, err
+    ckpt = torch.load(motion, map_location="cpu", weights_only=False)
+    ckpt["latents_ref"]["path"] = str(tmp_path / "moved_away.h5")
+    moved = tmp_path / "motion.pt"
+    torch.save(ckpt, moved)
+    err, mouth = run(moved, 1)
+    assert mouth["used"] is False and "moved_away.h5 is not there" in mouth["reason"], mouth
+    assert "svgen: warning: PTI's mouth term is off" in err and "moved_away.h5" in err, err
+    err, mouth = run(moved, 0)
+    assert mouth is None and "mouth term" not in err, err
 
 
 def test_animate_grid_naive_offset_and_driving(chain, shared, tmp_path, capsys):

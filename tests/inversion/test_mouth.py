@@ -1,0 +1,134 @@
+"""PTI's mouth term (svgen.inversion.mouth): real photos' mouths opened by a measured amount, the motion's
+mouth direction recovered from codes and mouth aspect ratios, and a tuned generator that renders the
+opened mouth along that direction (and, without the term, does not)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svgen.inversion.mouth import (MouthDirection, fit_mouth_direction, inner_gap, mouth_targets, open_mouth,
+                                   photo_landmarks)
+from svgen.inversion.pti import PTIConfig, pivotal_tuning
+from svgen.utils.errors import SvgenError
+
+PHOTOS = ("pitt.jpg", "johansson.jpg", "jackson.jpg", "stone.jpg")   # hyperstyle_aligned (FFHQ-aligned)
+
+
+def _photo(shared, name: str, size: int) -> np.ndarray:
+    img = Image.open(shared / "data" / "photos" / "hyperstyle_aligned" / name).convert("RGB")
+    return np.array(img.resize((size, size), Image.LANCZOS))
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    return ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from svgen.preprocessing.landmarks import DlibLandmarks
+
+    return DlibLandmarks()
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_open_mouth_opens_a_real_photos_mouth_by_the_asked_amount(shared, backend, name):
+    """dlib's mouth aspect ratio of the opened photo grows with the opening, by about opening / inner mouth
+    width; a negative opening closes the lips; nothing above the lips or beside the jaw changes."""
+    from svgen.metrics.landmark_motion import landmark_features, track_landmarks
+
+    arr = _photo(shared, name, 64)
+    lm = photo_landmarks(arr, backend)
+    assert lm is not None
+    x = _tensor(arr)
+    width = float(np.linalg.norm(lm[64] - lm[60]))
+    mar = {}
+    for px in (-2.0, 0.0, 1.0, 2.0, 3.0):
+        out = open_mouth(x, lm, px)
+        mar[px] = float(landmark_features(track_landmarks(_u8(out)[None], backend))[0, 0])
+        top = int(np.floor(lm[60:68, 1].mean())) - 1               # rows above the lips' line
+        assert torch.equal(out[..., :top, :], x[..., :top, :].clamp(-1, 1)), px
+        left = int(np.floor(lm[48, 0] - 0.4 * (lm[54, 0] - lm[48, 0]))) - 1
+        assert torch.equal(out[..., :left], x[..., :left].clamp(-1, 1)), px
+    print(name, "inner gap", inner_gap(lm), "MAR", mar)
+    # measured on these four photos: +3 px raises the ratio by 0.73-0.97x of 3 / width, monotonically
+    assert mar[0.0] < mar[1.0] < mar[2.0] < mar[3.0], mar
+    assert 0.4 * 3 / width <= mar[3.0] - mar[0.0] <= 1.5 * 3 / width, (mar, width)
+    assert mar[-2.0] <= mar[0.0] + 0.01, mar
+
+
+def test_fit_mouth_direction_recovers_a_planted_direction():
+    """Codes whose mouth aspect ratio is linear along one direction (plus noise, a few faces missing):
+    the fit finds it (kept to the moving layers), with its spread, R^2 and the MAR's std."""
+    rng = np.random.default_rng(0)
+    n, num_ws, w_dim = 300, 6, 16
+    basis = rng.normal(size=(5, num_ws, w_dim))                       # a low-rank motion, like a motion model's
+    coords = rng.normal(size=(n, 5)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+    codes = np.einsum("nk,kld->nld", coords, basis) + 4.0
+    true = basis[1].copy()
+    true[4:] = 0.0                                                     # the mouth lives on layers 0-3
+    true /= np.linalg.norm(true)
+    mar = 0.2 + 0.02 * np.einsum("nld,ld->n", codes - codes.mean(0), true) + rng.normal(0, 0.1, n)
+    mar[::25] = np.nan                                                 # frames without a face
+    fit = fit_mouth_direction(codes, mar, layers=[0, 1, 2, 3])
+    cos = float(np.sum(fit.direction * true))
+    print("cos", cos, fit.summary())
+    assert cos >= 0.95 and np.all(fit.direction[4:] == 0) and np.linalg.norm(fit.direction) == pytest.approx(1.0)
+    ok = np.isfinite(mar)
+    flat = (codes[ok] - codes[ok].mean(0)).reshape(int(ok.sum()), -1)
+    assert fit.spread == pytest.approx(float((flat @ fit.direction.reshape(-1)).std()), rel=1e-4)
+    assert fit.mar_std == pytest.approx(float(np.nanstd(mar)), rel=1e-6)
+    assert fit.r2 >= 0.8 and fit.frames == int(ok.sum())
+    with pytest.raises(SvgenError, match="at least 8"):
+        fit_mouth_direction(codes[:20], np.where(np.arange(20) < 5, 0.2, np.nan))
+
+
+@pytest.fixture(scope="module")
+def G(tiny_generator_path):
+    from svgen.stage1_image_gan.checkpoints import load_generator
+
+    return load_generator(tiny_generator_path).eval()
+
+
+def test_mouth_term_makes_the_tuned_generator_open_the_photos_mouth(G, shared, backend):
+    """With ``PTIConfig.mouth`` the tuned generator renders the photo's opened (and closed) mouth at the
+    offsets along the direction, and still the photo at the pivot; without it, it draws the photo's own
+    mouth there. The 32 px generator of the fixtures was trained on two other people."""
+    size = G.img_resolution
+    big = _photo(shared, PHOTOS[0], 64)                               # landmarks at 64 px, targets at G's size
+    lm = photo_landmarks(big, backend)
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=(G.num_ws, G.w_dim)).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    mouth = MouthDirection(direction=direction, spread=4.0, mar_std=0.05, r2=1.0, frames=100)
+    offsets, targets64, openings = mouth_targets(_tensor(big), lm, mouth)
+    assert len(offsets) == len(targets64) == 4 and openings[-1] == pytest.approx(1.5 * 3.0 * 0.05 *
+                                                                                float(np.linalg.norm(lm[64] - lm[60])))
+    down = torch.nn.functional.avg_pool2d
+    targets = down(targets64, 64 // size)
+    x = down(_tensor(big), 64 // size)
+    pivot = G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1).clone()
+    box = (slice(None), slice(None), slice(int(0.62 * size), int(0.90 * size)), slice(int(0.3 * size), int(0.7 * size)))
+    want = (targets - x)[box]                                        # the mouth's change the targets ask for
+    gain, err, rec = {}, {}, {}
+    for weight in (0.0, 1.0):
+        G_t, summary = pivotal_tuning(G, pivot, x, PTIConfig(steps=300, seed=0, mouth=weight), mouth=(offsets, targets))
+        with torch.no_grad():
+            out = G_t.synthesis(torch.cat([pivot, pivot + offsets]), noise_mode="const")
+        change = (out[1:] - out[:1])[box]                             # the tuned generator's change there
+        gain[weight] = float((change * want).sum() / want.pow(2).sum())
+        err[weight] = float((change - want).pow(2).sum() / want.pow(2).sum())
+        rec[weight] = summary["psnr_after"]
+        assert summary["mouth_targets"] == (4 if weight else 0)
+    print("mouth change along the asked one (gain), residual / asked, without and with the term:", gain, err,
+          "PSNR at the pivot", rec)
+    assert gain[1.0] >= 0.35 and abs(gain[0.0]) <= 0.25, gain   # measured 0.52 and -0.08
+    assert err[1.0] <= 0.7 and err[1.0] < 0.5 * err[0.0], err   # measured 0.43 and 1.66
+    assert rec[1.0] >= 24.0, rec
+    with pytest.raises(ValueError, match="mouth"):
+        pivotal_tuning(G, pivot, x, PTIConfig(steps=1, mouth=1.0))
