@@ -303,6 +303,8 @@ def _motion_layers(st: AnimateSettings, num_ws: int, resolution: int) -> Optiona
 MOTION_PROBE_FRAMES = 150   # frames of the animation's own motion PTI's motion term sees
 MOTION_PROBE_EVERY = 3      # every third of them: 50 offsets
 MOUTH_PROBE_FRAMES = 150    # codes rendered by the original generator to find the motion's mouth direction
+MOUTH_MIN_R2 = 0.5          # below this the fitted direction is noise (demo store: 0.91; a MEAD clip driving the
+#                             demo generator: 0.24, and the term took its mouth from 0.08x to 0.05x)
 
 
 def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents], w_id: np.ndarray, frames: int,
@@ -362,6 +364,11 @@ def mouth_inputs(G: Any, drive: Optional[DrivingLatents], photo: np.ndarray, st:
     except SvgenError as exc:
         warnings.warn(f"PTI's mouth term is off: {exc}")
         return None, {"used": False, "reason": str(exc)}
+    if mouth.r2 < MOUTH_MIN_R2:
+        why = (f"the mouth in the renders of {source} follows no direction of the codes "
+               f"(R^2 {mouth.r2:.2f} < {MOUTH_MIN_R2})")
+        warnings.warn(f"PTI's mouth term is off: {why}")
+        return None, {"used": False, "reason": why, **mouth.summary()}
     target = images_to_tensor(photo[None], G.img_resolution, G.mapping.w_avg.device)
     offsets, targets, openings = mouth_targets(target, lm, mouth)
     return (offsets, targets), {"used": True, "weight": float(st.tune_mouth), "codes": source, **mouth.summary(),

@@ -242,3 +242,36 @@ def test_animate_paste_back_has_the_photo_size(chain, shared, tmp_path, capsys):
     code, _, err = _cli(capsys, "animate", "--identity", photo, "--motion", motion, "--frames", 3, "--grid", 2,
                         "--paste-back", "--out", tmp_path / "g.mp4")
     assert code == 1 and "--paste-back" in err
+
+
+def test_mouth_inputs_use_the_store_only_where_its_mouth_follows_the_codes(chain, shared, monkeypatch):
+    """``mouth_inputs`` on the chain's training store, with the renders' mouth aspect ratio replaced: one that
+    follows a direction of the codes gives the term its four targets; noise (R^2 under ``MOUTH_MIN_R2``, as a
+    driving video of another person gave the demo generator) turns the term off, saying why."""
+    import svgen.pipeline.animate as anim
+    from svgen.preprocessing.pipeline import align_photo
+
+    _, _, motion, G = chain
+    photo = align_photo(_photo(shared), size=64)
+    st = anim.AnimateSettings(identity=str(_photo(shared)), out="unused.mp4", motion=str(motion))
+    rng = np.random.default_rng(0)
+
+    def follows(G_, codes, backend=None):     # MAR along the codes' leading component (on the moving layers)
+        flat = codes[:, :2].reshape(len(codes), -1).astype(np.float64)
+        flat -= flat.mean(0)
+        z = flat @ np.linalg.svd(flat, full_matrices=False)[2][0]
+        return 0.2 + 0.02 * z / z.std() + rng.normal(0, 0.002, len(codes))
+
+    # the landmarks come from a 64 px copy of the photo (the chain's generator is 32 px): the term only needs
+    # them to place the mouth, so the photo is passed at 64 px and the targets compared at that size
+    monkeypatch.setattr(anim, "rendered_mar", follows)
+    G64 = type("G64", (), {"img_resolution": 64, "mapping": G.mapping})()
+    mouth, rec = anim.mouth_inputs(G64, None, photo, st, "", [0, 1])
+    assert rec["used"] and rec["r2"] >= 0.9 and rec["codes"].endswith(".h5") and rec["mar_std"] > 0.015, rec
+    offsets, targets = mouth
+    assert offsets.shape == (4, G.num_ws, G.w_dim) and targets.shape == (4, 3, 64, 64)
+    assert np.all(offsets[:, 2:].numpy() == 0)                          # only the layers that move
+    monkeypatch.setattr(anim, "rendered_mar", lambda G_, codes, backend=None: rng.normal(0.2, 0.02, len(codes)))
+    with pytest.warns(UserWarning, match="mouth term is off"):
+        mouth, rec = anim.mouth_inputs(G64, None, photo, st, "", [0, 1])
+    assert mouth is None and not rec["used"] and "R^2" in rec["reason"], rec
