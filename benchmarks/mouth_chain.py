@@ -80,24 +80,6 @@ def row(name: str, per_seed: list, clip: list) -> dict:
     return out
 
 
-def mouth_direction(store: np.ndarray, mar: np.ndarray, layers: list[int], components: int = 16
-                    ) -> tuple[np.ndarray, float]:
-    """The store's mouth direction [num_ws, w_dim] (unit norm, zero outside ``layers``) and the store's
-    spread along it: least squares of the clip's mouth aspect ratio on the codes' leading components."""
-    ok = np.isfinite(mar)
-    X = store.reshape(len(store), -1).astype(np.float64)
-    X = X - X[ok].mean(0)
-    U, S, Vt = np.linalg.svd(X[ok], full_matrices=False)
-    k = min(components, int((S > 1e-8 * S[0]).sum()))
-    coef = (U[:, :k].T @ (mar[ok] - mar[ok].mean())) / S[:k]
-    d = (coef @ Vt[:k]).reshape(store.shape[1:])
-    held = np.ones(store.shape[1], bool)
-    held[list(layers)] = False
-    d[held] = 0.0
-    d /= np.linalg.norm(d)
-    return d, float((X[ok] @ d.reshape(-1)).std())
-
-
 def layer_rows(G, store: list, sets: list[tuple[str, list[int]]], backend, clip: list) -> list[dict]:
     """The store's clips [T, num_ws, w_dim] re-rendered with only each set's layers moving (the others at
     the store's mean code): per layer, as their mean within the set, and as that mean on every layer (see
@@ -155,6 +137,7 @@ def main() -> None:
 
     from svgen.inversion.api import invert_images
     from svgen.inversion.encoders import load_encoder
+    from svgen.inversion.mouth import fit_mouth_direction
     from svgen.metrics import landmark_motion as lmm
     from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, mouth_inputs,
                                         resolved_offset, tune_identity)
@@ -199,8 +182,10 @@ def main() -> None:
     by_name = {s.name.rsplit(":", 1)[-1]: s.values[:, 0] for s in clip}   # mouth aspect ratio per clip
     all_codes = np.concatenate(store)
     mar = np.concatenate([by_name[k] for k in names])
-    mouth_d, mouth_sigma = mouth_direction(all_codes, mar, pti_layers)
-    full_d, full_sigma = mouth_direction(all_codes, mar, list(range(G.num_ws)))
+    # the store's mouth direction on the clip's real mouth aspect ratio (animate fits it on the renders')
+    mouth_fit, full_fit = (fit_mouth_direction(all_codes, mar, layers) for layers in (pti_layers, None))
+    mouth_d, mouth_sigma = mouth_fit.direction, mouth_fit.spread
+    full_d, full_sigma = full_fit.direction, full_fit.spread
     store_mean = all_codes.mean(0)
     responses = [mouth_response(G, store_mean, full_d, full_sigma, clip_std[0], backend,
                                 "the store's mean, every layer"),
@@ -229,8 +214,7 @@ def main() -> None:
                 if tune == "none":
                     render_G = G
                 else:
-                    st.motion = str(work / f"motion_{name}/motion.pt")
-                    mouth = mouth_inputs(G, None, aligned, st, gen_sha, moving)[0] if args.tune_mouth > 0 else None
+                    mouth = mouth_inputs(G, model, None, aligned, st, gen_sha, moving)[0] if args.tune_mouth > 0 else None
                     render_G = tune_identity(G, w_id, aligned, st, gen_sha, mouth=mouth)[0]
                 label = "pti" if tune == "pti" else "untuned"
                 if (photo, tune) not in measured:    # once per photo: the pivot of the first model's encoder

@@ -162,8 +162,8 @@ def photo_landmarks(photo: np.ndarray, backend: Any = None) -> Optional[np.ndarr
 
 def rendered_mar(G: Any, codes: np.ndarray, backend: Any = None) -> np.ndarray:
     """dlib's mouth aspect ratio [N] (NaN: no face) of the frames ``G`` renders from ``codes`` [N, num_ws, w_dim]."""
-    from svgen.metrics.landmark_motion import landmark_features, track_landmarks
+    from svgen.metrics.landmark_motion import frames_features
     from svgen.stage1_image_gan.render import render_frames
 
     frames = render_frames(G, np.asarray(codes, np.float32)[None], batch=16)
-    return landmark_features(track_landmarks(frames, backend))[:, 0]
+    return frames_features(frames, 25.0, backend=backend).values[:, 0]   # (the frame rate plays no part)

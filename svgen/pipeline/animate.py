@@ -222,7 +222,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
             t = time.perf_counter()
             offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving)
                        if st.tune_motion > 0 else None)
-            mouth, mouth_rec = (mouth_inputs(G, drive, photo, st, gen_sha, moving) if st.tune_mouth > 0
+            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving) if st.tune_mouth > 0
                                 else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
                 render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
@@ -319,7 +319,7 @@ def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents]
     return (seq - np.asarray(w_id, np.float32)[None]).astype(np.float32)
 
 
-def mouth_probe_codes(st: AnimateSettings, drive: Optional[DrivingLatents], gen_sha: str
+def mouth_probe_codes(model: Optional[MotionModel], drive: Optional[DrivingLatents], gen_sha: str
                       ) -> tuple[Optional[np.ndarray], str]:
     """The codes [N, num_ws, w_dim] the mouth direction is fitted on, and where they come from: the motion's
     training store (``latents_ref`` in motion.pt; up to ``MOUTH_PROBE_FRAMES`` frames spread over its
@@ -327,12 +327,10 @@ def mouth_probe_codes(st: AnimateSettings, drive: Optional[DrivingLatents], gen_
     is not there or belongs to another generator. A motion model's own samples are no substitute: two
     short samples gave a direction at cosine 0.5 to the store's on the demo, and faces were lost."""
     from svgen.inversion.latent_store import LatentStore
-    from svgen.utils.rundir import load_checkpoint
 
     if drive is not None:
         return np.concatenate(list(drive.chunks(MOUTH_PROBE_FRAMES))), "the driving video"
-    ref = load_checkpoint(st.motion).get("latents_ref") or {}
-    path = ref.get("path")
+    path = getattr(model, "latents_ref", {}).get("path")
     if not path or not Path(path).is_file():
         return None, f"the motion's training store {path or '(not recorded)'} is not there"
     with LatentStore(path) as store:
@@ -344,8 +342,8 @@ def mouth_probe_codes(st: AnimateSettings, drive: Optional[DrivingLatents], gen_
     return codes, str(path)
 
 
-def mouth_inputs(G: Any, drive: Optional[DrivingLatents], photo: np.ndarray, st: AnimateSettings, gen_sha: str,
-                 moving: Optional[list]) -> tuple[Optional[tuple], dict]:
+def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], photo: np.ndarray,
+                 st: AnimateSettings, gen_sha: str, moving: Optional[list]) -> tuple[Optional[tuple], dict]:
     """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
     (None, a record saying why) when the photo's landmarks or the motion's mouth cannot be measured."""
     from svgen.preprocessing.landmarks import DlibLandmarks
@@ -355,7 +353,7 @@ def mouth_inputs(G: Any, drive: Optional[DrivingLatents], photo: np.ndarray, st:
     if lm is None:
         warnings.warn("PTI's mouth term is off: dlib finds no face landmarks in the aligned photo")
         return None, {"used": False, "reason": "dlib finds no face landmarks in the aligned photo"}
-    codes, source = mouth_probe_codes(st, drive, gen_sha)
+    codes, source = mouth_probe_codes(model, drive, gen_sha)
     if codes is None:
         warnings.warn(f"PTI's mouth term is off: {source}")
         return None, {"used": False, "reason": source}

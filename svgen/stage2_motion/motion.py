@@ -22,7 +22,8 @@ class MotionModel(Protocol):
     """A trained motion model in the W+ space of one frozen generator.
 
     ``pca`` is the offset trick's basis of the training latents (None when the model keeps none:
-    StyleInV starts every video at the identity itself)."""
+    StyleInV starts every video at the identity itself); ``latents_ref`` what it was trained on
+    (motion.pt's record: the store's path, clips, hashes; set by :func:`load_motion`)."""
 
     model_name: str
     generator_sha256: str
@@ -32,6 +33,7 @@ class MotionModel(Protocol):
     w_dim: int
     train_fps: float
     pca: Any
+    latents_ref: dict
 
     def attach_generator(self, G: torch.nn.Module) -> None:
         """Hand over the already loaded frozen generator (StyleInV renders its first frame with it)."""
@@ -64,9 +66,12 @@ def load_motion(path: PathLike, device: Any = "cpu") -> MotionModel:
     if model == "gru":
         from svgen.stage2_motion.gru.motion import GRUMotion
 
-        return GRUMotion.from_checkpoint(ckpt, path, device)
-    if model == "styleinv":
+        motion = GRUMotion.from_checkpoint(ckpt, path, device)
+    elif model == "styleinv":
         from svgen.stage2_motion.styleinv.motion import StyleInVMotion
 
-        return StyleInVMotion.from_checkpoint(ckpt, path, device)
-    raise SvgenError(f"unknown motion model {model!r} (expected 'gru' or 'styleinv')", path)
+        motion = StyleInVMotion.from_checkpoint(ckpt, path, device)
+    else:
+        raise SvgenError(f"unknown motion model {model!r} (expected 'gru' or 'styleinv')", path)
+    motion.latents_ref = dict(ckpt.get("latents_ref") or {})
+    return motion

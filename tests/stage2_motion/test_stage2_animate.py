@@ -253,6 +253,9 @@ def test_mouth_inputs_use_the_store_only_where_its_mouth_follows_the_codes(chain
 
     _, _, motion, G = chain
     photo = align_photo(_photo(shared), size=64)
+    from svgen.stage2_motion import load_motion
+
+    model = load_motion(motion)
     st = anim.AnimateSettings(identity=str(_photo(shared)), out="unused.mp4", motion=str(motion))
     rng = np.random.default_rng(0)
 
@@ -266,12 +269,12 @@ def test_mouth_inputs_use_the_store_only_where_its_mouth_follows_the_codes(chain
     # them to place the mouth, so the photo is passed at 64 px and the targets compared at that size
     monkeypatch.setattr(anim, "rendered_mar", follows)
     G64 = type("G64", (), {"img_resolution": 64, "mapping": G.mapping})()
-    mouth, rec = anim.mouth_inputs(G64, None, photo, st, "", [0, 1])
+    mouth, rec = anim.mouth_inputs(G64, model, None, photo, st, "", [0, 1])
     assert rec["used"] and rec["r2"] >= 0.9 and rec["codes"].endswith(".h5") and rec["mar_std"] > 0.015, rec
     offsets, targets = mouth
     assert offsets.shape == (4, G.num_ws, G.w_dim) and targets.shape == (4, 3, 64, 64)
     assert np.all(offsets[:, 2:].numpy() == 0)                          # only the layers that move
     monkeypatch.setattr(anim, "rendered_mar", lambda G_, codes, backend=None: rng.normal(0.2, 0.02, len(codes)))
     with pytest.warns(UserWarning, match="mouth term is off"):
-        mouth, rec = anim.mouth_inputs(G64, None, photo, st, "", [0, 1])
+        mouth, rec = anim.mouth_inputs(G64, model, None, photo, st, "", [0, 1])
     assert mouth is None and not rec["used"] and "R^2" in rec["reason"], rec
