@@ -19,7 +19,7 @@ SEED   ?= 0
 SIZE   ?= 64
 SPACE  ?= w+
 MODEL  ?= gru
-FRAMES ?= 100
+FRAMES ?= 250
 FPS    ?= 25
 # Optional budget knobs (empty = the command's own default)
 IMAGE_KIMG     ?=
@@ -42,7 +42,7 @@ WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
-FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=1200 STYLEINV_STEPS=600 FRAMES=100 FPS=25
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=4000 STYLEINV_STEPS=600 FRAMES=250 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 # the generator every later step uses: trained by train-image, or converted from GENERATOR=
@@ -92,7 +92,7 @@ help:
 	@echo "      encoder's codes; empty = none (0.02, 0.5); demo 100 steps at 0.1, L2 only (~1 min for 150 frames at 64 px):"
 	@echo "      the encoder alone keeps about a third of the mouth's motion, this recovers about three quarters"
 	@echo "  MODEL=$(MODEL)   motion model (gru | styleinv)"
-	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 1200"
+	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 4000"
 	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 600"
 	@echo "  FRAMES=$(FRAMES)   frames animate writes"
 	@echo "  FPS=$(FPS)   frame rate of the animation"

@@ -10,8 +10,9 @@ ratio to the training clip's:
 - ``<model> samples``: the motion model's own trajectories (no offset) rendered by the generator:
   what the motion model makes of the store;
 - ``<model> on <photo>, untuned``: ``svgen animate --tune none`` (PCA offset, every layer moving);
-- ``<model> on <photo>, pti``: ``svgen animate``'s default (pivotal tuning with its mouth term, mean offset,
-  coarse layers; ``--tune-mouth 0`` for PTI without the term).
+- ``<model> on <photo>, pti``: ``svgen animate``'s default (pivotal tuning with its motion and mouth terms,
+  mean offset, coarse layers; ``--tune-mouth 0`` / ``--tune-motion 0`` for PTI without a term; the motion
+  term's offsets are those of seed 0's motion, as animate's).
 
 Besides the spreads, ``responses`` isolates the generator's side from the motion's: the slope of the
 mouth aspect ratio when a code moves along the store's *mouth direction* (the least-squares direction
@@ -128,6 +129,8 @@ def main() -> None:
                          "svgen animate)")
     ap.add_argument("--tune-mouth", type=float, default=None,
                     help="weight of PTI's mouth term (svgen animate --tune-mouth; 0: off; default: animate's)")
+    ap.add_argument("--tune-motion", type=float, default=None,
+                    help="weight of PTI's motion term (svgen animate --tune-motion; 0: off; default: animate's)")
     ap.add_argument("--layer-sets", nargs="*", default=["auto", "0-5", "all"],
                     help="layer sets for the `layers` rows, e.g. 0-5 or 0-3,6 (auto: the layers animate moves "
                          "under PTI; none given: no rows)")
@@ -139,8 +142,8 @@ def main() -> None:
     from svgen.inversion.encoders import load_encoder
     from svgen.inversion.mouth import fit_mouth_direction
     from svgen.metrics import landmark_motion as lmm
-    from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, mouth_inputs,
-                                        resolved_offset, tune_identity)
+    from svgen.pipeline.animate import (AnimateSettings, _motion_layers, _sampled_stream, motion_offsets,
+                                        mouth_inputs, resolved_offset, resolved_tuning, tune_identity)
     from svgen.preprocessing.landmarks import DlibLandmarks
     from svgen.preprocessing.pipeline import align_photo
     from svgen.stage1_image_gan.checkpoints import load_generator
@@ -209,19 +212,22 @@ def main() -> None:
             aligned = align_photo(photo, size=G.img_resolution)
             w_id = invert_images(G, E, aligned[None])[0]
             for tune in ("none", "pti"):
-                st = AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune, tune_mouth=args.tune_mouth)
+                st = resolved_tuning(AnimateSettings(identity=str(photo), out="unused.mp4", tune=tune,
+                                                     tune_mouth=args.tune_mouth, tune_motion=args.tune_motion))
                 moving = _motion_layers(st, G.num_ws, G.img_resolution)
+                offset = resolved_offset(st)
                 if tune == "none":
                     render_G = G
                 else:
                     mouth = mouth_inputs(G, model, None, aligned, st, gen_sha, moving)[0] if args.tune_mouth > 0 else None
-                    render_G = tune_identity(G, w_id, aligned, st, gen_sha, mouth=mouth)[0]
+                    offs = (motion_offsets(model, None, w_id, args.frames, 25.0, offset, st, None, moving)
+                            if st.tune_motion > 0 else None)
+                    render_G = tune_identity(G, w_id, aligned, st, gen_sha, offsets=offs, mouth=mouth)[0]
                 label = "pti" if tune == "pti" else "untuned"
                 if (photo, tune) not in measured:    # once per photo: the pivot of the first model's encoder
                     measured.add((photo, tune))
                     responses.append(mouth_response(render_G, np.asarray(w_id), mouth_d, mouth_sigma, clip_std[0],
                                                     backend, f"{Path(photo).stem}, {label}"))
-                offset = resolved_offset(st)
                 per_seed = []
                 for s in range(args.seeds):
                     seq = np.concatenate(list(_sampled_stream(model, w_id, args.frames, 25.0, s, offset, st,

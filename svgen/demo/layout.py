@@ -15,11 +15,18 @@ class DemoConfig:
     """Budget of the demo: sized for <= 20 minutes on 2 CPU cores with the tiny preset, venv install
     included. Stage 1 gets the largest share: the tiny preset makes the actor's face from about
     10 kimg (2500 steps at batch 4) on; 14 kimg leaves a margin (63-64 of 64 samples from 13 to 16).
-    The GRU needs about 1000 steps before its motion has the clip's amplitude (mouth spread 0.14x
-    of the clip's after 400 epochs, 1.3x after 3000; about 0.05 s a step). StyleInV likewise: its
+    The GRU needs about 1000 steps before its motion has the clip's amplitude along its two leading
+    components, and more for the rest: its 100-frame samples move along the store's third to eighth
+    principal components 0.06-0.31x as much as the clip after 1200 steps and 0.48-0.81x after 6000, and
+    their rendered mouth 0.44x, 0.54x, 0.62x, 0.63x, 0.65x after 1200, 2000, 3000, 4000, 6000 steps (3
+    samples of 150 frames; about 0.03 s a step). StyleInV likewise: its
     samples' RMS step in W is 0.065 after 150 steps, 0.22 after 600 (the clip's codes: 0.22) and
     0.10 after 1000, about 0.2 s a step. Its animation's mouth stays small (spread 0.18-0.65x of the
-    clip's over these lengths and two PTI runs: mostly the noise of dlib's mouth landmarks at 64 px)."""
+    clip's over these lengths and two PTI runs: mostly the noise of dlib's mouth landmarks at 64 px).
+    The animations are 250 frames, animate's default: one motion's mouth figure depends on how much that
+    stretch of it talks (the 4000-step GRU's seed 0 through PTI: 0.44x over 100 frames, 0.57x over 250;
+    12 samples' first 100 frames along the store's mouth direction: 0.45-1.0x of the clip's), while the
+    clip's own 100-frame windows move 0.92-1.06x as much as the whole clip."""
 
     clip_frames: int = 150          # synthetic driving clip: 6 s at 25 fps
     size: int = 64                  # aligned resolution (tiny preset)
@@ -29,9 +36,9 @@ class DemoConfig:
     refine_steps: int = 100         # invert's refinement per 16-frame chunk (mouth spread of the
     refine_lr: float = 0.1          # re-rendered clip: encoder 0.32x, refined 0.75x; ~1 min, L2 only)
     refine_msssim: float = 0.0
-    motion_epochs: int = 1200       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
+    motion_epochs: int = 4000       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
     styleinv_steps: int = 600       # StyleInV iterations (latent mode)
-    frames: int = 100               # length of the animation
+    frames: int = 250               # length of the animation (animate's default, 10 s)
     fps: float = 25.0
     styleinv: bool = True
 

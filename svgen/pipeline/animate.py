@@ -79,8 +79,9 @@ class AnimateSettings:
     tune: str = "pti"                  # pti: pivotal tuning of a generator copy on the photo | none
     tune_steps: int = 350              # PTI steps (stops earlier once the photo is reproduced)
     tune_id_loss: str = "dlib"         # PTI's identity term: dlib's face-recognition net | none
-    tune_motion: float = 0.0           # weight of PTI's motion term (0: off; see svgen.inversion.pti)
-    tune_mouth: float = 1.0            # weight of PTI's mouth term (0: off; see svgen.inversion.mouth)
+    tune_motion: Optional[float] = None  # weight of PTI's motion term (0: off; None: TUNE_MOTION with
+    #                                      --tune pti, else 0; see svgen.inversion.pti)
+    tune_mouth: float = 3.0            # weight of PTI's mouth term (0: off; see svgen.inversion.mouth)
     calibration: str = "off"           # the motion model's spread calibration: on | off (stage2_motion/calibration.py)
     layer_lift: str = "off"            # StyleInV on a W+ store: lift its motion onto the layers: on | off
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
@@ -90,6 +91,17 @@ class AnimateSettings:
 
 
 TUNE_MODES = ("pti", "none")
+TUNE_MOTION = 1.0   # the motion term's default weight under --tune pti (svgen.inversion.pti: with the mouth
+#                     term at 3 and the mouth left to it, the demo's GRU kept a face in every frame of three
+#                     photos' animations, which the mouth term alone lost in 12-29 % of them)
+
+
+def resolved_tuning(st: AnimateSettings) -> AnimateSettings:
+    """``st`` with the motion term's weight filled in (``tune_motion`` None: ``TUNE_MOTION`` under
+    ``--tune pti``, 0 otherwise), so the ``.json`` records the weight used."""
+    if st.tune_motion is not None:
+        return st
+    return dataclasses.replace(st, tune_motion=TUNE_MOTION if st.tune == "pti" else 0.0)
 
 
 def _validate(st: AnimateSettings) -> None:
@@ -107,11 +119,11 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {st.tune!r}")
     if st.tune_id_loss not in ("dlib", "none"):
         raise SvgenError(f"--tune-id-loss must be dlib or none, got {st.tune_id_loss!r}")
-    if not float(st.tune_motion) >= 0:
+    if st.tune_motion is not None and not float(st.tune_motion) >= 0:
         raise SvgenError(f"--tune-motion must be >= 0, got {st.tune_motion}")
     if not float(st.tune_mouth) >= 0:
         raise SvgenError(f"--tune-mouth must be >= 0, got {st.tune_mouth}")
-    if float(st.tune_motion) > 0 and st.tune != "pti":
+    if st.tune_motion is not None and float(st.tune_motion) > 0 and st.tune != "pti":
         raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.calibration not in ("on", "off"):
         raise SvgenError(f"--calibration must be on or off, got {st.calibration!r}")
@@ -159,6 +171,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
     _validate(st)
+    st = resolved_tuning(st)
     device = select_device(st.device)
 
     # models (defaults for generator and encoder come from the motion checkpoint)
@@ -381,6 +394,9 @@ def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettin
     ``offsets`` [N, num_ws, w_dim]: the motion's, for the motion term (``st.tune_motion`` > 0); ``mouth``:
     (offsets, targets) of the mouth term (:func:`mouth_inputs`; the term is on when given)."""
     device = G.mapping.w_avg.device
+    st = resolved_tuning(st)
+    if st.tune_motion > 0 and offsets is None:
+        raise ValueError("tune_identity: the motion term (st.tune_motion > 0) needs the motion's offsets")
     target = images_to_tensor(photo[None], G.img_resolution, device)
     cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss,
                     motion=float(st.tune_motion), mouth=float(st.tune_mouth) if mouth is not None else 0.0)

@@ -132,3 +132,74 @@ def test_mouth_term_makes_the_tuned_generator_open_the_photos_mouth(G, shared, b
     assert rec[1.0] >= 24.0, rec
     with pytest.raises(ValueError, match="mouth"):
         pivotal_tuning(G, pivot, x, PTIConfig(steps=1, mouth=1.0))
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_mouth_ellipse_covers_a_real_mouth_opened_and_not_the_eyes(shared, backend, name):
+    """The region the motion term leaves to the mouth term (``pti.mouth_ellipse``, fixed in the aligned crop)
+    holds every dlib mouth point of real aligned photos, also with the mouth opened by 3 px at 64 px
+    (the jaw moves down), and none of the eye or nose-bridge points."""
+    from svgen.inversion.pti import mouth_ellipse
+
+    size = 64
+    region = mouth_ellipse(size).numpy()
+    arr = _photo(shared, name, size)
+    opened = _u8(open_mouth(_tensor(arr), photo_landmarks(arr, backend), 3.0))
+    for img in (arr, opened):
+        lm = photo_landmarks(img, backend)
+        assert lm is not None
+        at = region[np.clip(lm[:, 1].astype(int), 0, size - 1), np.clip(lm[:, 0].astype(int), 0, size - 1)]
+        assert at[48:68].min() >= 0.5, at[48:68]                  # mouth points: inside (>= half weight)
+        assert at[36:48].max() == 0.0 and at[27:30].max() == 0.0   # eyes, nose bridge: outside
+
+
+def test_motion_term_leaves_the_mouth_to_the_mouth_term(G):
+    """With both terms on, the motion term (``motion_mouth_free``, the default) has no say inside the mouth
+    region: a tuned generator that differs from another only there gets the same motion loss, and no
+    gradient reaches the mouth's pixels; elsewhere in the face it still counts, and without the option
+    (or without the mouth term) the mouth counts too. On the demo the two terms had pulled the mouth in
+    opposite directions (svgen.inversion.pti)."""
+    import copy
+
+    from svgen.inversion.pti import _MotionTerm, mouth_ellipse
+
+    size = G.img_resolution
+    region = mouth_ellipse(size)
+    pivot = G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1).clone()
+    gen = torch.Generator().manual_seed(5)
+    offsets = 0.3 * torch.randn(6, G.num_ws, G.w_dim, generator=gen)
+    with torch.no_grad():
+        pivot_img = G.synthesis(pivot, noise_mode="const")
+    inside = (region >= 1.0).float()                                   # where the term must be blind
+    face_only = torch.zeros(size, size)
+    face_only[int(0.35 * size):int(0.5 * size), int(0.3 * size):int(0.7 * size)] = 1.0   # eyes: outside the mouth
+    assert float((face_only * region).sum()) == 0.0 and float(inside.sum()) >= 0.03 * size * size
+
+    class Bumped(torch.nn.Module):
+        """G with a fixed pattern added where ``where`` is 1."""
+
+        def __init__(self, where):
+            super().__init__()
+            self.synthesis_net, self.where = copy.deepcopy(G.synthesis), where
+            self.pattern = torch.nn.Parameter(0.5 * torch.randn(1, 3, size, size, generator=gen))
+
+        def synthesis(self, w, noise_mode="const"):
+            return self.synthesis_net(w, noise_mode=noise_mode) + self.pattern * self.where
+
+    def loss_and_grad(free: bool, where) -> tuple[float, torch.Tensor]:
+        term = _MotionTerm(G, offsets, batch=4, seed=0, face_only=True, free_mouth=free)
+        G_b = Bumped(where)
+        loss = term.loss(G_b, pivot, pivot_img)
+        loss.backward()
+        return float(loss), G_b.pattern.grad.abs().sum(1)[0]          # [R, R]
+
+    base = {free: float(_MotionTerm(G, offsets, 4, 0, True, free).loss(G, pivot, pivot_img)) for free in (False, True)}
+    for free in (False, True):
+        mouth_loss, mouth_grad = loss_and_grad(free, inside)
+        eye_loss, eye_grad = loss_and_grad(free, face_only)
+        print("free" if free else "whole face", "base", base[free], "mouth bumped", mouth_loss, "eyes bumped", eye_loss)
+        if free:
+            assert mouth_loss == pytest.approx(base[True], rel=1e-6) and float((mouth_grad * inside).max()) == 0.0
+        else:
+            assert mouth_loss > base[False] * 1.2 and float((mouth_grad * inside).max()) > 0.0
+        assert eye_loss > base[free] * 1.2 and float((eye_grad * face_only).max()) > 0.0

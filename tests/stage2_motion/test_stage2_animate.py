@@ -112,7 +112,7 @@ def test_animate_grid_naive_offset_and_driving(chain, shared, tmp_path, capsys):
     out = tmp_path / "grid.mp4"
     code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion, "--generator", gen,
                         "--encoder", enc, "--frames", 6, "--grid", 3, "--offset", "naive", "--landmarks", "none",
-                        "--out", out)
+                        "--tune-motion", 0, "--out", out)
     assert code == 0, err
     info = probe(out)
     assert (info.width, info.height, info.num_frames) == (3 * G.img_resolution, G.img_resolution, 6)
@@ -125,30 +125,33 @@ def test_animate_grid_naive_offset_and_driving(chain, shared, tmp_path, capsys):
     video = shared / "data" / "videos" / "dreamtalk_mead" / "M030_front_neutral_level1_001.mp4"
     # (the photo and the MEAD clip are already aligned crops: skip landmark detection here)
     code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, "--generator", gen,
-                        "--encoder", enc, "--frames", 12, "--landmarks", "none", "--out", drive)
+                        "--encoder", enc, "--frames", 12, "--landmarks", "none", "--tune-motion", 0, "--out", drive)
     assert code == 0, err
     info = probe(drive)
     assert info.num_frames == 12 and info.fps == pytest.approx(25.0)
     settings = json.loads(drive.with_suffix(".json").read_text())
     assert settings["motion"][0]["source"] == "driving"
-    # the driving transfer renders through the same tuned generator, taken from the cache
+    # without the motion term a photo's tuning serves every motion: the driving transfer renders through
+    # the same tuned generator, taken from the cache
     grid_tuning = json.loads(out.with_suffix(".json").read_text())["pivotal_tuning"]
     assert settings["pivotal_tuning"]["cache_hit"] and settings["pivotal_tuning"]["cache"] == grid_tuning["cache"]
-    # PTI's motion term tunes on the driving video's own offsets (its first frames, every third): a
-    # generator of its own in the cache
+    # PTI's motion term (on by default under --tune pti) tunes on the driving video's own offsets (its
+    # first frames, every third): a generator of its own in the cache
     moved = tmp_path / "moved.mp4"
     code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, "--generator", gen,
-                        "--encoder", enc, "--frames", 12, "--landmarks", "none", "--tune-motion", 1,
-                        "--tune-steps", 20, "--out", moved)
+                        "--encoder", enc, "--frames", 12, "--landmarks", "none", "--tune-steps", 20, "--out", moved)
     assert code == 0, err
-    pti = json.loads(moved.with_suffix(".json").read_text())["pivotal_tuning"]
+    moved_json = json.loads(moved.with_suffix(".json").read_text())
+    pti = moved_json["pivotal_tuning"]
+    assert moved_json["settings"]["tune_motion"] == 1.0, moved_json["settings"]
     assert pti["config"]["motion"] == 1.0 and pti["motion_offsets"] == 4 and not pti["cache_hit"], pti
     assert pti["cache"] != grid_tuning["cache"]
     plain = tmp_path / "plain.mp4"
     code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--motion", motion, "--frames", 4,
                         "--landmarks", "none", "--tune", "none", "--out", plain)
     assert code == 0, err
-    assert json.loads(plain.with_suffix(".json").read_text())["pivotal_tuning"] is None
+    plain_json = json.loads(plain.with_suffix(".json").read_text())
+    assert plain_json["pivotal_tuning"] is None and plain_json["settings"]["tune_motion"] == 0.0
 
 
 def test_animate_bad_inputs_fail_with_one_line_and_no_mp4(chain, shared, tmp_path, capsys):
