@@ -267,10 +267,7 @@ def face_ellipse(resolution: int, edge: float = 0.15) -> torch.Tensor:
     """Where the face is in an FFHQ-style aligned crop: 1 inside an ellipse from the brows to the chin
     (centre (0.5, 0.56) of the crop, half-axes 0.30 x 0.36), 0 outside, a linear ramp of ``edge`` of the
     radius between; [R, R]. Fixed, because the crop itself puts the eyes and mouth at fixed places."""
-    t = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
-    y, x = torch.meshgrid(t, t, indexing="ij")
-    r = torch.sqrt(((x - 0.5) / 0.30) ** 2 + ((y - 0.56) / 0.36) ** 2)
-    return ((1.0 - r) / edge + 0.5).clamp(0.0, 1.0)
+    return _soft_ellipse(resolution, (0.5, 0.56), (0.30, 0.36), edge)
 
 
 def mouth_ellipse(resolution: int, edge: float = 0.3) -> torch.Tensor:
@@ -279,9 +276,15 @@ def mouth_ellipse(resolution: int, edge: float = 0.3) -> torch.Tensor:
     of the radius between; [R, R]. dlib's mouth points of three aligned photos (the demo photo,
     000031.jpg, jackson.jpg) lie within x 0.36-0.64, y 0.68-0.80, their centres at y 0.72-0.74; the
     ellipse reaches lower for the jaw of an opened mouth."""
+    return _soft_ellipse(resolution, (0.5, 0.76), (0.17, 0.10), edge)
+
+
+def _soft_ellipse(resolution: int, centre: tuple[float, float], axes: tuple[float, float], edge: float) -> torch.Tensor:
+    """[R, R]: 1 inside the ellipse (centre (x, y) and half-axes in crop units), 0 outside, a linear ramp of
+    ``edge`` of the radius across its border."""
     t = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
     y, x = torch.meshgrid(t, t, indexing="ij")
-    r = torch.sqrt(((x - 0.5) / 0.17) ** 2 + ((y - 0.76) / 0.10) ** 2)
+    r = torch.sqrt(((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2)
     return ((1.0 - r) / edge + 0.5).clamp(0.0, 1.0)
 
 
@@ -363,6 +366,8 @@ def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PT
 
     if cfg.steps <= 0:
         raise SvgenError(f"pivotal tuning needs a positive number of steps, got {cfg.steps}")
+    if cfg.motion > 0 and (motion_offsets is None or len(motion_offsets) == 0):   # before the cache: the key
+        raise ValueError("the motion term (cfg.motion > 0) needs motion_offsets")    # would lack them
     key = cache_key(photo_sha256, generator_sha256, pivot.detach().cpu().numpy(), cfg, extra_key,
                     None if motion_offsets is None else motion_offsets.detach().cpu().numpy(),
                     None if mouth is None else tuple(a.detach().cpu().numpy() for a in mouth))

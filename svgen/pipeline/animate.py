@@ -395,8 +395,6 @@ def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettin
     (offsets, targets) of the mouth term (:func:`mouth_inputs`; the term is on when given)."""
     device = G.mapping.w_avg.device
     st = resolved_tuning(st)
-    if st.tune_motion > 0 and offsets is None:
-        raise ValueError("tune_identity: the motion term (st.tune_motion > 0) needs the motion's offsets")
     target = images_to_tensor(photo[None], G.img_resolution, device)
     cfg = PTIConfig(steps=int(st.tune_steps), seed=int(st.seed), identity=st.tune_id_loss,
                     motion=float(st.tune_motion), mouth=float(st.tune_mouth) if mouth is not None else 0.0)
