@@ -3,7 +3,8 @@
 For a trained work folder (``make demo`` or the Makefile chain: ``image/generator.pt``, ``encoder/``,
 ``encoder_w/``, ``motion_gru/``, ``motion_styleinv/``, ``aligned.zip``), every held-out photo is animated
 with each motion model by ``svgen animate`` (default settings: PTI on the photo, mean offset), and one
-photo is also driven by another person's real video (``--driving``). Each animation gets the checks of
+photo is also driven by another person's real video (``--driving``, given the GRU's ``--motion`` for its
+training store, so the driving mouth comes from the driving frames' landmarks). Each animation gets the checks of
 the demo's results page (``svgen.demo.targets.animation_checks``): mouth spread and landmark-motion FD
 against the training clip (the driving video for the driven one), a face in every sampled frame and dlib identity distance to the photo.
 The default photos are held out from every test: three colour photos (``jackson.jpg`` an older man) and a greyscale
@@ -40,8 +41,9 @@ def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving
     enc = work / ("encoder_w" if model == "styleinv" else "encoder") / "encoder.pt"
     args = ["animate", "--identity", str(photo), "--generator", str(work / "image/generator.pt"),
             "--encoder", str(enc), "--out", str(out)]
-    if driving is not None:
-        args += ["--driving", str(driving), "--frames", str(frames)]
+    if driving is not None:   # the motion's training store gives the generator's mouth direction (--driving-mouth)
+        args += ["--driving", str(driving), "--motion", str(work / f"motion_{model}/motion.pt"),
+                 "--frames", str(frames)]
     else:
         args += ["--motion", str(work / f"motion_{model}/motion.pt"), "--frames", str(frames), "--fps", "25"]
     args += list(extra)

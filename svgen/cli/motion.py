@@ -172,6 +172,13 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate (default 25, or the driving video's).")
 @click.option("--driving", type=click.Path(dir_okay=False), default=None,
               help="Transfer the motion of this real video instead of sampling motion.")
+@click.option("--driving-mouth", type=click.Choice(["auto", "landmarks", "codes"]), default="auto", show_default=True,
+              help="Where the driving video's mouth comes from. landmarks: dlib's mouth aspect ratio of each "
+                   "driving frame, moved along the direction in which the generator opens the mouth in "
+                   "--motion's training store (the encoder of a single-actor generator keeps little of "
+                   "another person's mouth: a MEAD clip driving the demo moved the mouth 0.06x as much as "
+                   "the clip, 0.6x with landmarks); codes: the inverted codes as they are (also when no "
+                   "--motion store is given). auto: landmarks unless --landmarks none.")
 @click.option("--grid", type=POSITIVE_INT, default=1, show_default=True, help="Write K seeds side by side.")
 @click.option("--refine-steps", type=NON_NEGATIVE_INT, default=0, show_default=True,
               help="Optimisation steps refining the photo's inversion.")
@@ -212,7 +219,8 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
 @click.option("--tune-mouth", type=NON_NEGATIVE, default=3.0, show_default=True,
               help="Weight of PTI's mouth term (0: off): the tuned generator must open the photo's own mouth "
                    "(the lower lip moved down, the gap darkened) along the direction in which the original "
-                   "generator opens it in the motion's training store (or the driving video). Without it, PTI "
+                   "generator opens it in the motion's training store (the driving video's codes with --driving-mouth "
+                   "codes). Without it, PTI "
                    "draws the photo's closed mouth all around the pivot. On the demo (64 px, GRU, with the "
                    "motion term) three photos' mouths move 0.59-0.72x as much as the training clip's. "
                    "Costs 150 renders with landmarks and about 1.5x the tuning time.")
@@ -229,7 +237,8 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
                    "--tune pti the photo's tuning is added to it as a weight delta.")
 @common_options
 def animate(identity: str, motion: Optional[str], generator: Optional[str], encoder: Optional[str],
-            frames: Optional[int], fps: Optional[float], driving: Optional[str], grid: int, refine_steps: int,
+            frames: Optional[int], fps: Optional[float], driving: Optional[str], driving_mouth: str, grid: int,
+            refine_steps: int,
             offset: str, offset_components: Optional[int], offset_layers: Optional[str], offset_strength: float,
             motion_layers: str, landmarks: str, batch: int, slowmo: float, tune: str, tune_steps: int,
             tune_id_loss: str, tune_motion: Optional[float], tune_mouth: float, calibration: str, layer_lift: str,
@@ -239,7 +248,7 @@ def animate(identity: str, motion: Optional[str], generator: Optional[str], enco
     from svgen.pipeline.animate import AnimateSettings, animate as run_animate
 
     st = AnimateSettings(identity=identity, out=out, motion=motion, generator=generator, encoder=encoder,
-                         frames=frames, fps=fps, seed=seed, driving=driving, grid=grid,
+                         frames=frames, fps=fps, seed=seed, driving=driving, driving_mouth=driving_mouth, grid=grid,
                          refine_steps=refine_steps, offset=offset, offset_components=offset_components,
                          offset_layers=offset_layers, offset_strength=offset_strength,
                          motion_layers=motion_layers, landmarks=landmarks,

@@ -20,6 +20,11 @@ This term gives the tuned generator the photo's *own* mouth opened:
    ``s * spread * direction`` and the photo opened by ``s * gain * std(MAR) * inner mouth width`` pixels.
    :func:`svgen.inversion.pti.pivotal_tuning` then asks ``G_t(w_p + offset) = target`` (pixel L2 + MS-SSIM).
 
+The same direction carries a driving video's mouth (``svgen animate --driving``): the demo's encoder, trained on
+one actor, keeps little of another person's mouth (a MEAD clip's codes moved the rendered mouth 0.06x as much
+as the clip), so :func:`retarget_mouth` sets each driving code's coordinate along the direction from dlib's
+mouth aspect ratio of the driving frame itself, through the fit's slope (``mar_per_unit``).
+
 ``gain`` (default 3) is the opening per spread over the codes' own MAR spread; at 64 px the tuned generator
 follows part of what the targets ask. Measured on the demo folder (`benchmarks/mouth_chain.py --models gru`:
 3 GRU motions of 150 frames through animate's defaults; demo photo / 000031.jpg / jackson.jpg), without ->
@@ -54,17 +59,19 @@ _INNER_GAPS = ((61, 67), (62, 66), (63, 65))
 @dataclass
 class MouthDirection:
     """Where the motion's codes open the mouth: ``direction`` [num_ws, w_dim] (unit norm, zero off the moving
-    layers), the codes' ``spread`` (std) along it, their MAR's std and the fit's R^2 over ``frames`` faces."""
+    layers), the codes' ``spread`` (std) along it, their MAR's std, the fit's R^2 over ``frames`` faces and
+    ``mar_per_unit``, the slope of MAR on the codes' coordinate along the direction (NaN: not measured)."""
 
     direction: np.ndarray
     spread: float
     mar_std: float
     r2: float
     frames: int
+    mar_per_unit: float = float("nan")
 
     def summary(self) -> dict:
         return {"spread": round(self.spread, 4), "mar_std": round(self.mar_std, 4), "r2": round(self.r2, 3),
-                "frames": self.frames}
+                "frames": self.frames, "mar_per_unit": round(self.mar_per_unit, 6)}
 
 
 def fit_mouth_direction(codes: np.ndarray, mar: np.ndarray, layers: Optional[Sequence[int]] = None,
@@ -94,8 +101,30 @@ def fit_mouth_direction(codes: np.ndarray, mar: np.ndarray, layers: Optional[Seq
     if not norm > 0:
         raise SvgenError("the motion's codes do not move the mouth on the layers the animation moves")
     d /= norm
-    return MouthDirection(direction=d.astype(np.float32), spread=float((X @ d.reshape(-1)).std()),
-                          mar_std=float(mar[ok].std()), r2=r2, frames=int(ok.sum()))
+    p = X @ d.reshape(-1)                                     # the codes' coordinate along the direction
+    return MouthDirection(direction=d.astype(np.float32), spread=float(p.std()), mar_std=float(mar[ok].std()),
+                          r2=r2, frames=int(ok.sum()), mar_per_unit=float((p @ y) / max(float(p @ p), 1e-12)))
+
+
+def retarget_mouth(traj: np.ndarray, first: np.ndarray, mar: np.ndarray, mar_ref: float,
+                   mouth: MouthDirection, limit: float = 3.0) -> tuple[np.ndarray, int]:
+    """A driving trajectory with the mouth of the driving *frames*: each code's coordinate along the mouth
+    direction, measured from the trajectory's first code ``first`` [num_ws, w_dim] (the photo's pivot under
+    the offset trick), becomes ``(mar - mar_ref) / mouth.mar_per_unit`` (``mar`` [n]: dlib's mouth aspect
+    ratio of the driving frames; ``mar_ref`` the driving MAR that the photo's own mouth stands for), clipped
+    to ``limit`` spreads of the codes along it. ``traj`` [n, num_ws, w_dim]; everything orthogonal to the
+    direction is kept. Returns the codes and the number of clipped frames. Chunks of one trajectory give the
+    same codes as the whole (nothing is carried over)."""
+    if not (np.isfinite(mouth.mar_per_unit) and mouth.mar_per_unit > 0):
+        raise SvgenError(f"the mouth direction does not open the mouth (MAR per unit {mouth.mar_per_unit:.3g})")
+    d = np.asarray(mouth.direction, np.float64)
+    x = np.asarray(traj, np.float64)
+    now = ((x - np.asarray(first, np.float64)[None]) * d[None]).sum(axis=(1, 2))          # [n]
+    want = (np.asarray(mar, np.float64) - float(mar_ref)) / mouth.mar_per_unit
+    bound = float(limit) * mouth.spread
+    clipped = int((np.abs(want) > bound).sum())
+    want = np.clip(want, -bound, bound)
+    return (x + (want - now)[:, None, None] * d[None]).astype(np.float32), clipped
 
 
 def _sample(img: torch.Tensor, xy: np.ndarray) -> torch.Tensor:

@@ -178,12 +178,19 @@ def _upscaled(frame: np.ndarray, min_side: int) -> tuple[np.ndarray, float]:
     return np.asarray(img), scale
 
 
-def track_landmarks(frames: Iterable[np.ndarray], backend: Any = None, min_side: int = 256) -> np.ndarray:
-    """Landmarks [T, 68, 2] of consecutive RGB frames (NaN where the face is lost), in the frames'
-    pixel coordinates. ``backend`` defaults to dlib (its model file loads in seconds: share one)."""
+def face_tracker(backend: Any = None) -> Any:
+    """A :class:`~svgen.preprocessing.landmarks.FaceTracker` on ``backend`` (default dlib)."""
     from svgen.preprocessing.landmarks import DlibLandmarks, FaceTracker
 
-    tracker = FaceTracker(backend if backend is not None else DlibLandmarks())
+    return FaceTracker(backend if backend is not None else DlibLandmarks())
+
+
+def track_landmarks(frames: Iterable[np.ndarray], backend: Any = None, min_side: int = 256,
+                    tracker: Any = None) -> np.ndarray:
+    """Landmarks [T, 68, 2] of consecutive RGB frames (NaN where the face is lost), in the frames'
+    pixel coordinates. ``backend`` defaults to dlib (its model file loads in seconds: share one); pass a
+    ``tracker`` (:func:`face_tracker`) to follow one face across calls on consecutive batches."""
+    tracker = tracker if tracker is not None else face_tracker(backend)
     out = []
     for frame in frames:
         img, scale = _upscaled(np.asarray(frame), min_side)

@@ -34,9 +34,10 @@ from svgen.pipeline.driving import DrivingLatents, invert_driving
 from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.inversion.encoders import load_encoder
 from svgen.inversion.losses import ReconstructionLoss
-from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, fit_mouth_direction, mouth_targets, photo_landmarks,
-                                   rendered_mar)
+from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, MouthDirection, fit_mouth_direction, mouth_targets,
+                                   photo_landmarks, rendered_mar, retarget_mouth)
 from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
+from svgen.preprocessing.landmarks import make_backend
 from svgen.preprocessing.pipeline import align_photo
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.stage1_image_gan.render import write_rendered_stream
@@ -64,6 +65,8 @@ class AnimateSettings:
     fps: Optional[float] = None        # default 25, or the driving video's frame rate
     seed: int = 0
     driving: Optional[str] = None
+    driving_mouth: str = "auto"        # the driving mouth from its frames' landmarks | its codes (auto: landmarks
+    #                                    unless --landmarks none); see svgen.inversion.mouth.retarget_mouth
     grid: int = 1
     refine_steps: int = 0
     offset: str = "auto"               # auto (mean with --tune pti, else pca) | pca | mean | naive | none
@@ -91,6 +94,7 @@ class AnimateSettings:
 
 
 TUNE_MODES = ("pti", "none")
+DRIVING_MOUTH = ("auto", "landmarks", "codes")
 TUNE_MOTION = 1.0   # the motion term's default weight under --tune pti (svgen.inversion.pti: with the mouth
 #                     term at 3 and the mouth left to it, the demo's GRU kept a face in every frame of three
 #                     photos' animations, which the mouth term alone lost in 12-29 % of them)
@@ -102,6 +106,16 @@ def resolved_tuning(st: AnimateSettings) -> AnimateSettings:
     if st.tune_motion is not None:
         return st
     return dataclasses.replace(st, tune_motion=TUNE_MOTION if st.tune == "pti" else 0.0)
+
+
+def driving_mouth_mode(st: AnimateSettings) -> Optional[str]:
+    """Where a driving video's mouth comes from: ``landmarks`` (its frames' mouth aspect ratio, moved along
+    the generator's mouth direction) or ``codes`` (its inverted codes as they are); None without --driving."""
+    if not st.driving:
+        return None
+    if st.driving_mouth != "auto":
+        return st.driving_mouth
+    return "codes" if st.landmarks == "none" else "landmarks"
 
 
 def _validate(st: AnimateSettings) -> None:
@@ -135,6 +149,11 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError(f"--offset must be one of auto, {', '.join(MODES)}, got {st.offset!r}")
     if st.paste_back and st.grid > 1:
         raise SvgenError("--paste-back writes one animation into the photo; it cannot be combined with --grid")
+    if st.driving_mouth not in DRIVING_MOUTH:
+        raise SvgenError(f"--driving-mouth must be one of {', '.join(DRIVING_MOUTH)}, got {st.driving_mouth!r}")
+    if st.driving_mouth == "landmarks" and st.landmarks == "none":
+        raise SvgenError("--driving-mouth landmarks measures the driving frames' mouth with a landmark backend; "
+                         "it cannot be combined with --landmarks none")
     if st.driving and st.grid > 1:
         raise SvgenError("--grid shows several sampled motions; it cannot be combined with --driving")
     if not st.driving and not st.motion:
@@ -220,8 +239,9 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         drive = None
         if st.driving:   # inverted before the tuning: PTI's motion term reads its offsets
             t = time.perf_counter()
+            mouth_backend = make_backend(st.landmarks) if driving_mouth_mode(st) == "landmarks" else None
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
-                                   st.frames)
+                                   st.frames, mouth_backend=mouth_backend)
             E = None
             release_memory()
             timing["invert_driving"] = time.perf_counter() - t
@@ -229,14 +249,24 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         else:
             frames, fps = int(st.frames or 250), float(st.fps or 25.0)
 
+        # the mouth: the direction in which the generator opens it (PTI's mouth term; a driving video's mouth
+        # from its frames' landmarks moves the codes along it)
+        direction = None
+        if (st.tune == "pti" and st.tune_mouth > 0) or driving_mouth_mode(st) == "landmarks":
+            t = time.perf_counter()
+            direction = mouth_direction(G, model, drive if driving_mouth_mode(st) == "codes" else None, st,
+                                        gen_sha, moving)
+            timing["mouth_direction"] = time.perf_counter() - t
+        mouth_drive = driving_mouth(drive, st, direction, frames)
+
         # identity: pivotal tuning of a generator copy that renders the photo at w_id
         render_G, tuning = G, None
         if st.tune == "pti":
             t = time.perf_counter()
-            offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving)
+            offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving, mouth_drive)
                        if st.tune_motion > 0 else None)
-            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving) if st.tune_mouth > 0
-                                else (None, None))
+            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction)
+                                if st.tune_mouth > 0 else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
                 render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
             tuning["mouth"] = mouth_rec
@@ -250,7 +280,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         details: list[dict] = []
         npy_path, json_path = sidecar_paths(st.out)
         if drive is not None:
-            streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details)]
+            streams = [_driving_stream(drive, frames, w_id, offset, st, layers, details, mouth_drive)]
         else:
             streams = [_sampled_stream(model, w_id, frames, fps, st.seed + k, offset, st, layers, details)
                        for k in range(st.grid)]
@@ -322,11 +352,12 @@ MOUTH_MIN_R2 = 0.5          # below this the fitted direction is noise (demo sto
 
 def motion_offsets(model: Optional[MotionModel], drive: Optional[DrivingLatents], w_id: np.ndarray, frames: int,
                    fps: float, offset: str, st: AnimateSettings, layers: Optional[list],
-                   moving: Optional[list]) -> np.ndarray:
+                   moving: Optional[list], mouth: Optional[DrivingMouth] = None) -> np.ndarray:
     """The offsets from the pivot [N, num_ws, w_dim] that the animation's first frames apply (its first
-    motion, or the driving video's), as rendered: after the offset trick and ``--motion-layers``."""
+    motion, or the driving video's, with the driving frames' mouth when ``mouth`` is given), as rendered:
+    after the offset trick and ``--motion-layers``."""
     n = min(int(frames), MOTION_PROBE_FRAMES)
-    stream = (_driving_stream(drive, n, w_id, offset, st, layers, []) if drive is not None
+    stream = (_driving_stream(drive, n, w_id, offset, st, layers, [], mouth) if drive is not None
               else _sampled_stream(model, w_id, n, fps, st.seed, offset, st, layers, []))
     seq = np.concatenate([hold_layers(s, w_id, moving) for s in stream])[::MOTION_PROBE_EVERY]
     return (seq - np.asarray(w_id, np.float32)[None]).astype(np.float32)
@@ -336,13 +367,17 @@ def mouth_probe_codes(model: Optional[MotionModel], drive: Optional[DrivingLaten
                       ) -> tuple[Optional[np.ndarray], str]:
     """The codes [N, num_ws, w_dim] the mouth direction is fitted on, and where they come from: the motion's
     training store (``latents_ref`` in motion.pt; up to ``MOUTH_PROBE_FRAMES`` frames spread over its
-    clips) or the driving video's first ``MOUTH_PROBE_FRAMES`` inverted frames. (None, why) when the store
-    is not there or belongs to another generator. A motion model's own samples are no substitute: two
-    short samples gave a direction at cosine 0.5 to the store's on the demo, and faces were lost."""
+    clips) or, given ``drive``, the driving video's first ``MOUTH_PROBE_FRAMES`` inverted frames. (None, why)
+    when the store is not there or belongs to another generator. Substitutes measured on the demo generator
+    fail: a motion model's own samples (two short samples gave a direction at cosine 0.5 to the store's, and
+    faces were lost), the mapping network's samples (R^2 0.32, cosine 0.01 to the store's direction) and the
+    encoder's codes of the training frames without refinement (R^2 0.18: their renders hardly move the mouth)."""
     from svgen.inversion.latent_store import LatentStore
 
     if drive is not None:
         return np.concatenate(list(drive.chunks(MOUTH_PROBE_FRAMES))), "the driving video"
+    if model is None:
+        return None, "no motion's training store to find the generator's mouth direction in (give --motion)"
     path = getattr(model, "latents_ref", {}).get("path")
     if not path or not Path(path).is_file():
         return None, f"the motion's training store {path or '(not recorded)'} is not there"
@@ -355,36 +390,74 @@ def mouth_probe_codes(model: Optional[MotionModel], drive: Optional[DrivingLaten
     return codes, str(path)
 
 
-def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], photo: np.ndarray,
-                 st: AnimateSettings, gen_sha: str, moving: Optional[list]) -> tuple[Optional[tuple], dict]:
-    """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
-    (None, a record saying why) when the photo's landmarks or the motion's mouth cannot be measured."""
-    from svgen.preprocessing.landmarks import DlibLandmarks
-
-    backend = DlibLandmarks()
-    lm = photo_landmarks(photo, backend)
-    if lm is None:
-        warnings.warn("PTI's mouth term is off: dlib finds no face landmarks in the aligned photo")
-        return None, {"used": False, "reason": "dlib finds no face landmarks in the aligned photo"}
+def mouth_direction(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], st: AnimateSettings,
+                    gen_sha: str, moving: Optional[list]) -> tuple[Optional[MouthDirection], dict]:
+    """The direction in which ``G`` opens the mouth, fitted on :func:`mouth_probe_codes` (the driving codes
+    when ``drive`` is given), and its record for the ``.json``; (None, a record saying why) when there are
+    no codes, no faces in their renders or no direction that the rendered mouth follows."""
     codes, source = mouth_probe_codes(model, drive, gen_sha)
     if codes is None:
-        warnings.warn(f"PTI's mouth term is off: {source}")
         return None, {"used": False, "reason": source}
     try:
-        mouth = fit_mouth_direction(codes, rendered_mar(G, codes, backend), moving)
+        mouth = fit_mouth_direction(codes, rendered_mar(G, codes, make_backend("dlib")), moving)
     except SvgenError as exc:
-        warnings.warn(f"PTI's mouth term is off: {exc}")
         return None, {"used": False, "reason": str(exc)}
     if mouth.r2 < MOUTH_MIN_R2:
         why = (f"the mouth in the renders of {source} follows no direction of the codes "
                f"(R^2 {mouth.r2:.2f} < {MOUTH_MIN_R2})")
-        warnings.warn(f"PTI's mouth term is off: {why}")
         return None, {"used": False, "reason": why, **mouth.summary()}
+    return mouth, {"used": True, "codes": source, **mouth.summary()}
+
+
+def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], photo: np.ndarray,
+                 st: AnimateSettings, gen_sha: str, moving: Optional[list],
+                 direction: Optional[tuple] = None) -> tuple[Optional[tuple], dict]:
+    """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
+    (None, a record saying why, also warned) when the photo's landmarks or the motion's mouth cannot be
+    measured. ``direction``: :func:`mouth_direction`'s result when already fitted."""
+    lm = photo_landmarks(photo, make_backend("dlib"))
+    if lm is None:
+        warnings.warn("PTI's mouth term is off: dlib finds no face landmarks in the aligned photo")
+        return None, {"used": False, "reason": "dlib finds no face landmarks in the aligned photo"}
+    mouth, rec = direction if direction is not None else mouth_direction(G, model, drive, st, gen_sha, moving)
+    if mouth is None:
+        warnings.warn(f"PTI's mouth term is off: {rec['reason']}")
+        return None, rec
     target = images_to_tensor(photo[None], G.img_resolution, G.mapping.w_avg.device)
     offsets, targets, openings = mouth_targets(target, lm, mouth)
-    return (offsets, targets), {"used": True, "weight": float(st.tune_mouth), "codes": source, **mouth.summary(),
-                                "steps": list(MOUTH_STEPS), "gain": OPENING_GAIN,
-                                "openings_px": [round(o, 3) for o in openings]}
+    return (offsets, targets), {**rec, "weight": float(st.tune_mouth), "steps": list(MOUTH_STEPS),
+                                "gain": OPENING_GAIN, "openings_px": [round(o, 3) for o in openings]}
+
+
+RETARGET_LIMIT = 3.0   # the driving mouth's codes stay within this many spreads of the training codes along
+#                        the direction (a MEAD clip moves the mouth 2.7x as much as the demo's actor). Its
+#                        reference is the driving clip's median MAR (DrivingMouth), not its first frame: MEAD's
+#                        M030 happy clip starts wide open (MAR 0.58, median 0.28), and from there 86 of 90
+#                        frames were clipped
+
+
+@dataclass
+class DrivingMouth:
+    """How the driving frames' mouth moves the codes: along ``direction``, from the driving MAR ``mar_ref``
+    (the median over the animation's frames, which the photo's own mouth stands for)."""
+
+    direction: MouthDirection
+    mar_ref: float
+
+
+def driving_mouth(drive: Optional[DrivingLatents], st: AnimateSettings, direction: Optional[tuple],
+                  frames: int) -> Optional[DrivingMouth]:
+    """The driving frames' mouth for the first ``frames`` frames, or None (with a warning saying why) where
+    the driving mouth stays its codes' own."""
+    if drive is None or driving_mouth_mode(st) != "landmarks":
+        return None
+    mouth, rec = direction if direction is not None else (None, {"reason": "no mouth direction"})
+    why = (rec["reason"] if mouth is None else
+           "no face landmarks in the aligned driving frames" if drive.mar is None else None)
+    if why:
+        warnings.warn(f"the driving video's mouth comes from its codes: {why}")
+        return None
+    return DrivingMouth(mouth, float(np.median(drive.mar[:frames])))
 
 
 def tune_identity(G: Any, w_id: np.ndarray, photo: np.ndarray, st: AnimateSettings,
@@ -429,9 +502,12 @@ def _sampled_stream(model: MotionModel, w_id: np.ndarray, frames: int, fps: floa
 
 
 def _driving_stream(drive: DrivingLatents, frames: int, w_id: np.ndarray, offset: str, st: AnimateSettings,
-                    layers: Optional[list], details: list) -> Iterator[np.ndarray]:
+                    layers: Optional[list], details: list,
+                    mouth: Optional[DrivingMouth] = None) -> Iterator[np.ndarray]:
     """The driving trajectory moved onto the identity by the offset trick, ``CHUNK_FRAMES`` at a time;
-    the PCA is the driving actor's own (the offset trick's subspace), fitted in a first pass."""
+    the PCA is the driving actor's own (the offset trick's subspace), fitted in a first pass. With
+    ``mouth``, the codes' coordinate along its direction follows the driving frames' mouth aspect ratio
+    (:func:`svgen.inversion.mouth.retarget_mouth`)."""
     if frames > drive.num_frames:
         raise SvgenError(f"the driving video has {drive.num_frames} usable frames, fewer than --frames {frames}",
                          st.driving)
@@ -443,13 +519,31 @@ def _driving_stream(drive: DrivingLatents, frames: int, w_id: np.ndarray, offset
     record = {"source": "driving", "driving_frames": frames, "driving_fps": drive.fps,
               "pca_components": None if basis is None else basis.k}
     details.append(record)
-    delta = None
+    if mouth is not None:
+        mar, d = drive.mar[:frames], mouth.direction
+        bound = RETARGET_LIMIT * d.spread
+        moved = np.clip((mar - mouth.mar_ref) / d.mar_per_unit, -bound, bound)   # as retarget_mouth moves the codes
+        record["mouth"] = {"from": "driving landmarks", "mar_std": round(float(mar.std()), 4),
+                           "mar_reference": round(mouth.mar_ref, 4),
+                           "frames_measured": round(float(drive.mar_found), 4),
+                           "moved_spreads_std": round(float(moved.std() / d.spread), 3),
+                           "limit_spreads": RETARGET_LIMIT, "clipped_frames": 0}
+    else:
+        record["mouth"] = {"from": "driving codes"}
+    delta, first, pos = None, None, 0
     for traj in drive.chunks(frames, CHUNK_FRAMES):
         if delta is None:
             delta, off = offset_for(traj[0], w_id, basis, mode=offset, components=components, layers=layers,
                                     strength=st.offset_strength)
             record["offset"] = off
-        yield (np.asarray(traj, np.float64) + delta[None]).astype(np.float32)
+        seq = (np.asarray(traj, np.float64) + delta[None]).astype(np.float32)
+        if mouth is not None:
+            first = seq[0].copy() if first is None else first
+            seq, clipped = retarget_mouth(seq, first, drive.mar[pos:pos + len(seq)], mouth.mar_ref, mouth.direction,
+                                          RETARGET_LIMIT)
+            record["mouth"]["clipped_frames"] += clipped
+        pos += len(seq)
+        yield seq
 
 
 def _edited_blocks(streams: list, edits: list, npy: NpyWriter) -> Iterator[np.ndarray]:

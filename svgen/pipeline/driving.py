@@ -2,7 +2,12 @@
 
 The video is aligned into a temporary ``aligned.zip`` (on disk), its longest face segment inverted
 16 frames at a time into a temporary raw float32 file, and the offset trick's PCA fitted and applied
-reading that file back chunk by chunk, so memory does not grow with the video's length."""
+reading that file back chunk by chunk, so memory does not grow with the video's length.
+
+With a landmark backend, the same pass measures dlib's mouth aspect ratio (MAR) of every aligned driving
+frame (one float a frame): ``animate`` can then take the mouth from the driving frames themselves
+(:func:`svgen.inversion.mouth.retarget_mouth`), which the encoder of a single-actor generator mostly loses
+for another person's face."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +27,12 @@ INVERT_BATCH = 16        # frames per encoder pass (as invert_images: the same b
 class DrivingLatents:
     """The inverted W+ trajectory of a driving video, kept in ``workdir`` and read back in chunks."""
 
-    def __init__(self, path: Path, num_frames: int, fps: float, num_ws: int, w_dim: int):
+    def __init__(self, path: Path, num_frames: int, fps: float, num_ws: int, w_dim: int,
+                 mar: Optional[np.ndarray] = None):
         self.path, self.num_frames, self.fps = path, int(num_frames), float(fps)
         self.frame_shape = (int(num_ws), int(w_dim))
+        self.mar_found = None if mar is None else float(np.isfinite(mar).mean())   # share of frames measured
+        self.mar = None if mar is None else _filled(mar)     # [num_frames] MAR of the driving frames, or None
 
     def chunks(self, frames: Optional[int] = None, chunk: int = 256) -> Iterator[np.ndarray]:
         """float32 [n, num_ws, w_dim] for frames 0 .. ``frames`` - 1 (default all), ``chunk`` at a time."""
@@ -36,9 +44,22 @@ class DrivingLatents:
                 yield np.fromfile(fh, np.float32, count=n * per).reshape(n, *self.frame_shape)
 
 
+def _filled(x: np.ndarray) -> Optional[np.ndarray]:
+    """NaN gaps linearly interpolated (edges held); None when no value is finite."""
+    x = np.asarray(x, np.float64)
+    ok = np.isfinite(x)
+    if not ok.any():
+        return None
+    t = np.arange(len(x))
+    return np.interp(t, t[ok], x[ok])
+
+
 def invert_driving(path: PathLike, G: Any, E: Any, workdir: PathLike, size: int, landmarks: str,
-                   refine_steps: int, max_frames: Optional[int]) -> DrivingLatents:
-    """Preprocess ``path`` into ``workdir`` and invert its longest continuous face segment."""
+                   refine_steps: int, max_frames: Optional[int], mouth_backend: Any = None) -> DrivingLatents:
+    """Preprocess ``path`` into ``workdir`` and invert its longest continuous face segment; with
+    ``mouth_backend`` (a landmark backend) also measure the MAR of its aligned frames."""
+    from svgen.metrics.landmark_motion import LandmarkMotionConfig, face_tracker, landmark_features, track_landmarks
+
     workdir = Path(workdir)
     aligned = workdir / "aligned.zip"
     preprocess_videos([path], aligned, size=size, landmarks=landmarks, max_frames=max_frames, show_progress=False)
@@ -49,16 +70,23 @@ def invert_driving(path: PathLike, G: Any, E: Any, workdir: PathLike, size: int,
             raise SvgenError("no face found in the driving video", path)
         clip = max(ds.clips, key=lambda c: ds.clips[c].num_frames)     # the longest face segment drives
         inv = ChunkInverter(G, E, RefineConfig(steps=int(refine_steps), temporal_weight=0.0), None, 0)
-        prev, batch, start = None, [], 0
+        tracker = face_tracker(mouth_backend) if mouth_backend is not None else None
+        min_side = LandmarkMotionConfig().min_side      # as the landmark-motion metric measures the frames
+        prev, batch, start, mar = None, [], 0, []
         with open(raw, "wb") as fh:
             for frame in ds.iter_clip(clip):
                 batch.append(frame)
                 if len(batch) == INVERT_BATCH:
                     prev = _invert(inv, batch, prev, start, G.num_ws, fh)
+                    if tracker is not None:
+                        mar.append(landmark_features(track_landmarks(batch, min_side=min_side, tracker=tracker))[:, 0])
                     start, batch = start + len(batch), []
             if batch:
                 _invert(inv, batch, prev, start, G.num_ws, fh)
-        return DrivingLatents(raw, ds.clips[clip].num_frames, ds.clips[clip].fps, G.num_ws, G.w_dim)
+                if tracker is not None:
+                    mar.append(landmark_features(track_landmarks(batch, min_side=min_side, tracker=tracker))[:, 0])
+        return DrivingLatents(raw, ds.clips[clip].num_frames, ds.clips[clip].fps, G.num_ws, G.w_dim,
+                              mar=np.concatenate(mar) if tracker is not None else None)
     finally:
         ds.close()
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from svgen.inversion.mouth import (MouthDirection, fit_mouth_direction, inner_gap, mouth_targets, open_mouth,
-                                   photo_landmarks)
+                                   photo_landmarks, retarget_mouth)
 from svgen.inversion.pti import PTIConfig, pivotal_tuning
 from svgen.utils.errors import SvgenError
 
@@ -84,8 +84,38 @@ def test_fit_mouth_direction_recovers_a_planted_direction():
     assert fit.spread == pytest.approx(float((flat @ fit.direction.reshape(-1)).std()), rel=1e-4)
     assert fit.mar_std == pytest.approx(float(np.nanstd(mar)), rel=1e-6)
     assert fit.r2 >= 0.8 and fit.frames == int(ok.sum())
+    assert fit.mar_per_unit == pytest.approx(0.02, rel=0.1), fit.mar_per_unit       # the planted slope
     with pytest.raises(SvgenError, match="at least 8"):
         fit_mouth_direction(codes[:20], np.where(np.arange(20) < 5, 0.2, np.nan))
+
+
+def test_retarget_mouth_puts_the_driving_mar_on_the_mouth_direction_and_nothing_else():
+    """Each code's coordinate along the mouth direction (from the first code) becomes (MAR - the reference MAR)
+    / MAR per unit, clipped to the limit in spreads; the part orthogonal to the direction is the driving
+    code's own; chunks of the trajectory give the codes of the whole."""
+    rng = np.random.default_rng(1)
+    n, num_ws, w_dim = 40, 4, 8
+    d = rng.normal(size=(num_ws, w_dim))
+    d[2:] = 0.0
+    d /= np.linalg.norm(d)
+    mouth = MouthDirection(direction=d.astype(np.float32), spread=2.0, mar_std=0.05, r2=0.9, frames=100,
+                           mar_per_unit=0.02)
+    traj = rng.normal(size=(n, num_ws, w_dim)).astype(np.float32)
+    mar = 0.3 + 0.05 * np.sin(np.arange(n) / 3.0)
+    mar[7] = 0.3 + 0.2                        # 10 spreads open: clipped to the 3-spread limit
+    out, clipped = retarget_mouth(traj, traj[0], mar, 0.31, mouth, limit=3.0)
+    coord = ((out.astype(np.float64) - traj[0]) * d).sum(axis=(1, 2))
+    want = np.clip((mar - 0.31) / 0.02, -6.0, 6.0)
+    np.testing.assert_allclose(coord, want, atol=1e-4)
+    assert clipped == 1 and coord[7] == pytest.approx(6.0, abs=1e-4)
+    rest = lambda x: x - ((x * d).sum(axis=(1, 2)))[:, None, None] * d          # noqa: E731
+    np.testing.assert_allclose(rest(out.astype(np.float64)), rest(traj.astype(np.float64)), atol=1e-5)
+    parts = [retarget_mouth(traj[a:a + 16], traj[0], mar[a:a + 16], 0.31, mouth)[0] for a in range(0, n, 16)]
+    np.testing.assert_array_equal(np.concatenate(parts), out)
+    closed = MouthDirection(direction=d.astype(np.float32), spread=2.0, mar_std=0.05, r2=0.9, frames=100,
+                            mar_per_unit=-0.01)
+    with pytest.raises(SvgenError, match="does not open the mouth"):
+        retarget_mouth(traj, traj[0], mar, 0.31, closed)
 
 
 @pytest.fixture(scope="module")

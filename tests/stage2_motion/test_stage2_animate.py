@@ -281,3 +281,67 @@ def test_mouth_inputs_use_the_store_only_where_its_mouth_follows_the_codes(chain
     with pytest.warns(UserWarning, match="mouth term is off"):
         mouth, rec = anim.mouth_inputs(G64, model, None, photo, st, "", [0, 1])
     assert mouth is None and not rec["used"] and "R^2" in rec["reason"], rec
+
+
+def test_driving_mouth_follows_the_driving_frames_landmarks(chain, shared, tmp_path, capsys, monkeypatch):
+    """``--driving`` with ``--motion``: each frame's code moves along the generator's mouth direction (fitted
+    on the motion's training store) by the driving frame's mouth aspect ratio, as the landmark-motion metric
+    measures it on the aligned driving frames, less the clip's median, over the slope of the fit; ``--driving-mouth codes`` keeps the
+    inverted codes; without a training store the codes are kept, saying why; ``landmarks`` needs a backend."""
+    import svgen.pipeline.animate as anim
+    from svgen.metrics.landmark_motion import dataset_features
+    from svgen.preprocessing.videos import preprocess_videos
+    from svgen.stage2_motion import load_motion
+
+    gen, enc, motion, G = chain
+    video = shared / "data" / "videos" / "dreamtalk_mead" / "M030_front_neutral_level1_001.mp4"
+
+    def follows(G_, codes, backend=None):     # the chain's 32 px renders: MAR along the codes' leading component
+        flat = codes.reshape(len(codes), -1).astype(np.float64)
+        flat -= flat.mean(0)
+        z = flat @ np.linalg.svd(flat, full_matrices=False)[2][0]
+        return 0.2 + 0.02 * z / z.std() + np.random.default_rng(len(codes)).normal(0, 0.002, len(codes))
+
+    monkeypatch.setattr(anim, "rendered_mar", follows)
+    out = tmp_path / "lm.mp4"
+    args = ("animate", "--identity", _photo(shared), "--driving", video, "--motion", motion, "--generator", gen,
+            "--encoder", enc, "--frames", 12, "--tune", "none")
+    code, _, err = _cli(capsys, *args, "--out", out)
+    assert code == 0, err
+    rec = json.loads(out.with_suffix(".json").read_text())["motion"][0]["mouth"]
+    assert rec["from"] == "driving landmarks" and rec["frames_measured"] >= 0.9, rec
+    # the reference: the driving clip aligned as animate aligns it, measured by the metric
+    ref = tmp_path / "ref.zip"
+    preprocess_videos([video], ref, size=G.img_resolution, landmarks="dlib", max_frames=12, show_progress=False)
+    series = max(dataset_features(ref), key=len)
+    mar = series.filled()[:12, 0]
+    assert np.ptp(mar) > 0.1, mar                                      # the clip talks
+    assert rec["mar_std"] == pytest.approx(float(mar.std()), abs=1e-4)
+    model = load_motion(motion)
+    st = anim.AnimateSettings(identity=str(_photo(shared)), out=str(out), motion=str(motion), tune="none")
+    mouth, _ = anim.mouth_direction(G, model, None, st, "", None)
+    d = mouth.direction.astype(np.float64)
+    lat = np.load(out.with_suffix(".npy"))[0].astype(np.float64)
+    coord = ((lat - lat[0]) * d).sum(axis=(1, 2))
+    assert rec["mar_reference"] == pytest.approx(float(np.median(mar)), abs=1e-4)
+    want = np.clip((mar - np.median(mar)) / mouth.mar_per_unit, -3 * mouth.spread, 3 * mouth.spread)
+    np.testing.assert_allclose(coord, want - want[0], atol=1e-3 * mouth.spread)    # (frame 0 moves too)
+
+    kept = tmp_path / "codes.mp4"
+    code, _, err = _cli(capsys, *args, "--driving-mouth", "codes", "--out", kept)
+    assert code == 0, err
+    assert json.loads(kept.with_suffix(".json").read_text())["motion"][0]["mouth"] == {"from": "driving codes"}
+    lat_codes = np.load(kept.with_suffix(".npy"))[0].astype(np.float64)
+    assert np.abs(((lat_codes - lat_codes[0]) * d).sum(axis=(1, 2)) - (want - want[0])).max() > 0.1 * mouth.spread
+    rest = lambda x: x - (x * d).sum(axis=(1, 2))[:, None, None] * d      # noqa: E731
+    np.testing.assert_allclose(rest(lat), rest(lat_codes), atol=1e-4)          # only the mouth coordinate differs
+
+    bare = tmp_path / "bare.mp4"
+    code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, "--generator", gen,
+                        "--encoder", enc, "--frames", 12, "--tune", "none", "--out", bare)
+    assert code == 0, err
+    assert "mouth comes from its codes" in err and "--motion" in err, err
+    assert json.loads(bare.with_suffix(".json").read_text())["motion"][0]["mouth"] == {"from": "driving codes"}
+    code, _, err = _cli(capsys, *args, "--landmarks", "none", "--driving-mouth", "landmarks",
+                        "--out", tmp_path / "no.mp4")
+    assert code == 1 and "--landmarks none" in err and not (tmp_path / "no.mp4").exists(), err
