@@ -73,18 +73,21 @@ def invert_driving(path: PathLike, G: Any, E: Any, workdir: PathLike, size: int,
         tracker = face_tracker(mouth_backend) if mouth_backend is not None else None
         min_side = LandmarkMotionConfig().min_side      # as the landmark-motion metric measures the frames
         prev, batch, start, mar = None, [], 0, []
+
+        def measure(frames: list) -> None:              # one face track across the batches
+            if tracker is not None:
+                mar.append(landmark_features(track_landmarks(frames, min_side=min_side, tracker=tracker))[:, 0])
+
         with open(raw, "wb") as fh:
             for frame in ds.iter_clip(clip):
                 batch.append(frame)
                 if len(batch) == INVERT_BATCH:
                     prev = _invert(inv, batch, prev, start, G.num_ws, fh)
-                    if tracker is not None:
-                        mar.append(landmark_features(track_landmarks(batch, min_side=min_side, tracker=tracker))[:, 0])
+                    measure(batch)
                     start, batch = start + len(batch), []
             if batch:
                 _invert(inv, batch, prev, start, G.num_ws, fh)
-                if tracker is not None:
-                    mar.append(landmark_features(track_landmarks(batch, min_side=min_side, tracker=tracker))[:, 0])
+                measure(batch)
         return DrivingLatents(raw, ds.clips[clip].num_frames, ds.clips[clip].fps, G.num_ws, G.w_dim,
                               mar=np.concatenate(mar) if tracker is not None else None)
     finally:
