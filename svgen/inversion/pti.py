@@ -159,9 +159,8 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
     gen = torch.Generator().manual_seed(cfg.seed)
     alpha = cfg.locality_alpha * _mapped_distance(G, device)
     motion = None
+    _check_motion_offsets(cfg, motion_offsets)
     if cfg.motion > 0:
-        if motion_offsets is None or len(motion_offsets) == 0:
-            raise ValueError("the motion term (cfg.motion > 0) needs motion_offsets")
         free_mouth = bool(cfg.motion_mouth_free and cfg.mouth > 0)
         motion = _MotionTerm(G, motion_offsets.to(device), cfg.motion_batch, cfg.seed, cfg.motion_face_only,
                              free_mouth=free_mouth)
@@ -210,6 +209,12 @@ def pivotal_tuning(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg:
                  "motion_offsets": 0 if motion is None else int(len(motion.offsets)),
                  "mouth_targets": 0 if mouth_term is None else int(len(mouth_term.offsets)),
                  "config": {**asdict(cfg), "lr": lr}}
+
+
+def _check_motion_offsets(cfg: PTIConfig, motion_offsets: Optional[torch.Tensor]) -> None:
+    """The motion term (``cfg.motion`` > 0) needs the animation's offsets."""
+    if cfg.motion > 0 and (motion_offsets is None or len(motion_offsets) == 0):
+        raise ValueError("the motion term (cfg.motion > 0) needs motion_offsets")
 
 
 class _MotionTerm:
@@ -366,8 +371,7 @@ def tune_cached(G: nn.Module, pivot: torch.Tensor, target: torch.Tensor, cfg: PT
 
     if cfg.steps <= 0:
         raise SvgenError(f"pivotal tuning needs a positive number of steps, got {cfg.steps}")
-    if cfg.motion > 0 and (motion_offsets is None or len(motion_offsets) == 0):   # before the cache: the key
-        raise ValueError("the motion term (cfg.motion > 0) needs motion_offsets")    # would lack them
+    _check_motion_offsets(cfg, motion_offsets)        # before the cache: the key would lack them
     key = cache_key(photo_sha256, generator_sha256, pivot.detach().cpu().numpy(), cfg, extra_key,
                     None if motion_offsets is None else motion_offsets.detach().cpu().numpy(),
                     None if mouth is None else tuple(a.detach().cpu().numpy() for a in mouth))
