@@ -115,16 +115,22 @@ def retarget_mouth(traj: np.ndarray, first: np.ndarray, mar: np.ndarray, mar_ref
     to ``limit`` spreads of the codes along it. ``traj`` [n, num_ws, w_dim]; everything orthogonal to the
     direction is kept. Returns the codes and the number of clipped frames. Chunks of one trajectory give the
     same codes as the whole (nothing is carried over)."""
-    if not (np.isfinite(mouth.mar_per_unit) and mouth.mar_per_unit > 0):
-        raise SvgenError(f"the mouth direction does not open the mouth (MAR per unit {mouth.mar_per_unit:.3g})")
     d = np.asarray(mouth.direction, np.float64)
     x = np.asarray(traj, np.float64)
     now = ((x - np.asarray(first, np.float64)[None]) * d[None]).sum(axis=(1, 2))          # [n]
+    want, clipped = mouth_coordinates(mar, mar_ref, mouth, limit)
+    return (x + (want - now)[:, None, None] * d[None]).astype(np.float32), clipped
+
+
+def mouth_coordinates(mar: np.ndarray, mar_ref: float, mouth: MouthDirection,
+                      limit: float = 3.0) -> tuple[np.ndarray, int]:
+    """:func:`retarget_mouth`'s coordinates [n] along the direction for the driving MARs ``mar`` [n], and how
+    many were clipped to ``limit`` spreads."""
+    if not (np.isfinite(mouth.mar_per_unit) and mouth.mar_per_unit > 0):
+        raise SvgenError(f"the mouth direction does not open the mouth (MAR per unit {mouth.mar_per_unit:.3g})")
     want = (np.asarray(mar, np.float64) - float(mar_ref)) / mouth.mar_per_unit
     bound = float(limit) * mouth.spread
-    clipped = int((np.abs(want) > bound).sum())
-    want = np.clip(want, -bound, bound)
-    return (x + (want - now)[:, None, None] * d[None]).astype(np.float32), clipped
+    return np.clip(want, -bound, bound), int((np.abs(want) > bound).sum())
 
 
 def _sample(img: torch.Tensor, xy: np.ndarray) -> torch.Tensor:

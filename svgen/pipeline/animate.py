@@ -34,8 +34,8 @@ from svgen.pipeline.driving import DrivingLatents, invert_driving
 from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.inversion.encoders import load_encoder
 from svgen.inversion.losses import ReconstructionLoss
-from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, MouthDirection, fit_mouth_direction, mouth_targets,
-                                   photo_landmarks, rendered_mar, retarget_mouth)
+from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, MouthDirection, fit_mouth_direction,
+                                   mouth_coordinates, mouth_targets, photo_landmarks, rendered_mar, retarget_mouth)
 from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
 from svgen.preprocessing.landmarks import make_backend
 from svgen.preprocessing.pipeline import align_photo
@@ -236,10 +236,14 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="svgen-animate-") as tmp:
         offset = resolved_offset(st)
+        mouth_mode = driving_mouth_mode(st)
+        needs_mouth = (st.tune == "pti" and st.tune_mouth > 0) or mouth_mode == "landmarks"
+        landmarker = make_backend("dlib") if needs_mouth else None   # one dlib model for every mouth measurement
         drive = None
         if st.driving:   # inverted before the tuning: PTI's motion term reads its offsets
             t = time.perf_counter()
-            mouth_backend = make_backend(st.landmarks) if driving_mouth_mode(st) == "landmarks" else None
+            mouth_backend = ((landmarker if st.landmarks == "dlib" else make_backend(st.landmarks))
+                             if mouth_mode == "landmarks" else None)
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
                                    st.frames, mouth_backend=mouth_backend)
             E = None
@@ -252,10 +256,10 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         # the mouth: the direction in which the generator opens it (PTI's mouth term; a driving video's mouth
         # from its frames' landmarks moves the codes along it)
         direction = None
-        if (st.tune == "pti" and st.tune_mouth > 0) or driving_mouth_mode(st) == "landmarks":
+        if needs_mouth:
             t = time.perf_counter()
-            direction = mouth_direction(G, model, drive if driving_mouth_mode(st) == "codes" else None, st,
-                                        gen_sha, moving)
+            direction = mouth_direction(G, model, drive if mouth_mode == "codes" else None, st, gen_sha, moving,
+                                        landmarker)
             timing["mouth_direction"] = time.perf_counter() - t
         mouth_drive = driving_mouth(drive, st, direction, frames)
 
@@ -265,7 +269,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
             t = time.perf_counter()
             offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving, mouth_drive)
                        if st.tune_motion > 0 else None)
-            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction)
+            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction, landmarker)
                                 if st.tune_mouth > 0 else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
                 render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
@@ -391,15 +395,17 @@ def mouth_probe_codes(model: Optional[MotionModel], drive: Optional[DrivingLaten
 
 
 def mouth_direction(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], st: AnimateSettings,
-                    gen_sha: str, moving: Optional[list]) -> tuple[Optional[MouthDirection], dict]:
+                    gen_sha: str, moving: Optional[list], backend: Any = None
+                    ) -> tuple[Optional[MouthDirection], dict]:
     """The direction in which ``G`` opens the mouth, fitted on :func:`mouth_probe_codes` (the driving codes
     when ``drive`` is given), and its record for the ``.json``; (None, a record saying why) when there are
-    no codes, no faces in their renders or no direction that the rendered mouth follows."""
+    no codes, no faces in their renders or no direction that the rendered mouth follows. ``backend``: the
+    dlib landmarker to share (loaded when None)."""
     codes, source = mouth_probe_codes(model, drive, gen_sha)
     if codes is None:
         return None, {"used": False, "reason": source}
     try:
-        mouth = fit_mouth_direction(codes, rendered_mar(G, codes, make_backend("dlib")), moving)
+        mouth = fit_mouth_direction(codes, rendered_mar(G, codes, backend or make_backend("dlib")), moving)
     except SvgenError as exc:
         return None, {"used": False, "reason": str(exc)}
     if mouth.r2 < MOUTH_MIN_R2:
@@ -411,15 +417,18 @@ def mouth_direction(G: Any, model: Optional[MotionModel], drive: Optional[Drivin
 
 def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], photo: np.ndarray,
                  st: AnimateSettings, gen_sha: str, moving: Optional[list],
-                 direction: Optional[tuple] = None) -> tuple[Optional[tuple], dict]:
+                 direction: Optional[tuple] = None, backend: Any = None) -> tuple[Optional[tuple], dict]:
     """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
     (None, a record saying why, also warned) when the photo's landmarks or the motion's mouth cannot be
-    measured. ``direction``: :func:`mouth_direction`'s result when already fitted."""
-    lm = photo_landmarks(photo, make_backend("dlib"))
+    measured. ``direction``: :func:`mouth_direction`'s result when already fitted; ``backend``: the dlib
+    landmarker to share (loaded when None)."""
+    backend = backend or make_backend("dlib")
+    lm = photo_landmarks(photo, backend)
     if lm is None:
         warnings.warn("PTI's mouth term is off: dlib finds no face landmarks in the aligned photo")
         return None, {"used": False, "reason": "dlib finds no face landmarks in the aligned photo"}
-    mouth, rec = direction if direction is not None else mouth_direction(G, model, drive, st, gen_sha, moving)
+    mouth, rec = direction if direction is not None else mouth_direction(G, model, drive, st, gen_sha, moving,
+                                                                         backend)
     if mouth is None:
         warnings.warn(f"PTI's mouth term is off: {rec['reason']}")
         return None, rec
@@ -448,10 +457,11 @@ class DrivingMouth:
 def driving_mouth(drive: Optional[DrivingLatents], st: AnimateSettings, direction: Optional[tuple],
                   frames: int) -> Optional[DrivingMouth]:
     """The driving frames' mouth for the first ``frames`` frames, or None (with a warning saying why) where
-    the driving mouth stays its codes' own."""
+    the driving mouth stays its codes' own. ``direction``: :func:`mouth_direction`'s result (fitted whenever
+    the mode is ``landmarks``)."""
     if drive is None or driving_mouth_mode(st) != "landmarks":
         return None
-    mouth, rec = direction if direction is not None else (None, {"reason": "no mouth direction"})
+    mouth, rec = direction
     why = (rec["reason"] if mouth is None else
            "no face landmarks in the aligned driving frames" if drive.mar is None else None)
     if why:
@@ -521,8 +531,7 @@ def _driving_stream(drive: DrivingLatents, frames: int, w_id: np.ndarray, offset
     details.append(record)
     if mouth is not None:
         mar, d = drive.mar[:frames], mouth.direction
-        bound = RETARGET_LIMIT * d.spread
-        moved = np.clip((mar - mouth.mar_ref) / d.mar_per_unit, -bound, bound)   # as retarget_mouth moves the codes
+        moved, _ = mouth_coordinates(mar, mouth.mar_ref, d, RETARGET_LIMIT)      # as retarget_mouth moves the codes
         record["mouth"] = {"from": "driving landmarks", "mar_std": round(float(mar.std()), 4),
                            "mar_reference": round(mouth.mar_ref, 4),
                            "frames_measured": round(float(drive.mar_found), 4),
