@@ -28,6 +28,7 @@ ENCODER_KIMG   ?=
 ENCODER_W_KIMG ?=
 MOTION_EPOCHS  ?=
 STYLEINV_STEPS ?=
+STYLEINV_LR    ?=
 # invert's latent refinement after the encoder: steps per chunk, peak lr, MS-SSIM weight (0 = L2 only)
 REFINE_STEPS   ?=
 REFINE_LR      ?=
@@ -42,7 +43,7 @@ WORKERS        ?=
 
 opt = $(if $(2),$(1) $(2))
 # the demo's budget (svgen.demo.layout.make_vars), for a first run on your own video
-FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=4000 STYLEINV_STEPS=600 FRAMES=250 FPS=25
+FIRST_HOUR := SIZE=64 IMAGE_KIMG=14.0 ENCODER_KIMG=3.0 ENCODER_W_KIMG=1.0 REFINE_STEPS=100 REFINE_LR=0.1 REFINE_MSSSIM=0 MOTION_EPOCHS=4000 STYLEINV_STEPS=600 STYLEINV_LR=0.001 FRAMES=250 FPS=25
 
 ALIGNED   := $(WORK)/aligned.zip
 # the generator every later step uses: trained by train-image, or converted from GENERATOR=
@@ -53,7 +54,7 @@ LATENTS   := $(WORK)/latents.h5
 # MODEL=gru (default) or MODEL=styleinv; StyleInV starts from a W encoder
 MOTION    := $(WORK)/motion_$(MODEL)/motion.pt
 MOTION_ENCODER := $(if $(filter styleinv,$(MODEL)),$(W_ENCODER),$(ENCODER))
-MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)),$(call opt,--epochs,$(MOTION_EPOCHS)))
+MOTION_LENGTH  := $(if $(filter styleinv,$(MODEL)),$(call opt,--steps,$(STYLEINV_STEPS)) $(call opt,--lr,$(STYLEINV_LR)),$(call opt,--epochs,$(MOTION_EPOCHS)))
 # one animation per photo and model: work/animation_<photo stem>_<model>.mp4 (svgen.demo.layout.animation_path)
 ANIMATION := $(WORK)/animation_$(basename $(notdir $(PHOTO)))_$(MODEL).mp4
 
@@ -94,6 +95,7 @@ help:
 	@echo "  MODEL=$(MODEL)   motion model (gru | styleinv)"
 	@echo "  MOTION_EPOCHS=$(MOTION_EPOCHS)   GRU epochs; empty = 350 (~50 min for a 10-min clip on CPU), demo 4000"
 	@echo "  STYLEINV_STEPS=$(STYLEINV_STEPS)   StyleInV iterations; empty = 20 000 (0.13 s each at 32 px: ~45 min on CPU), demo 600"
+	@echo "  STYLEINV_LR=$(STYLEINV_LR)   StyleInV's learning rate (SI); empty = 1e-4 (the paper's), demo 1e-3 (600 steps at 1e-4 learn little of the mouth)"
 	@echo "  FRAMES=$(FRAMES)   frames animate writes"
 	@echo "  FPS=$(FPS)   frame rate of the animation"
 	@echo "  DEVICE=$(DEVICE)   auto | cpu | cuda"

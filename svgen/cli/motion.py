@@ -19,12 +19,11 @@ calibration_option = click.option(
          "frames, so it is off by default.")
 
 layer_lift_option = click.option(
-    "--layer-lift", type=click.Choice(["on", "off"]), default="off", show_default=True,
+    "--layer-lift", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
     help="StyleInV trained on a W+ store: lift its W motion back onto the layers as the store moves them "
-         "(fitted by train-motion). On the demo its samples then move the mouth 0.64x and the head 0.88x as "
-         "much as the clip (off: 0.35x and 0.18x), but dlib finds a face in 86 % of their frames (off: 99 %), "
-         "and through PTI on other people's photos head turns blur the face in some frames; so it is off "
-         "by default.")
+         "(fitted by train-motion; auto = on where motion.pt has a lift). Off, the W codes are broadcast to "
+         "every layer and the store's mouth is mostly lost (the demo's animations: mouth 0.32-0.39x of the "
+         "clip's; lifted 0.56-1.13x on five photos, a face in every frame).")
 
 
 @click.command("train-motion")
@@ -52,6 +51,10 @@ layer_lift_option = click.option(
 @click.option("--preview-every", type=int, default=None,
               help="Steps between previews. GRU: rendered mp4s (needs --generator; default off); StyleInV: "
                    "PNG grids (default: at each snapshot).")
+@click.option("--lr", type=POSITIVE, default=None,
+              help="Learning rate of the motion generator: StyleInV's SI (default 1e-4, the paper's; D keeps "
+                   "2e-3) or the GRU's G (default 2e-4; the critic keeps its own). Short runs need more: the "
+                   "demo's 600 StyleInV steps learn the mouth at 1e-3, hardly at 1e-4. On --resume the run's own.")
 @click.option("--stride", type=int, default=None, help="GRU: window stride within a clip (default: the window).")
 @click.option("--lambda-gap", type=NON_NEGATIVE, default=None, help="GRU: gradient angle penalty weight (default 100; 0 = off).")
 @click.option("--penalty-units", type=click.Choice(["raw", "normalised"]), default=None,
@@ -67,7 +70,8 @@ layer_lift_option = click.option(
 @common_options
 def train_motion(latents: str, model: str, out: str, epochs: Optional[int], steps: Optional[int],
                  batch: Optional[int], window: Optional[int], generator: Optional[str], encoder: Optional[str],
-                 data: Optional[str], disc: Optional[str], preview_every: Optional[int], stride: Optional[int],
+                 data: Optional[str], disc: Optional[str], preview_every: Optional[int], lr: Optional[float],
+                 stride: Optional[int],
                  lambda_gap: Optional[float], penalty_units: Optional[str], n_critic: Optional[int],
                  snapshot_every: Optional[int], resume: bool, gpus: int, seed: int,
                  device: str) -> None:
@@ -109,8 +113,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
         with echo_warnings():   # e.g. a W+ store whose mean over layers loses the motion
             path = run_from_cli(latents=latents, out=out, epochs=epochs, steps=steps, batch=batch, window=window,
                                 generator=generator, encoder=encoder, data=data, disc=disc,
-                                preview_every=preview_every, snapshot_every=snapshot_every, resume=resume,
-                                seed=seed, device=device)
+                                preview_every=preview_every, snapshot_every=snapshot_every, lr=lr,
+                                resume=resume, seed=seed, device=device)
         if is_main_process():
             click.echo(f"wrote {path}" if path else f"done: {out}")
         return
@@ -122,6 +126,8 @@ def train_motion(latents: str, model: str, out: str, epochs: Optional[int], step
                          encoder=encoder, seed=seed, device=device)
     if window is not None:
         cfg.model.window = window
+    if lr is not None:
+        cfg.lr_G = lr
     for name, value in (("epochs", epochs), ("steps", steps), ("batch", batch), ("stride", stride),
                         ("preview_every", preview_every), ("lambda_gap", lambda_gap),
                         ("penalty_units", penalty_units), ("n_critic", n_critic), ("snapshot_every", snapshot_every)):
@@ -155,7 +161,7 @@ def sample(motion: str, num: int, frames: int, out: str, generator: Optional[str
     with echo_warnings():  # library warnings as one "svgen: warning:" line, not Python's two
         summary = sample_to_dir(motion, num, frames, out, seed=seed, generator=generator, fps=fps,
                                 batch=batch, device=device, edits=edits, render_generator=render_generator,
-                                calibration=calibration == "on", layer_lift=layer_lift == "on")
+                                calibration=calibration == "on", layer_lift=layer_lift)
     click.echo(f"wrote {summary['latents']} {tuple(summary['latents_shape'])}"
                + (f" and {len(summary['videos'])} videos" if summary["videos"] else ""))
 

@@ -21,8 +21,10 @@ class DemoConfig:
     their rendered mouth 0.44x, 0.54x, 0.62x, 0.63x, 0.65x after 1200, 2000, 3000, 4000, 6000 steps (3
     samples of 150 frames; about 0.03 s a step). StyleInV likewise: its
     samples' RMS step in W is 0.065 after 150 steps, 0.22 after 600 (the clip's codes: 0.22) and
-    0.10 after 1000, about 0.2 s a step. Its animation's mouth stays small (spread 0.18-0.65x of the
-    clip's over these lengths and two PTI runs: mostly the noise of dlib's mouth landmarks at 64 px).
+    0.10 after 1000, about 0.2 s a step. At the paper's learning rate (1e-4) 600 steps teach SI little of
+    the mouth: its samples move along the store's (layer-mean) mouth direction 0.19x as much as the clip
+    (0.185x with the latent regulariser off); at 1e-3 0.71x and 0.98x (training seeds 0 and 1; 400 steps:
+    0.62x and 0.53x), and through PTI with the layer lift the animation's mouth is 0.61-0.98x of the clip's.
     The animations are 250 frames, animate's default: one motion's mouth figure depends on how much that
     stretch of it talks (the 4000-step GRU's seed 0 through PTI: 0.44x over 100 frames, 0.57x over 250;
     12 samples' first 100 frames along the store's mouth direction: 0.45-1.0x of the clip's), while the
@@ -38,6 +40,7 @@ class DemoConfig:
     refine_msssim: float = 0.0
     motion_epochs: int = 4000       # GRU epochs over the clip's windows (6 windows of 25 frames: 1 step each)
     styleinv_steps: int = 600       # StyleInV iterations (latent mode)
+    styleinv_lr: float = 1e-3       # SI's learning rate (the paper's 1e-4 is for 20 000+ steps)
     frames: int = 250               # length of the animation (animate's default, 10 s)
     fps: float = 25.0
     styleinv: bool = True
@@ -48,7 +51,7 @@ def make_vars(cfg: DemoConfig) -> str:
     return (f"SIZE={cfg.size} IMAGE_KIMG={cfg.image_kimg} ENCODER_KIMG={cfg.encoder_kimg} "
             f"ENCODER_W_KIMG={cfg.encoder_w_kimg} REFINE_STEPS={cfg.refine_steps} REFINE_LR={cfg.refine_lr:g} "
             f"REFINE_MSSSIM={cfg.refine_msssim:g} MOTION_EPOCHS={cfg.motion_epochs} "
-            f"STYLEINV_STEPS={cfg.styleinv_steps} FRAMES={cfg.frames} FPS={cfg.fps:g}")
+            f"STYLEINV_STEPS={cfg.styleinv_steps} STYLEINV_LR={cfg.styleinv_lr:g} FRAMES={cfg.frames} FPS={cfg.fps:g}")
 
 
 def animation_path(root: PathLike, photo: PathLike, model: str) -> Path:

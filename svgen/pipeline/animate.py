@@ -86,7 +86,7 @@ class AnimateSettings:
     #                                      --tune pti, else 0; see svgen.inversion.pti)
     tune_mouth: float = 3.0            # weight of PTI's mouth term (0: off; see svgen.inversion.mouth)
     calibration: str = "off"           # the motion model's spread calibration: on | off (stage2_motion/calibration.py)
-    layer_lift: str = "off"            # StyleInV on a W+ store: lift its motion onto the layers: on | off
+    layer_lift: str = "auto"           # StyleInV on a W+ store: lift its motion onto the layers: auto | on | off
     tune_cache: Optional[str] = None   # folder of tuned generators (default $SVGEN_CACHE/pti or ~/.cache/svgen/pti)
     edits: list = field(default_factory=list)   # --edit specs (EditSpec or FILE:INDEX:STRENGTH text)
     paste_back: bool = False           # composite the animated face into the original, unaligned photo
@@ -141,8 +141,8 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.calibration not in ("on", "off"):
         raise SvgenError(f"--calibration must be on or off, got {st.calibration!r}")
-    if st.layer_lift not in ("on", "off"):
-        raise SvgenError(f"--layer-lift must be on or off, got {st.layer_lift!r}")
+    if st.layer_lift not in ("auto", "on", "off"):
+        raise SvgenError(f"--layer-lift must be auto, on or off, got {st.layer_lift!r}")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")
     if st.offset not in MODES + ("auto",):
@@ -206,7 +206,7 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
     if model is not None:                                          # StyleInV renders x0 = G(w0)
         model.attach_generator(G)
     calibration = use_calibration(model, st.calibration == "on") if model is not None else None
-    lift = use_layer_lift(model, st.layer_lift == "on") if model is not None else None
+    lift = use_layer_lift(model, st.layer_lift) if model is not None else None
     require_file(enc_path, "encoder")
     E = load_encoder(enc_path, device=device)
     if model is not None and (model.num_ws, model.w_dim) != (G.num_ws, G.w_dim):

@@ -24,7 +24,7 @@ def sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed: 
                   generator: Optional[PathLike] = None, fps: Optional[float] = None, batch: int = 8,
                   device: Any = "auto", edits: Sequence[Any] = (),
                   render_generator: Optional[PathLike] = None, calibration: bool = False,
-                  layer_lift: bool = False) -> dict:
+                  layer_lift: bool | str = "auto") -> dict:
     """``svgen sample``: ``num`` trajectories of ``frames`` frames -> ``out/latents.npy``
     [num, frames, num_ws, w_dim], with a generator also ``out/sample_NNN.mp4`` (rendered through
     ``render_generator``, a finetune-decoder copy of it, when given); ``out/sample.json``.
@@ -38,7 +38,7 @@ def _sample_to_dir(motion: PathLike, num: int, frames: int, out: PathLike, seed:
                    generator: Optional[PathLike], fps: Optional[float], batch: int, device: Any,
                    edits: Sequence[Any], outputs: OutputGroup,
                    render_generator: Optional[PathLike] = None, calibration: bool = False,
-                   layer_lift: bool = False) -> dict:
+                   layer_lift: bool | str = "auto") -> dict:
     if int(num) <= 0:
         raise SvgenError(f"--num must be positive, got {num}")
     if int(frames) <= 0:

@@ -189,12 +189,13 @@ def test_cli_train_motion_and_sample(tmp_path, capsys, random_generator_path):
                              num_ws=G.num_ws, w_dim=G.w_dim)
     out, _ = ok_cli(capsys, "train-motion", "--latents", store, "--model", "gru", "--out", tmp_path / "run",
                  "--steps", 2, "--batch", 4, "--window", 8, "--generator", random_generator_path,
-                 "--device", "cpu")
+                 "--lr", "3e-4", "--device", "cpu")
     motion = tmp_path / "run" / "motion.pt"
     assert str(motion) in out and motion.is_file()
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["window"] == 8 and cfg["steps"] == 2 and cfg["lambda_gap"] == 100.0
     assert (cfg["lambda_gp"], cfg["penalty_units"], cfg["n_critic"]) == (50.0, "raw", 5)
+    assert (cfg["lr_G"], cfg["lr_C"]) == (3e-4, 2e-4)                 # --lr is the generator's alone
     m = load_motion(motion)
     assert m.generator_sha256 == sha and m.generator_path == str(random_generator_path.resolve())
 

@@ -35,8 +35,9 @@ def test_two_processes_train_the_one_process_styleinv_and_resume(latents, random
     # no --encoder: SI's IR-SE encoder starts at random with BatchNorm in training mode (global statistics);
     # batch 8 = two minibatch-std groups of 4 in D, one per process
     base = ["train-motion", "--model", "styleinv", "--latents", latents, "--generator", random_generator_path,
-            "--batch", "8", "--device", "cpu"]
+            "--batch", "8", "--lr", "5e-4", "--device", "cpu"]
     svgen_subprocess(*base, "--out", tmp_path / "one", "--steps", "3")
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["train"]["lr_si"] == 5e-4
     two = svgen_subprocess(*base, "--out", tmp_path / "two", "--steps", "3", "--gpus", "2")
     assert two.stdout.count("wrote") == 1
     one_ck = torch.load(tmp_path / "one" / "motion.pt", weights_only=True)

@@ -249,7 +249,7 @@ def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tm
     """StyleInV learns a W+ store's mean over layers; the layer lift fitted on the store maps that W
     motion back onto the layers: exactly where the store's motion has as few directions as here, with
     the W codes StyleInV made kept as the lifted codes' layer mean. motion.pt carries it, the training
-    warning points to it, and sampling uses it when switched on (off: broadcast, as before)."""
+    warning points to it, and sampling uses it unless switched off (off: broadcast)."""
     from click.testing import CliRunner
 
     from svgen.cli.main import cli
@@ -271,7 +271,7 @@ def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tm
     delta = torch.randn(5, 128)                                      # any W motion keeps its layer mean
     np.testing.assert_allclose(lift.apply(delta).mean(dim=1).numpy(), delta.numpy(), atol=1e-5)
 
-    with pytest.warns(LayerMeanWarning, match=r"layered\.h5.*keeps only [0-9]+ % .*--layer-lift on.* reconstructs "
+    with pytest.warns(LayerMeanWarning, match=r"layered\.h5.*keeps only [0-9]+ % .*--layer-lift auto.* reconstructs "
                                               r"100 % of it"):
         tr = StyleInVTrainer(_cfg(assets, tmp_path / "run", latents=str(store)))
     assert tr.latents_ref()["layer_lift"]["components"] == 3
@@ -279,10 +279,11 @@ def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tm
     m.attach_generator(tr.G)
     w0 = torch.from_numpy(clips[0][[0, 9]].mean(axis=1)).float()
     w = m.sample_w(2, 9, seed=3, w0=w0)                             # StyleInV's own W codes [2, 9, 128]
-    broadcast = m.sample(2, 9, seed=3, w0=w0)                       # off unless switched on
+    wp = m.sample(2, 9, seed=3, w0=w0)                              # lifted by default: W+ codes [2, 9, 8, 128]
+    assert use_layer_lift(m, "off")["used"] is False
+    broadcast = m.sample(2, 9, seed=3, w0=w0)
     assert torch.equal(broadcast, w[:, :, None].expand(-1, -1, 8, -1))
-    assert use_layer_lift(m, True)["used"] is True
-    wp = m.sample(2, 9, seed=3, w0=w0)                              # rendered W+ codes [2, 9, 8, 128]
+    assert use_layer_lift(m, "auto")["used"] is True and torch.equal(m.sample(2, 9, seed=3, w0=w0), wp)
     np.testing.assert_allclose(wp.numpy(), (w[:, :1, None] + lift.apply(w - w[:, :1])).numpy(), atol=1e-5)
     np.testing.assert_allclose(wp.mean(dim=2).numpy(), w.numpy(), atol=1e-4)
     np.testing.assert_allclose(wp[:, 0].numpy(), broadcast[:, 0].numpy(), atol=1e-6)   # from the same first frame
@@ -295,16 +296,18 @@ def test_layer_lift_brings_back_the_motion_the_layer_mean_loses(assets: dict, tm
     with pytest.raises(SvgenError, match="layer_lift has shapes"):
         StyleInVMotion.from_checkpoint(bad, tmp_path / "bad.pt")
 
-    # svgen sample --layer-lift on uses it and records it; off (the default) broadcasts
+    # svgen sample uses it by default (auto) and with on, and records it; off broadcasts
     torch.save(tr.checkpoint(full=False), tmp_path / "motion.pt")
     got = {}
-    for mode in ("on", "off"):
+    for mode in ("auto", "on", "off"):
+        flag = [] if mode == "auto" else ["--layer-lift", mode]
         res = CliRunner().invoke(cli, ["sample", "--motion", str(tmp_path / "motion.pt"), "--num", "1", "--frames",
-                                       "6", "--out", str(tmp_path / mode), "--layer-lift", mode])
+                                       "6", "--out", str(tmp_path / mode), *flag])
         assert res.exit_code == 0, res.output
         got[mode] = np.load(tmp_path / mode / "latents.npy")[0]                  # [6, 8, 128]
         rec = json.loads((tmp_path / mode / "sample.json").read_text())["layer_lift"]
-        assert rec["used"] == (mode == "on") and rec["components"] == 3
+        assert rec["used"] == (mode != "off") and rec["components"] == 3
+    np.testing.assert_array_equal(got["auto"], got["on"])
     assert np.abs(got["off"] - got["off"][:, :1]).max() == 0                     # every layer alike
     assert np.abs(got["on"] - got["on"][:, :1]).max() > 1e-3
     np.testing.assert_allclose(got["on"].mean(axis=1), got["off"][:, 0], atol=1e-4)

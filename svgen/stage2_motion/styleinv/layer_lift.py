@@ -20,12 +20,13 @@ direction as the store makes is lifted (``bound``); any more is broadcast.
 Measured on the demo (64 px): the clip re-rendered from its lifted means moves the mouth 0.85-0.92x and
 the head 0.89-0.95x as much as the clip (k = 4-8; broadcast 0.35x and 0.23x). Lifting 16 directions
 doubled the landmark-motion distance of StyleInV's samples: the weaker directions are mostly noise that
-the map amplifies. The lift is off unless asked for (``--layer-lift on``): StyleInV's samples from mapped
-content codes (3 x 150 frames) then move the mouth 0.64x and the head 0.88x as much as the clip
-(broadcast 0.35x and 0.18x; landmark-motion distance 17.0 and 14.3, bound 23.7), but dlib finds a face in
-86 % of their frames (broadcast 99 %). Through PTI (100 frames; the demo photo, 000031.jpg, jackson.jpg)
-the mouth moves 0.33 / 0.40 / 0.62x instead of 0.22 / 0.29 / 0.36x, but on jackson.jpg the head turns blur
-the face in 2 of 16 frames and the landmark-motion distance is 106.
+the map amplifies. ``svgen sample/animate`` use the lift wherever ``motion.pt`` has one (``--layer-lift
+auto``; ``off`` broadcasts). With the demo's StyleInV trained at lr 1e-3, its samples (3 x 150 frames) move
+the mouth 0.74x and the head 0.58x as much as the clip (broadcast 0.29x and 0.18x; landmark-motion distance
+16.1 and 16.6, bound 23.7; a face in 98.9 % and 100 % of the frames), and through PTI the mouth moves
+0.56-1.13x on five photos with a face in every frame. (The model trained at the paper's 1e-4 had learnt
+little of the mouth, and with it the lift brought back mostly head turns that blurred some faces, so the
+lift was off by default until 2026-12-07.)
 """
 from __future__ import annotations
 
@@ -165,15 +166,19 @@ def fit_layer_lift(means: Sequence[np.ndarray], sums: Sequence[ClipSums], cross:
                      r2=fitted / total if total > 0 else 1.0, bound=bound)
 
 
-def use_layer_lift(model: Any, on: bool) -> Optional[dict]:
-    """Switch a loaded StyleInV model's layer lift on or off (``svgen sample/animate --layer-lift``; it
-    stays off where the model has none, e.g. the GRU) and return the settings JSON's record of it."""
+def use_layer_lift(model: Any, on: bool | str) -> Optional[dict]:
+    """Switch a loaded StyleInV model's layer lift on or off (``svgen sample/animate --layer-lift``:
+    ``"auto"`` = on where the model has one) and return the settings JSON's record of it. It stays off
+    where the model has none (a W store, the GRU); asking for it there explicitly warns."""
+    mode = on if isinstance(on, str) else ("on" if on else "off")
+    if mode not in ("auto", "on", "off"):
+        raise SvgenError(f"--layer-lift must be auto, on or off, got {on!r}")
     if getattr(model, "layer_lift", None) is None:
-        if on and getattr(model, "model_name", None) == MODEL_NAME:
+        if mode == "on" and getattr(model, "model_name", None) == MODEL_NAME:
             warnings.warn("--layer-lift on: this StyleInV model has no layer lift (trained on a W store, or "
                           "before train-motion fitted one); its W codes are broadcast to every layer", stacklevel=2)
         return None
-    model.lifted = bool(on)
+    model.lifted = mode != "off"
     return describe_layer_lift(model)
 
 

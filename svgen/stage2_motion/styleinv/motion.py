@@ -63,7 +63,7 @@ class StyleInVMotion:
                  layer_lift: Optional[LayerLift] = None):
         self.si = si.eval().requires_grad_(False).to(device)
         self.layer_lift = layer_lift   # W motion -> W+ motion of a W+ training store (None: broadcast)
-        self.lifted = False   # switched on by use_layer_lift (svgen animate/sample --layer-lift on)
+        self.lifted = layer_lift is not None   # --layer-lift auto; use_layer_lift switches it off or on
         self.cfg = si.cfg
         self.device = torch.device(device)
         self.generator_sha256 = generator_sha256

@@ -309,11 +309,12 @@ class StyleInVTrainer:
         kept, lift = self.latents.motion_kept, self.layer_lift
         if kept >= MOTION_KEPT_WARN:                         # 1.0 for a W store
             return
-        back = ("" if lift is None else f" `svgen sample/animate --layer-lift on` lifts it back onto the layers "
-                f"(this store's lift reconstructs {100 * math.sqrt(max(lift.r2, 0.0)):.0f} % of it).")
+        back = (" Its samples will move that much less." if lift is None else
+                f" `svgen sample/animate` lift it back onto the layers (--layer-lift auto, the default; this "
+                f"store's lift reconstructs {100 * math.sqrt(max(lift.r2, 0.0)):.0f} % of it).")
         warnings.warn(LayerMeanWarning(
             f"{self.cfg.latents}: StyleInV trains in W on this W+ store's mean over layers, which keeps only "
-            f"{100 * kept:.0f} % of its motion; its samples will move that much less.{back} For a W store, "
+            f"{100 * kept:.0f} % of its motion.{back} For a W store, "
             f"invert with a W encoder (train-encoder --space w) and --refine-steps"), stacklevel=3)
 
     def latents_ref(self) -> dict:
@@ -552,13 +553,14 @@ def run_from_cli(latents: Optional[str] = None, out: Optional[str] = None, epoch
                  steps: Optional[int] = None, batch: Optional[int] = None, window: Optional[int] = None,
                  generator: Optional[str] = None, encoder: Optional[str] = None, data: Optional[str] = None,
                  disc: Optional[str] = None, preview_every: Optional[int] = None,
-                 snapshot_every: Optional[int] = None, resume: bool = False,
+                 snapshot_every: Optional[int] = None, lr: Optional[float] = None, resume: bool = False,
                  seed: int = 0, device: str = "auto", **ignored: Any) -> Path:
     """Entry point of ``svgen train-motion --model styleinv`` (options as the CLI passes them).
 
     ``steps`` sets the length; without it, ``epochs`` counts passes of one clip per real frame
     (ceil(frames / batch) steps each); ``window`` sets the sampling window ``nframes``;
-    ``snapshot_every`` is in steps (a killed run resumes from its last snapshot).
+    ``snapshot_every`` is in steps (a killed run resumes from its last snapshot); ``lr`` is SI's
+    learning rate (a resumed run keeps its own).
     """
     if not out:
         raise SvgenError("train-motion needs --out")
@@ -572,6 +574,10 @@ def run_from_cli(latents: Optional[str] = None, out: Optional[str] = None, epoch
         cfg.sampling.nframes = int(window)
     if preview_every:
         cfg.preview_every = int(preview_every)
+    if lr is not None:
+        if not lr > 0:
+            raise SvgenError(f"--lr must be positive, got {lr}")
+        cfg.lr_si = float(lr)
     if snapshot_every is not None:
         cfg.snapshot_every = int(snapshot_every)
     if steps is not None:
