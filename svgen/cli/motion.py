@@ -22,8 +22,9 @@ layer_lift_option = click.option(
     "--layer-lift", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
     help="StyleInV trained on a W+ store: lift its W motion back onto the layers as the store moves them "
          "(fitted by train-motion; auto = on where motion.pt has a lift). Off, the W codes are broadcast to "
-         "every layer and the store's mouth is mostly lost (the demo's animations: mouth 0.32-0.39x of the "
-         "clip's; lifted 0.56-1.13x on five photos, a face in every frame).")
+         "every layer and most of the store's mouth motion is lost: the demo's StyleInV through PTI, 3 motions "
+         "of 150 frames, moves the demo photo's mouth 0.32-0.39x as much as the clip broadcast, and five "
+         "photos' 0.56-1.13x lifted, with a face in every frame.")
 
 
 @click.command("train-motion")
