@@ -5,7 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+os.environ.setdefault("MKL_CBWR", "AUTO")   # as the CLI sets it (svgen/cli/main.py), before torch calls MKL
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -111,6 +111,16 @@ def test_identity_term_brings_the_render_to_the_photos_identity(G, shared):
     assert dist["dlib"] <= 0.3 and dist["dlib"] < dist["none"] - 0.1, dist
 
 
+def test_identity_term_tunes_the_same_generator_every_time(G, shared):
+    """With the dlib identity term, two tunings of one photo give the same weights to the bit (MKL_CBWR,
+    set by the CLI and conftest: without it MKL's sums could change order from run to run, and the
+    tuning grew that into visibly different animations)."""
+    x = _target(shared, PHOTOS[1], G.img_resolution)
+    runs = [pivotal_tuning(G, _pivot(G), x, PTIConfig(steps=40, seed=0, identity="dlib"))[0] for _ in range(2)]
+    for (name, a), b in zip(runs[0].synthesis.named_parameters(), runs[1].synthesis.parameters()):
+        assert torch.equal(a, b), name
+
+
 @torch.no_grad()
 def _change_error(G, G_t, pivot, offsets) -> tuple[float, float]:
     """How far the tuned generator's change under each offset (at the pivot) is, inside the face, from
