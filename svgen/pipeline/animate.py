@@ -42,7 +42,7 @@ from svgen.preprocessing.pipeline import align_photo
 from svgen.stage1_image_gan.checkpoints import load_checked_generator
 from svgen.stage1_image_gan.render import write_rendered_stream
 from svgen.stage2_motion.calibration import use_calibration
-from svgen.stage2_motion.styleinv.layer_lift import use_layer_lift
+from svgen.stage2_motion.styleinv.layer_lift import LAYER_LIFT_MODES, use_layer_lift
 from svgen.stage2_motion import MotionModel, load_motion
 from svgen.stage2_motion.offset import MODES, coarse_layers, fit_pca, hold_layers, offset_for, parse_layers
 from svgen.utils.device import mapped_temporaries, release_memory, select_device
@@ -141,7 +141,7 @@ def _validate(st: AnimateSettings) -> None:
         raise SvgenError("--tune-motion is a term of pivotal tuning; it needs --tune pti")
     if st.calibration not in ("on", "off"):
         raise SvgenError(f"--calibration must be on or off, got {st.calibration!r}")
-    if st.layer_lift not in ("auto", "on", "off"):
+    if st.layer_lift not in LAYER_LIFT_MODES:
         raise SvgenError(f"--layer-lift must be auto, on or off, got {st.layer_lift!r}")
     if st.tune == "pti" and int(st.tune_steps) <= 0:
         raise SvgenError(f"--tune-steps must be positive, got {st.tune_steps}")

@@ -42,6 +42,7 @@ from svgen.utils.errors import SvgenError
 
 LIFT_VARIANCE = 0.8          # the leading directions carry this share of the layer means' motion
 LIFT_MAX_COMPONENTS = 16
+LAYER_LIFT_MODES = ("auto", "on", "off")   # svgen sample/animate --layer-lift
 
 
 @dataclass
@@ -171,7 +172,7 @@ def use_layer_lift(model: Any, on: bool | str) -> Optional[dict]:
     ``"auto"`` = on where the model has one) and return the settings JSON's record of it. It stays off
     where the model has none (a W store, the GRU); asking for it there explicitly warns."""
     mode = on if isinstance(on, str) else ("on" if on else "off")
-    if mode not in ("auto", "on", "off"):
+    if mode not in LAYER_LIFT_MODES:
         raise SvgenError(f"--layer-lift must be auto, on or off, got {on!r}")
     if getattr(model, "layer_lift", None) is None:
         if mode == "on" and getattr(model, "model_name", None) == MODEL_NAME:
