@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MKL_CBWR", "AUTO")   # as the CLI sets it (svgen/cli/main.py), before torch calls MKL
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs pytest-xdist workers side by side (TEST_JOBS, one per core): each worker, and every
+    # svgen process a test starts, computes on one thread, so N workers fill N cores instead of N x N
+    # threads fighting over them (two 2-thread trainings on 2 cores ran 3.5x slower than one after the other)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,21 +13,29 @@ from ddptools import assert_same_training, svgen_subprocess
 
 
 @pytest.fixture(scope="module")
-def latents(random_generator_path: Path, real_frames_zip32: Path, tmp_path_factory) -> Path:
-    """W latents of the real 32 px frames, inverted with a W encoder trained for 3 steps (quality is not the
-    point: the test compares two ways of training on the same data)."""
-    from svgen.inversion.api import invert_dataset
-    from svgen.inversion.encoders import load_encoder
-    from svgen.inversion.train import train_encoder
+def latents(random_generator_path: Path, tmp_path_factory) -> Path:
+    """W codes that move: per clip a slow random walk of z through the random generator's mapping (2 clips
+    x 60 frames). The frames must differ: on near-constant codes (a W encoder trained for 3 steps on this
+    generator gave codes whose spread over frames was 2e-5 of their norm) batch statistics are rounding
+    noise, and one and two processes parted by 4e-4 at the 99th percentile after 3 steps on one draw."""
+    from svgen.inversion.latent_store import LatentStoreWriter
     from svgen.stage1_image_gan.checkpoints import load_generator
     from svgen.utils.io import file_sha256
 
-    root = tmp_path_factory.mktemp("styleinv_ddp")
-    enc = train_encoder(random_generator_path, root / "encoder", real_frames_zip32, space="w", steps=3, batch=8,
-                        id_loss="none", overrides={"lpips": 0.0}, device="cpu", show_progress=False)
-    return invert_dataset(load_generator(random_generator_path), load_encoder(enc), real_frames_zip32,
-                          root / "latents.h5", generator_sha256=file_sha256(random_generator_path),
-                          encoder_sha256=file_sha256(enc), show_progress=False)
+    G = load_generator(random_generator_path).eval()
+    path = tmp_path_factory.mktemp("styleinv_ddp") / "latents.h5"
+    writer = LatentStoreWriter(path, space="w", num_ws=G.num_ws, w_dim=G.w_dim,
+                               generator_sha256=file_sha256(random_generator_path), resolution=G.img_resolution)
+    rng = torch.Generator().manual_seed(0)
+    for c in range(2):
+        steps = torch.randn(60, G.z_dim, generator=rng) * 0.15
+        z = torch.randn(1, G.z_dim, generator=rng) + steps.cumsum(0)             # [60, z_dim]
+        with torch.no_grad():
+            w = G.mapping(z)[:, 0]                                                # [60, w_dim]
+        writer.create_clip(f"clip{c}", 60, fps=25.0)
+        writer.write(f"clip{c}", 0, w.numpy())
+    writer.finalize()
+    return path
 
 
 @pytest.mark.slow
@@ -42,8 +50,14 @@ def test_two_processes_train_the_one_process_styleinv_and_resume(latents, random
     assert two.stdout.count("wrote") == 1
     one_ck = torch.load(tmp_path / "one" / "motion.pt", weights_only=True)
     two_ck = torch.load(tmp_path / "two" / "motion.pt", weights_only=True)
+    # Three Adam steps at lr 5e-4 from a random SI: its first steps move each weight by about +-lr whatever
+    # the size of its gradient, so the weights whose gradient is mostly rounding (e.g. BatchNorm biases that
+    # a later BatchNorm removes) part by up to 2 lr. Measured on these codes, one vs two processes:
+    # median / 99 % / 99.9 % of |difference| 6e-6 / 1.3e-4 / 3.3e-4 (SI), 2e-6 / 1e-4 / 5e-4 (D); with
+    # BatchNorm over each process's half only: 3.4e-4 / 2.5e-3 / 3.4e-3 and 4e-4 / 5.9e-3 / 8.9e-3.
+    lr = 5e-4
     for key in ("SI", "ema", "D"):
-        assert_same_training(one_ck[key], two_ck[key])
+        assert_same_training(one_ck[key], two_ck[key], q50=lr / 20, q99=lr / 2, q999=2 * lr)
     metrics = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 3]                  # process 0 alone evaluates
 
