@@ -184,7 +184,7 @@ demo: $(STAMP)
 
 # Each motion model and its animation (StyleInV's W encoder is trained before, on every core). With
 # DEMO_JOBS=2 the two run side by side, one thread each, StyleInV's output going to a log: 2 cores do the
-# pair in about 5.5 instead of 7 min (the GRU ran 1.17x longer on one thread, StyleInV 1.7x).
+# pair in about 5 instead of 7.5 min (the GRU ran 1.17x longer on one thread, StyleInV 1.7x).
 demo-motion-gru demo-motion-styleinv: demo-motion-%: $(STAMP)
 	@mkdir -p $(DEMO)/logs
 	$(if $(and $(SIDE_BY_SIDE),$(filter styleinv,$*)),@echo "[demo] StyleInV trains beside the GRU (one core each): its output goes to $(DEMO)/logs/motion_styleinv.log")
