@@ -35,15 +35,17 @@ GREY = "photos/hyperstyle_aligned/downey.jpg"         # animated as a greyscale 
 DRIVING = "videos/dreamtalk_mead/W011_front_happy_level3_001.mp4"
 
 
-def animate(work: Path, out: Path, photo: Path, model: str, frames: int, driving: Path | None,
+def animate(work: Path, out: Path, photo: Path, model: str, frames: int | None, driving: Path | None,
             extra: tuple = ()) -> float:
-    """``svgen animate`` into ``out`` (``extra``: more of its options); returns its wall time in seconds."""
+    """``svgen animate`` into ``out`` (``extra``: more of its options); returns its wall time in seconds.
+    ``frames`` None with ``driving``: as many frames as the driving video has."""
     enc = work / ("encoder_w" if model == "styleinv" else "encoder") / "encoder.pt"
     args = ["animate", "--identity", str(photo), "--generator", str(work / "image/generator.pt"),
             "--encoder", str(enc), "--out", str(out)]
     if driving is not None:   # the motion's training store gives the generator's mouth direction (--driving-mouth)
-        args += ["--driving", str(driving), "--motion", str(work / f"motion_{model}/motion.pt"),
-                 "--frames", str(frames)]
+        args += ["--driving", str(driving), "--motion", str(work / f"motion_{model}/motion.pt")]
+        if frames is not None:
+            args += ["--frames", str(frames)]
     else:
         args += ["--motion", str(work / f"motion_{model}/motion.pt"), "--frames", str(frames), "--fps", "25"]
     args += list(extra)
@@ -70,7 +72,8 @@ def main() -> None:
     ap.add_argument("--grey", type=Path, default=SHARED / "data" / GREY,
                     help="photo animated as a greyscale copy (give '' to skip)")
     ap.add_argument("--driving", type=Path, default=SHARED / "data" / DRIVING)
-    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=100,
+                    help="frames of each animation (the driven one: at most the driving video's)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the animations (default WORK/transfer)")
     ap.add_argument("--models", nargs="*", default=["gru", "styleinv"], help="motion models to animate with")
     ap.add_argument("--animate-options", default="", help="more `svgen animate` options, e.g. '--motion-layers 0-5'")
@@ -79,6 +82,7 @@ def main() -> None:
     from svgen.demo import targets
     from svgen.metrics import landmark_motion as lmm
     from svgen.metrics.acd import FaceEmbedder
+    from svgen.preprocessing.video_io import probe
     from svgen.stage1_image_gan.checkpoints import load_generator
 
     work, out = args.work, args.out or args.work / "transfer"
@@ -95,7 +99,9 @@ def main() -> None:
     rows = []
     for photo, model, driving in jobs:
         video = out / f"{photo.stem}_{model}.mp4"
-        seconds = animate(work, video, photo, "gru" if model == "driving" else model, args.frames, driving,
+        # the driven animation: at most as long as the driving video (animate refuses more frames than it has)
+        frames = args.frames if driving is None or args.frames < probe(driving).num_frames else None
+        seconds = animate(work, video, photo, "gru" if model == "driving" else model, frames, driving,
                           tuple(shlex.split(args.animate_options)))
         # a driven animation should move like its driving video, a sampled one like the training clip
         reference = [lmm.video_features(driving)] if driving is not None else train_motion

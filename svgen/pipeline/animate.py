@@ -246,6 +246,9 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
                              if mouth_mode == "landmarks" else None)
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
                                    st.frames, mouth_backend=mouth_backend)
+            if st.frames is not None and int(st.frames) > drive.num_frames:   # before any tuning or output
+                raise SvgenError(f"the driving video has {drive.num_frames} usable frames, fewer than "
+                                 f"--frames {st.frames}", st.driving)
             E = None
             release_memory()
             timing["invert_driving"] = time.perf_counter() - t

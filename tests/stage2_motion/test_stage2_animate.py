@@ -342,6 +342,12 @@ def test_driving_mouth_follows_the_driving_frames_landmarks(chain, shared, tmp_p
     assert code == 0, err
     assert "mouth comes from its codes" in err and "--motion" in err, err
     assert json.loads(bare.with_suffix(".json").read_text())["motion"][0]["mouth"] == {"from": "driving codes"}
+    # more --frames than the driving video has: refused with the user's number, before any tuning or output
+    # (PTI's motion term reads the first 150 frames, which had named --frames 150)
+    long = tmp_path / "long.mp4"
+    code, _, err = _cli(capsys, "animate", "--identity", _photo(shared), "--driving", video, "--generator", gen,
+                        "--encoder", enc, "--frames", 100000, "--tune-steps", 1, "--out", long)
+    assert code == 1 and "usable frames, fewer than --frames 100000" in err and not long.exists(), err
     code, _, err = _cli(capsys, *args, "--landmarks", "none", "--driving-mouth", "landmarks",
                         "--out", tmp_path / "no.mp4")
     assert code == 1 and "--landmarks none" in err and not (tmp_path / "no.mp4").exists(), err
