@@ -246,7 +246,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
                              if mouth_mode == "landmarks" else None)
             drive = invert_driving(st.driving, G, E, tmp, G.img_resolution, st.landmarks, st.refine_steps,
                                    st.frames, mouth_backend=mouth_backend)
-            if st.frames is not None and int(st.frames) > drive.num_frames:   # before any tuning or output
+            # the one frame-count check of a driven animation: before any tuning or output, with the user's number
+            if st.frames is not None and int(st.frames) > drive.num_frames:
                 raise SvgenError(f"the driving video has {drive.num_frames} usable frames, fewer than "
                                  f"--frames {st.frames}", st.driving)
             E = None
@@ -521,9 +522,6 @@ def _driving_stream(drive: DrivingLatents, frames: int, w_id: np.ndarray, offset
     the PCA is the driving actor's own (the offset trick's subspace), fitted in a first pass. With
     ``mouth``, the codes' coordinate along its direction follows the driving frames' mouth aspect ratio
     (:func:`svgen.inversion.mouth.retarget_mouth`)."""
-    if frames > drive.num_frames:
-        raise SvgenError(f"the driving video has {drive.num_frames} usable frames, fewer than --frames {frames}",
-                         st.driving)
     if frames < 2 and offset == "pca":
         raise SvgenError("the offset trick needs at least 2 driving frames (its PCA); use more --frames", st.driving)
     basis = (fit_pca(drive.chunks(frames, CHUNK_FRAMES), drive.frame_shape[0], drive.frame_shape[1], n_components=32)
