@@ -219,9 +219,10 @@ def main() -> None:
                 if tune == "none":
                     render_G = G
                 else:
-                    mouth = mouth_inputs(G, model, None, aligned, st, gen_sha, moving)[0] if args.tune_mouth > 0 else None
                     offs = (motion_offsets(model, None, w_id, args.frames, 25.0, offset, st, None, moving)
                             if st.tune_motion > 0 else None)
+                    mouth = (mouth_inputs(G, model, None, aligned, st, gen_sha, moving, motion=offs)[0]
+                             if args.tune_mouth > 0 else None)
                     render_G = tune_identity(G, w_id, aligned, st, gen_sha, offsets=offs, mouth=mouth)[0]
                 label = "pti" if tune == "pti" else "untuned"
                 if (photo, tune) not in measured:    # once per photo: the pivot of the first model's encoder

@@ -18,7 +18,12 @@ This term gives the tuned generator the photo's *own* mouth opened:
    mouth cavity (a quarter of the lower lip's colour); a negative opening closes the lips up to their gap.
 3. :func:`mouth_targets`: for steps ``s`` of the codes' spread along the direction, the offset
    ``s * spread * direction`` and the photo opened by ``s * gain * std(MAR) * inner mouth width`` pixels.
-   :func:`svgen.inversion.pti.pivotal_tuning` then asks ``G_t(w_p + offset) = target`` (pixel L2 + MS-SSIM).
+   :func:`svgen.inversion.pti.pivotal_tuning` then asks ``G_t(w_p + offset) = target`` (pixel L2 + MS-SSIM,
+   and the error inside the mouth region once more). The steps are +-0.75 and +-1.5 spreads, widened by
+   :func:`mouth_steps` to where the animation's own codes go (up to 3 spreads): a driving video that opens
+   the mouth wider than the training actor (MEAD W011 on the demo: 30 of 103 frames at the 3-spread limit)
+   moved the tuned mouth 0.49-0.51x as much as the driving clip with targets at 1.5 spreads (three PTI
+   seeds), 0.78-0.88x with the opening steps widened to 1.5 / 3.
 
 The same direction carries a driving video's mouth (``svgen animate --driving``): the demo's encoder, trained on
 one actor, keeps little of another person's mouth (a MEAD clip's codes moved the rendered mouth 0.06x as much
@@ -45,6 +50,8 @@ from svgen.utils.errors import SvgenError
 
 #: steps along the mouth direction, in spreads of the codes along it, at which the targets are made
 MOUTH_STEPS = (-1.5, -0.75, 0.75, 1.5)
+#: the farthest step, in spreads, when the steps are widened to the animation's codes (:func:`mouth_steps`)
+STEP_LIMIT = 3.0
 #: the targets' opening per spread, in units of the codes' own MAR spread (see the module doc)
 OPENING_GAIN = 3.0
 #: the cavity's colour: this fraction of the lower lip's
@@ -173,6 +180,28 @@ def open_mouth(photo: torch.Tensor, lm: np.ndarray, opening: float) -> torch.Ten
         a = torch.from_numpy(cover).to(photo)
         out = out * (1 - a) + dark * a
     return out.clamp(-1, 1)
+
+
+def mouth_steps(offsets: Optional[np.ndarray], mouth: MouthDirection, base: Sequence[float] = MOUTH_STEPS,
+                limit: float = STEP_LIMIT, tail: float = 0.05) -> tuple[float, ...]:
+    """The targets' steps (spreads along the direction), widened on the opening side to where the animation's
+    codes go: the outer opening step reaches the ``1 - tail`` quantile of the coordinates of ``offsets``
+    [N, num_ws, w_dim] (the animation's offsets from the pivot; None: ``base``) when that lies beyond
+    ``base``'s, at most ``limit`` spreads, and the inner one is half of it. A driving video that opens the
+    mouth wider than the training actor sends its codes up to 3 spreads along the direction
+    (:func:`retarget_mouth`), where targets at 1.5 left the tuned generator to guess. The closing side stays:
+    its targets close the lips no further than their gap, so a farther step only spreads the same closed
+    mouth over more of the codes (StyleInV's motions reach -2 to -3 spreads; widened there too, the mouths of
+    three held-out photos moved 0.50 / 0.90 / 0.82x as much as the clip's instead of 0.62 / 1.15 / 0.85x)."""
+    steps = tuple(float(x) for x in base)
+    if offsets is None or not len(offsets):
+        return steps
+    d = np.asarray(mouth.direction, np.float64).reshape(-1)
+    c = np.asarray(offsets, np.float64).reshape(len(offsets), -1) @ d / max(float(mouth.spread), 1e-12)
+    hi = min(float(np.quantile(c, 1 - tail)), float(limit))
+    if hi <= max(steps):
+        return steps
+    return tuple(x for x in steps if x < 0) + (hi / 2, hi)     # the opening steps: half way, and all the way
 
 
 def mouth_targets(photo: torch.Tensor, lm: np.ndarray, mouth: MouthDirection,

@@ -34,8 +34,8 @@ from svgen.pipeline.driving import DrivingLatents, invert_driving
 from svgen.pipeline.stream import CHUNK_FRAMES, NpyWriter, rechunk
 from svgen.inversion.encoders import load_encoder
 from svgen.inversion.losses import ReconstructionLoss
-from svgen.inversion.mouth import (MOUTH_STEPS, OPENING_GAIN, MouthDirection, fit_mouth_direction,
-                                   mouth_coordinates, mouth_targets, photo_landmarks, rendered_mar, retarget_mouth)
+from svgen.inversion.mouth import (OPENING_GAIN, MouthDirection, fit_mouth_direction, mouth_coordinates,
+                                   mouth_steps, mouth_targets, photo_landmarks, rendered_mar, retarget_mouth)
 from svgen.inversion.pti import PTIConfig, summary_for_json, tune_cached
 from svgen.preprocessing.landmarks import make_backend
 from svgen.preprocessing.pipeline import align_photo
@@ -273,8 +273,8 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
             t = time.perf_counter()
             offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving, mouth_drive)
                        if st.tune_motion > 0 else None)
-            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction, landmarker)
-                                if st.tune_mouth > 0 else (None, None))
+            mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction, landmarker,
+                                             offsets) if st.tune_mouth > 0 else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
                 render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
             tuning["mouth"] = mouth_rec
@@ -421,11 +421,13 @@ def mouth_direction(G: Any, model: Optional[MotionModel], drive: Optional[Drivin
 
 def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLatents], photo: np.ndarray,
                  st: AnimateSettings, gen_sha: str, moving: Optional[list],
-                 direction: Optional[tuple] = None, backend: Any = None) -> tuple[Optional[tuple], dict]:
+                 direction: Optional[tuple] = None, backend: Any = None,
+                 motion: Optional[np.ndarray] = None) -> tuple[Optional[tuple], dict]:
     """Offsets and targets of PTI's mouth term (``svgen.inversion.mouth``) and their record for the ``.json``;
     (None, a record saying why, also warned) when the photo's landmarks or the motion's mouth cannot be
     measured. ``direction``: :func:`mouth_direction`'s result when already fitted; ``backend``: the dlib
-    landmarker to share (loaded when None)."""
+    landmarker to share (loaded when None); ``motion``: the animation's offsets from the pivot
+    (:func:`motion_offsets`), to which the targets' steps widen (:func:`svgen.inversion.mouth.mouth_steps`)."""
     backend = backend or make_backend("dlib")
     lm = photo_landmarks(photo, backend)
     if lm is None:
@@ -437,8 +439,9 @@ def mouth_inputs(G: Any, model: Optional[MotionModel], drive: Optional[DrivingLa
         warnings.warn(f"PTI's mouth term is off: {rec['reason']}")
         return None, rec
     target = images_to_tensor(photo[None], G.img_resolution, G.mapping.w_avg.device)
-    offsets, targets, openings = mouth_targets(target, lm, mouth)
-    return (offsets, targets), {**rec, "weight": float(st.tune_mouth), "steps": list(MOUTH_STEPS),
+    steps = mouth_steps(motion, mouth)
+    offsets, targets, openings = mouth_targets(target, lm, mouth, steps)
+    return (offsets, targets), {**rec, "weight": float(st.tune_mouth), "steps": [round(x, 3) for x in steps],
                                 "gain": OPENING_GAIN, "openings_px": [round(o, 3) for o in openings]}
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from svgen.inversion.mouth import (MouthDirection, fit_mouth_direction, inner_gap, mouth_targets, open_mouth,
-                                   photo_landmarks, retarget_mouth)
+from svgen.inversion.mouth import (MOUTH_STEPS, MouthDirection, fit_mouth_direction, inner_gap, mouth_steps,
+                                   mouth_targets, open_mouth, photo_landmarks, retarget_mouth)
 from svgen.inversion.pti import PTIConfig, pivotal_tuning
 from svgen.utils.errors import SvgenError
 
@@ -128,7 +128,8 @@ def G(tiny_generator_path):
 def test_mouth_term_makes_the_tuned_generator_open_the_photos_mouth(G, shared, backend):
     """With ``PTIConfig.mouth`` the tuned generator renders the photo's opened (and closed) mouth at the
     offsets along the direction, and still the photo at the pivot; without it, it draws the photo's own
-    mouth there. The 32 px generator of the fixtures was trained on two other people."""
+    mouth there. The mouth region's own error (``mouth_focus``, on by default) makes it follow the asked
+    opening more closely. The 32 px generator of the fixtures was trained on two other people."""
     size = G.img_resolution
     big = _photo(shared, PHOTOS[0], 64)                               # landmarks at 64 px, targets at G's size
     lm = photo_landmarks(big, backend)
@@ -146,20 +147,25 @@ def test_mouth_term_makes_the_tuned_generator_open_the_photos_mouth(G, shared, b
     box = (slice(None), slice(None), slice(int(0.62 * size), int(0.90 * size)), slice(int(0.3 * size), int(0.7 * size)))
     want = (targets - x)[box]                                        # the mouth's change the targets ask for
     gain, err, rec = {}, {}, {}
-    for weight in (0.0, 1.0):
-        G_t, summary = pivotal_tuning(G, pivot, x, PTIConfig(steps=300, seed=0, mouth=weight), mouth=(offsets, targets))
+    assert PTIConfig().mouth_focus == 1.0
+    for weight, focus in ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0)):
+        cfg = PTIConfig(steps=300, seed=0, mouth=weight, mouth_focus=focus)
+        G_t, summary = pivotal_tuning(G, pivot, x, cfg, mouth=(offsets, targets))
         with torch.no_grad():
             out = G_t.synthesis(torch.cat([pivot, pivot + offsets]), noise_mode="const")
         change = (out[1:] - out[:1])[box]                             # the tuned generator's change there
-        gain[weight] = float((change * want).sum() / want.pow(2).sum())
-        err[weight] = float((change - want).pow(2).sum() / want.pow(2).sum())
-        rec[weight] = summary["psnr_after"]
+        gain[weight, focus] = float((change * want).sum() / want.pow(2).sum())
+        err[weight, focus] = float((change - want).pow(2).sum() / want.pow(2).sum())
+        rec[weight, focus] = summary["psnr_after"]
         assert summary["mouth_targets"] == (4 if weight else 0)
-    print("mouth change along the asked one (gain), residual / asked, without and with the term:", gain, err,
-          "PSNR at the pivot", rec)
-    assert gain[1.0] >= 0.35 and abs(gain[0.0]) <= 0.25, gain   # measured 0.52 and -0.08
-    assert err[1.0] <= 0.7 and err[1.0] < 0.5 * err[0.0], err   # measured 0.43 and 1.66
-    assert rec[1.0] >= 24.0, rec
+    print("mouth change along the asked one (gain), residual / asked, without the term, with it, with its focus:",
+          gain, err, "PSNR at the pivot", rec)
+    assert abs(gain[0.0, 0.0]) <= 0.25 and gain[1.0, 0.0] >= 0.35, gain   # measured -0.08 and 0.59
+    assert err[1.0, 0.0] <= 0.7 and err[1.0, 0.0] < 0.5 * err[0.0, 0.0], err   # measured 0.39 and 1.66
+    # the focus: measured gain 0.67, residual 0.28 (without it 0.59 and 0.39; 0.52 and 0.43 drawing 2 of
+    # the 4 targets a step, the earlier default)
+    assert gain[1.0, 1.0] >= 0.62 and err[1.0, 1.0] <= 0.34, (gain, err)
+    assert min(rec[1.0, 0.0], rec[1.0, 1.0]) >= 24.0, rec
     with pytest.raises(ValueError, match="mouth"):
         pivotal_tuning(G, pivot, x, PTIConfig(steps=1, mouth=1.0))
 
@@ -233,3 +239,27 @@ def test_motion_term_leaves_the_mouth_to_the_mouth_term(G):
         else:
             assert mouth_loss > base[False] * 1.2 and float((mouth_grad * inside).max()) > 0.0
         assert eye_loss > base[free] * 1.2 and float((eye_grad * face_only).max()) > 0.0
+
+
+def test_mouth_steps_widen_to_where_the_animation_opens_the_mouth_and_no_further():
+    """The targets' steps stay the base ones for a motion within them; on the opening side they reach out to
+    the 95 % quantile of the animation's coordinates along the direction beyond them, never past the limit,
+    the inner opening step half way; the closing side stays (its targets are the closed mouth already)."""
+    rng = np.random.default_rng(0)
+    direction = np.zeros((4, 8), np.float32)
+    direction[:2] = rng.normal(size=(2, 8))
+    direction /= np.linalg.norm(direction)
+    mouth = MouthDirection(direction=direction, spread=2.0, mar_std=0.05, r2=1.0, frames=100)
+
+    def offsets(coords):                       # codes at these coordinates (in spreads) plus orthogonal motion
+        other = rng.normal(size=(len(coords), 4, 8))
+        other -= (other.reshape(len(coords), -1) @ direction.reshape(-1))[:, None, None] * direction[None]
+        return np.asarray(coords)[:, None, None] * 2.0 * direction[None] + other
+
+    assert mouth_steps(None, mouth) == MOUTH_STEPS
+    assert mouth_steps(offsets(np.linspace(-1.2, 1.4, 200)), mouth) == pytest.approx(MOUTH_STEPS)
+    steps = mouth_steps(offsets(np.linspace(-1.0, 2.6, 201)), mouth)
+    assert steps == pytest.approx((-1.5, -0.75, 2.42 / 2, 2.42), abs=1e-6), steps   # the 95 % quantile
+    steps = mouth_steps(offsets(np.r_[np.full(150, -0.5), np.full(50, 5.0)]), mouth)
+    assert steps == pytest.approx((-1.5, -0.75, 1.5, 3.0)), steps                 # clipped at 3 spreads
+    assert mouth_steps(offsets(np.linspace(-4.0, 0.5, 100)), mouth) == pytest.approx(MOUTH_STEPS)
