@@ -271,14 +271,14 @@ def _animate(st: AnimateSettings, outputs: OutputGroup) -> dict:
         render_G, tuning = G, None
         if st.tune == "pti":
             t = time.perf_counter()
-            # the motion's offsets from the pivot: the motion term's, and how far the mouth term's steps reach
+            # the motion's offsets from the pivot: the motion term's (read only when it is on), and how far the
+            # mouth term's steps reach
             offsets = (motion_offsets(model, drive, w_id, frames, fps, offset, st, layers, moving, mouth_drive)
                        if st.tune_motion > 0 or st.tune_mouth > 0 else None)
             mouth, mouth_rec = (mouth_inputs(G, model, drive, photo, st, gen_sha, moving, direction, landmarker,
                                              offsets) if st.tune_mouth > 0 else (None, None))
             with mapped_temporaries():   # PTI's temporaries go back to the system before rendering
-                render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha,
-                                                 offsets if st.tune_motion > 0 else None, mouth)
+                render_G, tuning = tune_identity(G, w_id, photo, st, gen_sha, offsets, mouth)
             tuning["mouth"] = mouth_rec
             timing["pivotal_tuning"] = time.perf_counter() - t
         if styled is not None:          # the restyled decoder, carrying PTI's weight change when there is one
